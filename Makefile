@@ -1,0 +1,51 @@
+# recsys — cold-start recommender engine.
+# `make demo` and `make test` work as the very first command on a fresh clone:
+# both depend on `setup`, which builds .venv once and is a no-op afterwards.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# CPU build by default (installs from local disk on our machines). GPU users:
+#   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint format bench gpu-check clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the package (idempotent)
+
+demo: setup  ## end-to-end demo on MovieLens-100k (download, train, evaluate, track, register, recommend)
+	$(PY) -m pipelines.demo
+
+test: setup  ## run the test suite
+	$(PY) -m pytest -q -x --durations=15
+
+test-fast: setup  ## tests without the slow ones
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup  ## ruff checks
+	$(VENV)/bin/ruff check recsys pipelines benchmarks tests
+	$(VENV)/bin/ruff format --check recsys pipelines benchmarks tests
+
+format: setup
+	$(VENV)/bin/ruff check --fix recsys pipelines benchmarks tests
+	$(VENV)/bin/ruff format recsys pipelines benchmarks tests
+
+bench: setup  ## speed and scale benchmarks (prints figures)
+	$(PY) -m benchmarks.run_all
+
+gpu-check: setup  ## GPU tests and benchmarks (needs CUDA)
+	bash benchmarks/gpu_check.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

