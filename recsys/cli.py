@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -114,9 +115,9 @@ def _format_stats(stats: dict[str, Any]) -> str:
             f"p75 {q['p75']:g} | p90 {q['p90']:g} | max {q['p100']:g} | mean {q['mean']:.1f}"
         )
     if "time_span" in stats:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        a, b = (datetime.fromtimestamp(t, tz=timezone.utc).date() for t in stats["time_span"])
+        a, b = (datetime.fromtimestamp(t, tz=UTC).date() for t in stats["time_span"])
         lines.append(f"time span      {a} .. {b}")
     if stats.get("user_fields"):
         lines.append(

@@ -146,7 +146,7 @@ def test_melu_split_files(tmp_path: Path) -> None:
 def test_missing_builtin_says_how_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError, match="recsys data download ml-1m"):
         load_dataset("ml-1m", data_root=tmp_path)
-    with pytest.raises(DatasetNotFoundError, match="github.com/hoyeoplee/MeLU"):
+    with pytest.raises(DatasetNotFoundError, match=r"github\.com/hoyeoplee/MeLU"):
         load_dataset("melu-ml1m", data_root=tmp_path)
 
 

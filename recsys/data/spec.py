@@ -24,18 +24,17 @@ ship in ``recsys/data/specs/``. Example::
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from recsys.data.schema import CANONICAL_COLUMNS, ITEM, RATING, TIMESTAMP, USER
 from recsys.errors import SpecError
 
 
-class FieldKind(str, Enum):
+class FieldKind(StrEnum):
     """How a side-feature field is encoded."""
 
     CATEGORICAL = "categorical"

@@ -1,0 +1,1 @@
+"""Cold-start evaluation: metrics, protocols, baselines, reports and plots."""

@@ -1,0 +1,302 @@
+"""The outer loop: Adam over all meta-parameters, meta-batches of users, validation, early stopping,
+atomic resumable checkpoints.
+
+Determinism: the tasks of epoch ``e`` are drawn from ``numpy.random.default_rng([seed, e])`` and the
+meta-batches from the same generator, so a run resumed at any step replays exactly the batches an
+uninterrupted run would see. A non-finite loss or gradient skips the step (the fused Adam kernel is
+told through ``found_inf``, without a host sync on GPU); too many in a row stop training with a clear
+error, and the last good checkpoint stays on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recsys.config import TrainConfig
+from recsys.data.tasks import TaskSet, UserLog, build_batch, iterate_batches, sample_tasks
+from recsys.errors import TrainingError
+from recsys.evaluation import metrics as M
+from recsys.features.space import FeatureSpace
+from recsys.meta.maml import MetaLearner
+from recsys.meta.scoring import predict_tasks
+from recsys.utils.checkpoint import flatten_optimizer, load_tensors, save_tensors, unflatten_optimizer
+from recsys.utils.progress import progress
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_metric: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    finished: bool = False
+    running_loss: float = 0.0
+    running_count: int = 0
+    running_skipped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def validation_tasks(log: UserLog, cfg: TrainConfig) -> TaskSet:
+    """Fixed validation tasks: a seeded support of ``validation_support`` ratings and a query of up to
+    ``validation_query`` others, for every validation user with enough ratings."""
+    eligible = np.nonzero(log.counts > cfg.validation_support)[0]
+    rng = np.random.default_rng([cfg.seed, 10_007])
+    return sample_tasks(
+        log,
+        eligible,
+        rng,
+        support_size=cfg.validation_support,
+        query_size=cfg.validation_query,
+        support_order=cfg.support_order,
+    )
+
+
+def evaluate_rating_tasks(
+    learner: MetaLearner,
+    space: FeatureSpace,
+    log: UserLog,
+    tasks: TaskSet,
+    *,
+    device: torch.device | str = "cpu",
+    steps: int | None = None,
+) -> dict[str, float]:
+    """Mean per-user MAE, RMSE and query nDCG@3 of adapted predictions on fixed tasks."""
+    preds = predict_tasks(learner, space, log, tasks, device=device, steps=steps)
+    mask = tasks.query >= 0
+    target = np.where(mask, log.ratings[np.maximum(tasks.query, 0)], 0.0)
+    return {
+        "mae": float(np.nanmean(M.mae(preds, target, mask))),
+        "rmse": float(np.nanmean(M.rmse(preds, target, mask))),
+        "ndcg@3": float(np.nanmean(M.query_ndcg(preds, target, mask, 3))),
+    }
+
+
+class MetaTrainer:
+    def __init__(
+        self,
+        learner: MetaLearner,
+        space: FeatureSpace,
+        cfg: TrainConfig,
+        *,
+        checkpoint: str | Path | None = None,
+        checkpoint_meta: dict[str, Any] | None = None,
+        checkpoint_tensors: dict[str, torch.Tensor] | None = None,
+        on_epoch_end: list[EpochCallback] | None = None,
+    ) -> None:
+        self.learner = learner
+        self.space = space
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.checkpoint_meta = checkpoint_meta or {}
+        self.checkpoint_tensors = checkpoint_tensors or {}
+        self.on_epoch_end = on_epoch_end or []
+        self.state = TrainState()
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        learner.to(self.device)
+        sparse = learner.net.sparse_parameters()
+        sparse_ids = {id(p) for p in sparse}
+        self.dense_params = [p for p in learner.parameters() if id(p) not in sparse_ids]
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(
+            self.dense_params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused
+        )
+        self.sparse_optimizer = torch.optim.SparseAdam(sparse, lr=cfg.lr) if sparse else None
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        if self.checkpoint is None:
+            return
+        tensors = {f"model.{k}": v for k, v in self.learner.state_dict().items()}
+        opt_tensors, opt_meta = flatten_optimizer(self.optimizer.state_dict(), "optim")
+        tensors.update(opt_tensors)
+        sparse_meta = None
+        if self.sparse_optimizer is not None:
+            sp_tensors, sparse_meta = flatten_optimizer(self.sparse_optimizer.state_dict(), "sparse_optim")
+            tensors.update(sp_tensors)
+        if self.best_weights is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_weights.items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        tensors.update(self.checkpoint_tensors)
+        meta = {
+            "kind": "recsys-checkpoint",
+            "state": self.state.to_dict(),
+            "optimizer": opt_meta,
+            "sparse_optimizer": sparse_meta,
+        } | self.checkpoint_meta
+        save_tensors(self.checkpoint, tensors, meta)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        tensors, meta = load_tensors(path)
+        model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.learner.load_state_dict(model_state)
+        self.learner.to(self.device)
+        opt_state = unflatten_optimizer(tensors, meta["optimizer"], "optim")
+        self.optimizer.load_state_dict(opt_state)
+        if self.sparse_optimizer is not None and meta.get("sparse_optimizer"):
+            self.sparse_optimizer.load_state_dict(
+                unflatten_optimizer(tensors, meta["sparse_optimizer"], "sparse_optim")
+            )
+        best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.best_weights = best or None
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.state = TrainState(**meta["state"])
+
+    # ---- training ------------------------------------------------------------------------------
+    def _step(self, batch) -> torch.Tensor:
+        self.learner.train()
+        loss = self.learner.meta_loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.sparse_optimizer is not None:
+            self.sparse_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = [p.grad for p in self.dense_params if p.grad is not None]
+        if self.cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.dense_params, self.cfg.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads)
+        found_inf = (~torch.isfinite(norm) | ~torch.isfinite(loss.detach())).float()
+        if self.sparse_optimizer is not None:
+            # SparseAdam cannot skip on device: check on the host (one sync per step)
+            if bool(found_inf.item()):
+                return loss.detach()
+            self.sparse_optimizer.step()
+        self.optimizer.found_inf = found_inf  # fused Adam skips the whole update when set
+        self.optimizer.grad_scale = None
+        self.optimizer.step()
+        return loss.detach()
+
+    def fit(
+        self, train_log: UserLog, val_log: UserLog | None = None, *, resume_from: str | Path | None = None
+    ):
+        cfg = self.cfg
+        if resume_from is not None and Path(resume_from).exists():
+            self.load_checkpoint(resume_from)
+            log.info("resumed at epoch %d step %d", self.state.epoch, self.state.step_in_epoch)
+        train_users = np.nonzero(train_log.counts >= cfg.min_user_ratings)[0]
+        if len(train_users) == 0:
+            raise TrainingError(f"no training user has at least {cfg.min_user_ratings} ratings")
+        val_tasks = validation_tasks(val_log, cfg) if val_log is not None and val_log.n_users else None
+        consecutive_bad = 0
+        while self.state.epoch < cfg.epochs and not self.state.finished:
+            epoch = self.state.epoch
+            t0 = time.perf_counter()
+            rng = np.random.default_rng([cfg.seed, epoch])
+            tasks = sample_tasks(
+                train_log,
+                train_users,
+                rng,
+                support_size=(cfg.support_min, cfg.support_max),
+                query_size=cfg.query_size,
+                support_order=cfg.support_order,
+            )
+            batches = list(iterate_batches(tasks, cfg.meta_batch_size, rng))
+            skip = self.state.step_in_epoch
+            st = self.state
+            if skip == 0:
+                st.running_loss, st.running_count, st.running_skipped = 0.0, 0, 0
+            bar = progress(
+                total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch"
+            )
+            for i, sub in enumerate(batches):
+                if i < skip:
+                    continue
+                batch = build_batch(train_log, self.space, sub)
+                if self.device.type == "cuda":
+                    batch = batch.pin_memory().to(self.device, non_blocking=True)
+                loss = self._step(batch)
+                self.state.step_in_epoch = i + 1
+                self.state.global_step += 1
+                value = float(loss)  # cheap on CPU; on GPU the progress read is the only sync
+                if math.isfinite(value):
+                    st.running_loss += value
+                    st.running_count += 1
+                    consecutive_bad = 0
+                else:
+                    st.running_skipped += 1
+                    consecutive_bad += 1
+                    log.warning("non-finite loss at epoch %d step %d: step skipped", epoch + 1, i + 1)
+                    if consecutive_bad >= cfg.max_nonfinite_steps:
+                        raise TrainingError(
+                            f"{consecutive_bad} consecutive non-finite losses (epoch {epoch + 1}, step {i + 1}); "
+                            f"training stopped, the last good checkpoint is kept"
+                            + (f" at {self.checkpoint}" if self.checkpoint else "")
+                        )
+                bar.update(1)
+                bar.set_postfix(loss=f"{st.running_loss / max(st.running_count, 1):.4f}")
+                if (
+                    self.checkpoint
+                    and cfg.checkpoint_every
+                    and self.state.global_step % cfg.checkpoint_every == 0
+                ):
+                    self.save_checkpoint()
+            bar.close()
+            record: dict[str, float] = {
+                "epoch": epoch + 1,
+                "train_loss": st.running_loss / max(st.running_count, 1),
+                "skipped_steps": st.running_skipped,
+            }
+            if val_tasks is not None:
+                record.update({f"val_{k}": v for k, v in self._validate(val_log, val_tasks).items()})
+            record["seconds"] = time.perf_counter() - t0
+            self._after_epoch(record)
+            for callback in self.on_epoch_end:
+                callback(epoch + 1, record)
+        if self.best_weights is not None:
+            self.learner.load_state_dict(self.best_weights)
+        self.state.finished = True
+        self.save_checkpoint()
+        return self.state
+
+    def _validate(self, val_log: UserLog, tasks: TaskSet) -> dict[str, float]:
+        return evaluate_rating_tasks(self.learner, self.space, val_log, tasks, device=self.device)
+
+    def _after_epoch(self, record: dict[str, float]) -> None:
+        cfg = self.cfg
+        st = self.state
+        metric = record.get("val_mae", record["train_loss"])
+        if metric < st.best_metric - 1e-6:
+            st.best_metric = metric
+            st.best_epoch = int(record["epoch"])
+            st.bad_epochs = 0
+            self.best_weights = {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
+        else:
+            st.bad_epochs += 1
+        st.history.append(record)
+        st.epoch += 1
+        st.step_in_epoch = 0
+        if cfg.patience and st.bad_epochs >= cfg.patience:
+            log.info("early stop after epoch %d (best epoch %d)", st.epoch, st.best_epoch)
+            st.finished = True
+        log.info(
+            "epoch %d: loss %.4f%s (%.1fs)",
+            record["epoch"],
+            record["train_loss"],
+            f", val MAE {record['val_mae']:.4f}" if "val_mae" in record else "",
+            record["seconds"],
+        )
+        self.save_checkpoint()

@@ -1,0 +1,1 @@
+"""MLflow integration: tracked runs, pyfunc packaging, registry, model URIs."""

@@ -1,0 +1,74 @@
+"""Safe serialisation of weights, optimiser state and metadata.
+
+Files are safetensors (tensors plus a JSON metadata header): loading them never executes code,
+unlike pickle. Writes are atomic (temporary file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from recsys.errors import ModelFileError
+from recsys.utils.io import atomic_write_bytes
+
+META_KEY = "recsys"
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write ``tensors`` and JSON-able ``meta`` to one safetensors file, atomically."""
+    clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    blob = st_save(clean, metadata={META_KEY: json.dumps(meta)})
+    atomic_write_bytes(path, blob)
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a file written by :func:`save_tensors`; a damaged or foreign file is a ModelFileError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: file not found") from None
+    if data[:2] == b"\x80\x04" or data[:1] == b"\x80" or data[:2] == b"PK":
+        raise ModelFileError(f"{path}: looks like a pickle/zip file; refusing to load it (only safetensors)")
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+        meta = json.loads(header.get("__metadata__", {}).get(META_KEY, "{}"))
+    except (SafetensorError, ValueError, json.JSONDecodeError, OSError) as exc:
+        raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
+    return tensors, meta
+
+
+def flatten_optimizer(state: dict[str, Any], prefix: str = "optim") -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimiser ``state_dict`` into tensors and a JSON-able remainder."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}.{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(
+    tensors: dict[str, torch.Tensor], meta: dict, prefix: str = "optim"
+) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if not name.startswith(prefix + "."):
+            continue
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, entry in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(entry)
+    return {"state": state, "param_groups": meta["param_groups"]}
