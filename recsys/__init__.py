@@ -6,3 +6,18 @@ whole catalogue is scored.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["ColdStartRecommender", "RecommenderConfig", "__version__"]
+
+
+def __getattr__(name: str):
+    # imported lazily so that `recsys --help` and the data commands start without loading torch
+    if name == "ColdStartRecommender":
+        from recsys.recommender import ColdStartRecommender
+
+        return ColdStartRecommender
+    if name == "RecommenderConfig":
+        from recsys.config import RecommenderConfig
+
+        return RecommenderConfig
+    raise AttributeError(f"module 'recsys' has no attribute {name!r}")

@@ -172,6 +172,140 @@ def data_synth(
     typer.echo(f"wrote {ds.interactions.height:,} interactions to {path}")
 
 
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="Config file (TOML or JSON) with [model], [meta], [train] sections."),
+]
+
+
+def _build_config(config: Path | None, **overrides: Any):
+    from recsys.config import RecommenderConfig
+
+    cfg = RecommenderConfig.from_file(config) if config else RecommenderConfig()
+    dotted = {k: v for k, v in overrides.items() if v is not None}
+    return cfg.override(**dotted) if dotted else cfg
+
+
+@app.command("train")
+def train(
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Built-in dataset (ml-100k, ml-1m, melu-ml1m...), spec or folder."),
+    ] = None,
+    interactions: Annotated[
+        Path | None, typer.Option(help="Interaction log (CSV/TSV/Parquet) instead of a dataset.")
+    ] = None,
+    users: Annotated[Path | None, typer.Option(help="User feature table (with --interactions).")] = None,
+    items: Annotated[Path | None, typer.Option(help="Item feature table (with --interactions).")] = None,
+    spec: Annotated[
+        Path | None, typer.Option(help="Dataset spec (TOML) declaring files and field kinds.")
+    ] = None,
+    user_col: UserCol = None,
+    item_col: ItemCol = None,
+    rating_col: RatingCol = None,
+    time_col: TimeCol = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the trained model (and its checkpoint).")
+    ] = Path("models/latest"),
+    config: ConfigOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (overrides the config).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (overrides the config).")] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="Which users to hold out as new users: temporal, random, melu or none "
+            "(default: melu for melu-ml1m, temporal when the log has timestamps, else random)."
+        ),
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.safetensors.")] = False,
+) -> None:
+    """Meta-train a cold-start recommender (one task per user) and save it.
+
+    Prints, for the validation users (held out from the training users), the MAE of the adapted model
+    next to the model without adaptation and the item-mean predictor.
+    """
+    from recsys.workflows import default_protocol, load_data, summary_text, train_model
+
+    ds = load_data(
+        dataset,
+        interactions=interactions,
+        users=users,
+        items=items,
+        spec=spec,
+        columns=column_map(user_col, item_col, rating_col, time_col),
+    )
+    cfg = _build_config(config, **{"train.epochs": epochs, "train.seed": seed, "train.device": device})
+    protocol = protocol or default_protocol(ds)
+    out.mkdir(parents=True, exist_ok=True)
+    typer.echo(
+        f"training on {ds.name} ({ds.interactions.height:,} interactions), new users held out: {protocol}"
+    )
+    rec, _ = train_model(ds, cfg, protocol=protocol, checkpoint=out / "checkpoint.safetensors", resume=resume)
+    rec.save(out)
+    typer.echo(summary_text(rec))
+    typer.echo(f"model saved to {out}")
+
+
+def _read_ratings_file(path: Path) -> tuple[dict, dict | None]:
+    from recsys.errors import ScoringInputError
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScoringInputError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise ScoringInputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if isinstance(raw, dict) and "ratings" in raw:
+        ratings, features = raw["ratings"], raw.get("user_features")
+    else:
+        ratings, features = raw, None
+    if isinstance(ratings, list):  # [{"item_id": .., "rating": ..}, ...]
+        try:
+            ratings = {r["item_id"]: r["rating"] for r in ratings}
+        except (TypeError, KeyError):
+            raise ScoringInputError(f"{path}: a ratings list needs objects with item_id and rating") from None
+    if not isinstance(ratings, dict):
+        raise ScoringInputError(
+            f"{path}: expected {{item_id: rating}} or {{'ratings': ..., 'user_features': ...}}"
+        )
+    if features is not None and not isinstance(features, dict):
+        raise ScoringInputError(f"{path}: user_features must be an object")
+    return ratings, features
+
+
+@app.command("recommend")
+def recommend(
+    model: Annotated[
+        str, typer.Option("--model", help="Model folder, runs:/RUN/recsys_model or models:/NAME@alias.")
+    ],
+    ratings: Annotated[
+        Path,
+        typer.Option(
+            "--ratings",
+            help='JSON file: {"ITEM_ID": rating, ...} or {"ratings": {...}, "user_features": {"gender": "F"}}.',
+        ),
+    ],
+    n: Annotated[int, typer.Option("-n", "--n", help="How many items to return.")] = 20,
+    include_rated: Annotated[bool, typer.Option(help="Also return items the user rated.")] = False,
+    ignore_unknown: Annotated[bool, typer.Option(help="Skip unknown item ids instead of failing.")] = False,
+) -> None:
+    """Recommend items for a new user from a few ratings; prints JSON (item id, title, score)."""
+    from recsys.recommender import ColdStartRecommender
+
+    rec = ColdStartRecommender.load(model)
+    user_ratings, features = _read_ratings_file(ratings)
+    top = rec.recommend(
+        user_ratings,
+        n=n,
+        user_features=features,
+        exclude_rated=not include_rated,
+        on_unknown="ignore" if ignore_unknown else "error",
+    )
+    rows = [{"item_id": i, "title": rec.title(i), "score": round(s, 4)} for i, s in top]
+    typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning the engine's own errors into clean messages."""
     try:

@@ -85,6 +85,8 @@ class FitSummary:
     """Validation-user figures printed at the end of training."""
 
     validation_users: int
+    support_size: int
+    inner_steps: int
     mae_adapted: float
     mae_no_adaptation: float
     mae_item_mean: float
@@ -96,10 +98,10 @@ class FitSummary:
 
     def lines(self) -> list[str]:
         return [
-            f"validation users: {self.validation_users} (support {{K}} ratings, query up to 10)",
-            f"  MAE adapted (meta-learned, {{steps}} local steps) {self.mae_adapted:.4f}",
-            f"  MAE no adaptation (meta-initialisation)      {self.mae_no_adaptation:.4f}",
-            f"  MAE item mean                                {self.mae_item_mean:.4f}",
+            f"validation users: {self.validation_users} (support {self.support_size} ratings, query up to 10)",
+            f"  MAE adapted ({self.inner_steps} local steps)      {self.mae_adapted:.4f}",
+            f"  MAE no adaptation (meta-init)   {self.mae_no_adaptation:.4f}",
+            f"  MAE item mean                   {self.mae_item_mean:.4f}",
             f"best epoch {self.best_epoch} of {self.epochs_run}, {self.seconds:.0f} s",
         ]
 
@@ -259,6 +261,8 @@ class ColdStartRecommender:
 
         return FitSummary(
             validation_users=len(tasks),
+            support_size=self.config.train.validation_support,
+            inner_steps=self.config.meta.inner_steps,
             mae_adapted=adapted["mae"],
             mae_no_adaptation=frozen["mae"],
             mae_item_mean=float(np.nanmean(mae(pred, target, mask))),

@@ -210,6 +210,70 @@ def load_dataset(
     raise DatasetNotFoundError(f"'{target}' is neither a built-in dataset ({known}) nor an existing path")
 
 
+def load_files(
+    interactions: str | Path,
+    *,
+    users: str | Path | None = None,
+    items: str | Path | None = None,
+    columns: dict[str, str] | None = None,
+    rating_scale: tuple[float, float] | None = None,
+    implicit: bool = False,
+) -> Dataset:
+    """An interaction file plus optional user/item tables without a spec: field kinds are inferred
+    (numbers -> numeric buckets, strings -> categorical, strings holding ``|`` -> multi-valued).
+    A column named ``title`` in the item table is kept for display."""
+    inter_path = Path(interactions)
+    table = TableSpec(path=str(inter_path), columns=_default_columns(inter_path, columns or {}))
+    user_spec = _inferred_table(Path(users), USER) if users else None
+    item_spec = _inferred_table(Path(items), ITEM) if items else None
+    spec = DatasetSpec(
+        name=inter_path.stem,
+        interactions=table,
+        users=user_spec,
+        items=item_spec,
+        rating_scale=rating_scale,
+        implicit=implicit,
+        title_field="title" if item_spec and any(f.name == "title" for f in item_spec.fields) else None,
+        layout="files",
+    )
+    return read_dataset(spec, None)
+
+
+def _inferred_table(path: Path, key: str) -> TableSpec:
+    from recsys.data.spec import FieldKind, FieldSpec
+
+    if not path.exists():
+        from recsys.errors import DataError
+
+        raise DataError("file not found", path=str(path))
+    if path.suffix in (".parquet", ".pq"):
+        frame = pl.read_parquet(path)
+    else:
+        sep = "\t" if path.suffix in (".tsv", ".tab") else ","
+        frame = pl.read_csv(path, separator=sep, infer_schema_length=10_000)
+    if key not in frame.columns:
+        from recsys.errors import DataError
+
+        raise DataError(
+            "missing key column", path=str(path), field=key, expected=f"a '{key}' column; got {frame.columns}"
+        )
+    fields = []
+    for name, dtype in frame.schema.items():
+        if name == key:
+            continue
+        if name == "title":
+            fields.append(FieldSpec(name, FieldKind.TEXT))
+        elif isinstance(dtype, pl.List):
+            fields.append(FieldSpec(name, FieldKind.MULTI))
+        elif dtype.is_numeric():
+            fields.append(FieldSpec(name, FieldKind.NUMERIC))
+        elif frame[name].cast(pl.String).str.contains("|", literal=True).mean() > 0.05:
+            fields.append(FieldSpec(name, FieldKind.MULTI, separator="|"))
+        else:
+            fields.append(FieldSpec(name, FieldKind.CATEGORICAL))
+    return TableSpec(path=str(path), key=key, fields=fields)
+
+
 def _default_columns(path: Path, given: dict[str, str]) -> dict[str, str]:
     """Canonical -> file column; unmapped optional columns are used when the file has them."""
     from recsys.data.readers import read_raw

@@ -1,0 +1,1 @@
+"""Speed and scale benchmarks: figures printed side by side, never asserted."""

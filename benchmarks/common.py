@@ -1,0 +1,84 @@
+"""Shared benchmark helpers: data lookup, timing, peak memory."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def find_data_root() -> Path | None:
+    """``RECSYS_DATA_DIR``, ./data or ../shared/data, whichever holds datasets (None when none does)."""
+    candidates = [os.environ.get("RECSYS_DATA_DIR"), "data", "../shared/data"]
+    for c in candidates:
+        if c and Path(c).is_dir() and any(Path(c).iterdir()):
+            return Path(c)
+    return None
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Peak resident memory above the starting point while the block runs (sampled every 2 ms)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.start = rss_bytes()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+    @property
+    def delta_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Run each function ``repeats`` times, interleaved round-robin so machine noise hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def percentile(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def header(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)

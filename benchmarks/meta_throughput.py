@@ -1,0 +1,292 @@
+"""Meta-training throughput (tasks/s), side by side in one process on the same batches:
+
+(a) our trainer step: one EmbeddingBag call per side, the inner loop vmapped over users;
+(b) the same math with a Python loop over users;
+(c) the MeLU reference's approach, re-written for this benchmark: dense multi-hot inputs multiplied
+    by weight matrices, a per-user loop, fast weights swapped in and out with ``load_state_dict``.
+
+Also (2) the meta overhead: one meta-step against (local steps + 1) forward-backward passes of the
+plain model over the same rows.
+
+Usage: ``python -m benchmarks.meta_throughput [--dataset melu-ml1m] [--batches 6] [--repeats 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.common import PeakRSS, find_data_root, header, median, time_interleaved
+from recsys.config import MetaConfig, ModelConfig
+from recsys.data.tasks import UserLog, build_batch, iterate_batches, sample_tasks
+from recsys.features.space import FeatureSpace
+from recsys.meta.maml import MetaLearner, masked_mean
+from recsys.models.network import ColdStartNet
+
+log = logging.getLogger(__name__)
+
+
+def load(name: str):
+    from recsys.data import load_dataset
+
+    root = find_data_root()
+    if root is not None:
+        try:
+            return load_dataset(name, data_root=root)
+        except Exception as exc:  # fall back to synthetic data of a similar shape
+            log.warning("%s unavailable (%s); using synthetic data", name, exc)
+    from recsys.data.synthetic import make_synthetic
+
+    return make_synthetic(n_users=6000, n_items=3700, n_interactions=1_000_000, seed=0)
+
+
+def setup(ds, batch_size: int, n_batches: int, steps: int, support: tuple[int, int], seed: int = 0):
+    inter = ds.interactions
+    if "state" in inter.columns:
+        inter = inter.filter(inter["state"] == "warm_state")
+    space = FeatureSpace.fit(
+        inter,
+        users=ds.users,
+        items=ds.items,
+        user_fields=ds.spec.user_fields,
+        item_fields=ds.spec.item_fields,
+        use_item_id=False,
+        rating_scale=ds.rating_scale,
+    )
+    ulog = UserLog.from_frame(inter, space.items)
+    users = np.nonzero(ulog.counts >= 13)[0]
+    rng = np.random.default_rng(seed)
+    tasks = sample_tasks(ulog, users, rng, support_size=support, query_size=10)
+    subsets = list(iterate_batches(tasks, batch_size, rng))[:n_batches]
+    batches = [build_batch(ulog, space, s) for s in subsets]
+    torch.manual_seed(seed)
+    ie, ue = space.item_encoder, space.user_encoder
+    net = ColdStartNet(
+        ModelConfig(use_item_id=False),
+        item_vocab=ie.num_embeddings,
+        item_token_fields=ie.n_token_fields,
+        item_dense=ie.n_dense,
+        user_vocab=ue.num_embeddings,
+        user_token_fields=ue.n_token_fields,
+        user_dense=ue.n_dense,
+        rating_mean=3.6,
+    )
+    learner = MetaLearner(net, MetaConfig(inner_steps=steps, inner_lr=5e-3, first_order=False))
+    return space, ulog, subsets, batches, learner
+
+
+# ---- (c) the MeLU reference's approach -------------------------------------------------------------
+class DenseMeLU(nn.Module):
+    """MeLU's user_preference_estimator: categorical fields by nn.Embedding, multi-valued fields as dense
+    multi-hot vectors times a bias-free Linear (divided by the number of hot entries)."""
+
+    def __init__(self, item_fields, user_fields, dim: int = 32, hidden: int = 64):
+        super().__init__()
+        self.item_fields, self.user_fields = item_fields, user_fields
+        self.embs = nn.ModuleDict()
+        for name, kind, size in item_fields + user_fields:
+            self.embs[name] = nn.Linear(size, dim, bias=False) if kind == "multi" else nn.Embedding(size, dim)
+        n_in = dim * (len(item_fields) + len(user_fields))
+        self.fc1, self.fc2, self.linear_out = (
+            nn.Linear(n_in, hidden),
+            nn.Linear(hidden, hidden),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = []
+        for name, kind, _ in self.item_fields + self.user_fields:
+            v = x[name]
+            parts.append(
+                self.embs[name](v) / v.sum(1, keepdim=True).clamp_min(1)
+                if kind == "multi"
+                else self.embs[name](v)
+            )
+        h = torch.relu(self.fc1(torch.cat(parts, 1)))
+        return self.linear_out(torch.relu(self.fc2(h)))
+
+
+def dense_tasks(space: FeatureSpace, ulog: UserLog, subsets):
+    """Per task, dense inputs as MeLU's pickles hold them (built before timing, as MeLU loads them)."""
+    ie, ue = space.item_encoder, space.user_encoder
+    item_fields = [
+        (f.name, "multi" if f.spec.kind.value == "multi" else "cat", f.size) for f in ie.token_fields
+    ]
+    user_fields = [
+        (f.name, "multi" if f.spec.kind.value == "multi" else "cat", f.size) for f in ue.token_fields
+    ]
+
+    def encode(table, fields, offsets_of_field, rows):
+        g = table.gather(rows)
+        F_ = table.n_token_fields
+        out = {}
+        for j, (name, kind, size) in enumerate(fields):
+            if kind == "multi":
+                m = torch.zeros(len(rows), size)
+                for r in range(len(rows)):
+                    a, b = g.offsets[r * F_ + j], g.offsets[r * F_ + j + 1]
+                    m[r, g.indices[a:b] - offsets_of_field[j]] = 1.0
+                out[name] = m
+            else:
+                out[name] = torch.from_numpy(
+                    g.indices[g.offsets[np.arange(len(rows)) * F_ + j]] - offsets_of_field[j]
+                )
+        return out
+
+    out = []
+    for sub in subsets:
+        batch_tasks = []
+        for t in range(len(sub)):
+            s = sub.support[t][sub.support[t] >= 0]
+            q = sub.query[t][sub.query[t] >= 0]
+            urow = space.user_rows(ulog.user_ids.gather([sub.users[t]]))
+            rows = {}
+            for key, pos in (("s", s), ("q", q)):
+                x = encode(space.item_table, item_fields, ie.field_offsets, ulog.items[pos])
+                u = encode(space.user_table, user_fields, ue.field_offsets, np.repeat(urow, len(pos)))
+                rows[key] = (x | u, torch.from_numpy(ulog.ratings[pos]))
+            batch_tasks.append(rows)
+        out.append(batch_tasks)
+    return item_fields, user_fields, out
+
+
+class MeLUReference:
+    """MeLU's MAML loop: per user, local updates through load_state_dict'ed fast weights."""
+
+    def __init__(self, model: DenseMeLU, steps: int, local_lr: float = 5e-3):
+        self.model, self.steps, self.local_lr = model, steps, local_lr
+        self.keep_weight = copy.deepcopy(model.state_dict())
+        self.weight_name = list(self.keep_weight.keys())
+        self.local_targets = [
+            "fc1.weight",
+            "fc1.bias",
+            "fc2.weight",
+            "fc2.bias",
+            "linear_out.weight",
+            "linear_out.bias",
+        ]
+        self.optim = torch.optim.Adam(model.parameters(), lr=5e-5)
+
+    def forward(self, sx, sy, qx):
+        fast = {}
+        for idx in range(self.steps):
+            if idx > 0:
+                self.model.load_state_dict(fast)
+            weights = list(self.model.state_dict().values())
+            loss = F.mse_loss(self.model(sx), sy.view(-1, 1))
+            self.model.zero_grad()
+            grads = torch.autograd.grad(loss, list(self.model.parameters()), create_graph=True)
+            for i, name in enumerate(self.weight_name):
+                fast[name] = (
+                    weights[i] - self.local_lr * grads[i] if name in self.local_targets else weights[i]
+                )
+        self.model.load_state_dict(fast)
+        return self.model(qx)
+
+    def global_update(self, tasks):
+        # MeLU stacks the query losses and calls backward once; current PyTorch refuses that after the
+        # in-place load_state_dict swaps, so each task's loss is back-propagated before the weights are
+        # restored (same arithmetic, same per-user loop, same swaps).
+        self.optim.zero_grad()
+        for t in tasks:
+            loss = F.mse_loss(self.forward(t["s"][0], t["s"][1], t["q"][0]), t["q"][1].view(-1, 1)) / len(
+                tasks
+            )
+            loss.backward()
+            self.model.load_state_dict(self.keep_weight)
+        self.optim.step()
+        self.keep_weight = copy.deepcopy(self.model.state_dict())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="melu-ml1m")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batches", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--no-reference", action="store_true", help="skip (c), the slow MeLU-style reference")
+    args = p.parse_args(argv)
+
+    ds = load(args.dataset)
+    space, ulog, subsets, batches, learner = setup(ds, args.batch_size, args.batches, args.steps, (3, 90))
+    header(
+        f"1. meta-training throughput: {ds.name}, meta-batch {args.batch_size}, {args.steps} local steps, second-order"
+    )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; support sizes 3..90, query 10")
+    opt = torch.optim.Adam(learner.parameters(), lr=1e-3)
+
+    def step(loop: bool):
+        def run():
+            for b in batches:
+                loss = learner.meta_loss(b, loop=loop)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+        return run
+
+    fns = {"(a) vectorised": step(False), "(b) per-user loop": step(True)}
+    ref = None
+    if not args.no_reference:
+        item_fields, user_fields, dense = dense_tasks(space, ulog, subsets)
+        torch.manual_seed(0)
+        ref = MeLUReference(DenseMeLU(item_fields, user_fields), args.steps)
+        fns["(c) MeLU reference"] = lambda: [ref.global_update(t) for t in dense]
+    mems = {}
+    for name, fn in fns.items():
+        with PeakRSS() as m:
+            fn()
+        mems[name] = m.delta_mb
+    times = time_interleaved(fns, args.repeats, warmup=0)  # the memory pass above warmed every path
+    n_tasks = sum(len(s) for s in subsets)
+    rates = {k: n_tasks / median(v) for k, v in times.items()}
+    for k, v in times.items():
+        print(
+            f"  {k:<22} {rates[k]:9.1f} tasks/s   median {median(v) / len(batches) * 1000:8.1f} ms/meta-batch   peak +{mems[k]:.0f} MB"
+        )
+    a = rates["(a) vectorised"]
+    print(f"  ratio (a)/(b) = {a / rates['(b) per-user loop']:.1f}x (target >= 5x)")
+    if ref is not None:
+        print(f"  ratio (a)/(c) = {a / rates['(c) MeLU reference']:.1f}x (target >= 30x)")
+
+    # ---- 2. meta overhead ----------------------------------------------------------------------
+    header("2. meta overhead: one meta-step vs (local steps + 1) plain forward-backward passes")
+
+    def plain(rows: str):
+        def run():
+            for b in batches:
+                tt = learner.task_tensors(b)
+                x, y, m = (
+                    (tt.support_x, tt.support_y, tt.support_m)
+                    if rows == "s"
+                    else (tt.query_x, tt.query_y, tt.query_m)
+                )
+                pred = learner.net.head(tt.user, x)
+                loss = masked_mean((pred - y) ** 2, m).mean()
+                opt.zero_grad()
+                loss.backward()
+
+        return run
+
+    t = time_interleaved({"meta": step(False), "s": plain("s"), "q": plain("q")}, args.repeats)
+    ideal = args.steps * median(t["s"]) + median(t["q"])
+    multiple = median(t["meta"]) / ideal
+    print(
+        f"  meta-step {median(t['meta']) / len(batches) * 1000:.1f} ms, plain fwd-bwd support {median(t['s']) / len(batches) * 1000:.1f} ms, "
+        f"query {median(t['q']) / len(batches) * 1000:.1f} ms"
+    )
+    print(
+        f"  measured multiple of the ideal ({args.steps} x support + 1 x query) = {multiple:.2f}x (target <= 2x)"
+    )
+    return {"rates": rates, "overhead": multiple}
+
+
+if __name__ == "__main__":
+    main()

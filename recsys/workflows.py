@@ -1,0 +1,102 @@
+"""The steps the CLI, the pipelines and the demo share: load data, hold out new users, train."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recsys.config import RecommenderConfig
+from recsys.data.dataset import Dataset, load_dataset, load_files
+from recsys.data.schema import USER
+from recsys.evaluation.protocols import ProtocolSplit, split_protocol
+from recsys.recommender import ColdStartRecommender
+
+log = logging.getLogger(__name__)
+
+
+def load_data(
+    dataset: str | None = None,
+    *,
+    interactions: str | Path | None = None,
+    users: str | Path | None = None,
+    items: str | Path | None = None,
+    spec: str | Path | None = None,
+    columns: dict[str, str] | None = None,
+    rating_scale: tuple[float, float] | None = None,
+    implicit: bool = False,
+) -> Dataset:
+    """A dataset by built-in name / spec / folder, or from loose files."""
+    if spec is not None:
+        return load_dataset(spec)
+    if dataset is not None:
+        return load_dataset(dataset, columns=columns, rating_scale=rating_scale, implicit=implicit)
+    if interactions is None:
+        from recsys.errors import SpecError
+
+        raise SpecError("give a dataset (--dataset NAME) or an interaction file (--interactions FILE)")
+    return load_files(
+        interactions, users=users, items=items, columns=columns, rating_scale=rating_scale, implicit=implicit
+    )
+
+
+def default_protocol(ds: Dataset) -> str:
+    if "state" in ds.interactions.columns:
+        return "melu"
+    return "temporal" if ds.has_timestamps else "random"
+
+
+def train_model(
+    ds: Dataset,
+    config: RecommenderConfig,
+    *,
+    protocol: str | None = None,
+    seed: int | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    callbacks: list | None = None,
+) -> tuple[ColdStartRecommender, ProtocolSplit | None]:
+    """Train on the training users of ``protocol`` (``none``: every user, validation carved out).
+
+    The model records the protocol, seed and a fingerprint of the held-out new users, so evaluation
+    can tell when a model has seen them.
+    """
+    seed = config.train.seed if seed is None else seed
+    if seed != config.train.seed:
+        config = config.override(**{"train.seed": seed})
+    rec = ColdStartRecommender(config)
+    split = None
+    if protocol and protocol != "none":
+        split = split_protocol(ds, protocol, seed=seed, validation_fraction=config.train.validation_fraction)
+        train, val_users = split.train, split.validation_users
+    else:
+        train, val_users = ds.interactions, None
+    users = ds.users
+    if users is not None and split is not None:
+        users = users.filter(pl.col(USER).is_in(train[USER].unique().implode()))
+    rec.fit(
+        train,
+        users,
+        ds.items,
+        user_fields=ds.spec.user_fields,
+        item_fields=ds.spec.item_fields,
+        title_field=ds.spec.title_field,
+        rating_scale=ds.rating_scale,
+        validation_users=val_users,
+        checkpoint=checkpoint,
+        resume=resume,
+        callbacks=callbacks,
+    )
+    rec.info["dataset"] = ds.name
+    rec.info["holdout"] = split.describe() if split else {"protocol": "none"}
+    return rec, split
+
+
+def summary_text(rec: ColdStartRecommender) -> str:
+    return "\n".join(rec.summary.lines()) if rec.summary else "(no validation users)"
+
+
+def model_info(rec: ColdStartRecommender) -> dict[str, Any]:
+    return dict(rec.info)

@@ -1,0 +1,81 @@
+"""Builders shared by the meta-learner tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recsys.config import MetaConfig, ModelConfig
+from recsys.data.tasks import TaskBatch, UserLog, build_batch, sample_tasks
+from recsys.features.space import FeatureSpace
+from recsys.meta.maml import MetaLearner
+from recsys.models.network import ColdStartNet
+
+
+def space_and_log(ds):
+    space = FeatureSpace.fit(
+        ds.interactions,
+        users=ds.users,
+        items=ds.items,
+        user_fields=ds.spec.user_fields,
+        item_fields=ds.spec.item_fields,
+    )
+    return space, UserLog.from_frame(ds.interactions, space.items)
+
+
+def make_learner(
+    space: FeatureSpace,
+    meta: MetaConfig | None = None,
+    model: ModelConfig | None = None,
+    seed: int = 0,
+    dtype=torch.float32,
+) -> MetaLearner:
+    torch.manual_seed(seed)
+    ie, ue = space.item_encoder, space.user_encoder
+    net = ColdStartNet(
+        model or ModelConfig(embedding_dim=8, hidden=(16, 16)),
+        item_vocab=ie.num_embeddings,
+        item_token_fields=ie.n_token_fields,
+        item_dense=ie.n_dense,
+        user_vocab=ue.num_embeddings,
+        user_token_fields=ue.n_token_fields,
+        user_dense=ue.n_dense,
+        rating_mean=3.5,
+    )
+    return MetaLearner(net, meta or MetaConfig()).to(dtype)
+
+
+def make_batch(space, log, n_tasks=8, support=(1, 7), query=6, seed=0, dtype=torch.float32) -> TaskBatch:
+    ts = sample_tasks(
+        log, np.arange(n_tasks), np.random.default_rng(seed), support_size=support, query_size=query
+    )
+    b = build_batch(log, space, ts)
+    for name in ("support_ratings", "query_ratings", "item_dense", "user_dense"):
+        setattr(b, name, getattr(b, name).to(dtype))
+    return b
+
+
+def meta_grads(
+    learner: MetaLearner, batch: TaskBatch, loop: bool = False
+) -> tuple[float, dict[str, torch.Tensor]]:
+    learner.zero_grad(set_to_none=True)
+    loss = learner.meta_loss(batch, loop=loop)
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in learner.named_parameters() if p.grad is not None}
+    return float(loss.detach()), grads
+
+
+def pad_batch(batch: TaskBatch, extra_support: int, extra_query: int) -> TaskBatch:
+    """The same batch with extra all-padding columns (item 0, rating 0, mask False)."""
+
+    def widen(x: torch.Tensor, extra: int, fill) -> torch.Tensor:
+        pad = torch.full((x.shape[0], extra), fill, dtype=x.dtype)
+        return torch.cat([x, pad], dim=1)
+
+    kw = dict(batch.__dict__)
+    for prefix, extra in (("support", extra_support), ("query", extra_query)):
+        kw[f"{prefix}_items"] = widen(batch.__dict__[f"{prefix}_items"], extra, 0)
+        kw[f"{prefix}_ratings"] = widen(batch.__dict__[f"{prefix}_ratings"], extra, 0.0)
+        kw[f"{prefix}_mask"] = widen(batch.__dict__[f"{prefix}_mask"], extra, False)
+        kw[f"{prefix}_pos"] = widen(batch.__dict__[f"{prefix}_pos"], extra, 0)
+    return TaskBatch(**kw)

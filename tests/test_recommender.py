@@ -1,0 +1,168 @@
+"""The public API: fit, save/load round trip, resume, predict/recommend, and input validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from recsys import ColdStartRecommender
+from recsys.errors import ModelFileError, ScoringInputError, UnknownItemError
+from recsys.meta.trainer import MetaTrainer
+
+FAST = {
+    "train.epochs": 2,
+    "train.meta_batch_size": 16,
+    "model.embedding_dim": 8,
+    "model.hidden": (16, 16),
+    "train.checkpoint_every": 5,
+    "train.patience": 0,
+}
+
+
+def fit(ds, tmp: Path | None = None, resume: bool = False, **over) -> ColdStartRecommender:
+    rec = ColdStartRecommender(**(FAST | over))
+    return rec.fit(
+        ds.interactions,
+        ds.users,
+        ds.items,
+        user_fields=ds.spec.user_fields,
+        item_fields=ds.spec.item_fields,
+        title_field="title",
+        rating_scale=(1.0, 5.0),
+        checkpoint=tmp / "ckpt.safetensors" if tmp else None,
+        resume=resume,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_small, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("model")
+    rec = fit(synthetic_small)
+    rec.save(tmp / "m")
+    return rec, tmp / "m"
+
+
+def state(rec) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in rec.learner.state_dict().items()}
+
+
+def test_save_load_predict_round_trip(trained) -> None:
+    rec, path = trained
+    again = ColdStartRecommender.load(path)
+    ratings = {1: 5.0, 2: 3.0, 7: 4.0}
+    items = [3, 4, 5, 50]
+    assert np.array_equal(rec.predict(ratings, items), again.predict(ratings, items))
+    assert rec.recommend(ratings, n=5) == again.recommend(ratings, n=5)
+    assert again.title(3) == "Item 3"
+    for name in ("config.json", "features.json", "manifest.json", "model.safetensors"):
+        assert (path / name).exists()
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(synthetic_small, tmp_path, monkeypatch) -> None:
+    full = fit(synthetic_small)
+    original = MetaTrainer._step
+    calls = {"n": 0}
+
+    def crashing(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 23:  # mid-way through the second epoch, after a checkpoint at step 20
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, batch)
+
+    monkeypatch.setattr(MetaTrainer, "_step", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        fit(synthetic_small, tmp_path)
+    monkeypatch.setattr(MetaTrainer, "_step", original)
+    resumed = fit(synthetic_small, tmp_path, resume=True)
+    a, b = state(full), state(resumed)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-6, msg=name)
+    assert [h["train_loss"] for h in full.history] == pytest.approx(
+        [h["train_loss"] for h in resumed.history]
+    )
+
+
+def test_empty_ratings_is_pure_cold_start_and_uses_features(trained) -> None:
+    rec, _ = trained
+    plain = rec.recommend({}, n=10)
+    assert len(plain) == 10 and all(isinstance(s, float) for _, s in plain)
+    a = rec.predict({}, [1, 2, 3], user_features={"occupation": "occ1", "age": "age0", "gender": "F"})
+    b = rec.predict({}, [1, 2, 3], user_features={"occupation": "occ7", "age": "age5", "gender": "M"})
+    assert not np.allclose(a, b)
+
+
+def test_exclude_rated_and_batch(trained) -> None:
+    rec, _ = trained
+    ratings = {1: 5.0, 2: 1.0}
+    top = rec.recommend(ratings, n=rec.space.n_items)
+    ids = [i for i, _ in top]
+    assert 1 not in ids and 2 not in ids and len(ids) == rec.space.n_items - 2
+    assert 1 in [i for i, _ in rec.recommend(ratings, n=rec.space.n_items, exclude_rated=False)]
+    batch = rec.recommend_batch([ratings, {3: 4.0}, {}], n=5)
+    assert batch[0] == rec.recommend(ratings, n=5) and len(batch) == 3
+    scores = [s for _, s in top]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_items_error_or_ignore(trained) -> None:
+    rec, _ = trained
+    with pytest.raises(UnknownItemError, match="999999"):
+        rec.recommend({999999: 4.0, 1: 3.0})
+    kept = rec.recommend({999999: 4.0, 1: 3.0}, on_unknown="ignore", n=3)
+    assert kept == rec.recommend({1: 3.0}, n=3)
+
+
+@pytest.mark.parametrize(
+    "bad", [{1: float("nan")}, {1: float("inf")}, {1: 9.0}, {1: "five"}, {1: None}, [1, 2]]
+)
+def test_bad_ratings_are_clear_errors(trained, bad) -> None:
+    rec, _ = trained
+    with pytest.raises(ScoringInputError):
+        rec.recommend(bad)
+
+
+def test_bad_n(trained) -> None:
+    rec, _ = trained
+    with pytest.raises(ScoringInputError):
+        rec.recommend({1: 4.0}, n=0)
+
+
+def test_item_ids_from_json_strings_match_integer_ids(trained) -> None:
+    rec, _ = trained
+    assert rec.recommend({"1": 5.0, "2": 3.0}, n=4) == rec.recommend({1: 5.0, 2: 3.0}, n=4)
+
+
+def test_tampered_model_is_refused(trained, tmp_path) -> None:
+    _, path = trained
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(path, copy)
+    data = (copy / "model.safetensors").read_bytes()
+    (copy / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="checksum"):
+        ColdStartRecommender.load(copy)
+
+
+def test_pandas_input_and_inferred_fields(synthetic_small) -> None:
+    ds = synthetic_small
+    items = ds.items.to_pandas()
+    rec = ColdStartRecommender(**FAST | {"train.epochs": 1})
+    rec.fit(ds.interactions.to_pandas(), items=items)
+    assert [f.name for f in rec.space.item_encoder.fields][:2] == ["genre", "category"]
+    assert len(rec.recommend({1: 4.0}, n=3)) == 3
+
+
+def test_summary_reports_baseline_comparison(trained) -> None:
+    rec, path = trained
+    s = rec.summary
+    assert s is not None and s.validation_users > 0
+    assert 0 < s.mae_adapted < 2 and 0 < s.mae_item_mean < 2
+    hist = json.loads((path / "history.json").read_text())
+    assert len(hist["history"]) == 2 and hist["summary"]["mae_adapted"] == pytest.approx(s.mae_adapted)
+    assert pl.DataFrame(hist["history"]).height == 2
