@@ -306,6 +306,85 @@ def recommend(
     typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
 
 
+def _csv_list(text: str | None, cast=str) -> list | None:
+    if text is None:
+        return None
+    return [cast(t.strip()) for t in text.split(",") if t.strip()]
+
+
+@app.command("evaluate")
+def evaluate(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Trained model (folder or MLflow URI); its config trains other splits."),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Built-in dataset, spec or folder.")
+    ] = None,
+    interactions: Annotated[Path | None, typer.Option(help="Interaction log instead of a dataset.")] = None,
+    users: Annotated[Path | None, typer.Option(help="User feature table (with --interactions).")] = None,
+    items: Annotated[Path | None, typer.Option(help="Item feature table (with --interactions).")] = None,
+    spec: Annotated[Path | None, typer.Option(help="Dataset spec (TOML).")] = None,
+    user_col: UserCol = None,
+    item_col: ItemCol = None,
+    rating_col: RatingCol = None,
+    time_col: TimeCol = None,
+    protocol: Annotated[
+        str, typer.Option(help="Comma-separated protocols: temporal, random, melu.")
+    ] = "temporal,random",
+    shots: Annotated[str, typer.Option(help="Comma-separated support sizes K.")] = "1,3,5,10,20",
+    baselines: Annotated[
+        str, typer.Option(help="'all', 'none' or a comma-separated list of baselines.")
+    ] = "all",
+    seeds: Annotated[int, typer.Option(help="Seeds to average over (splits, initialisation, draws).")] = 3,
+    ablations: Annotated[
+        str, typer.Option(help="Meta-learner variants: no-adaptation,1-step,first-order (or 'none').")
+    ] = "no-adaptation,1-step,first-order",
+    config: ConfigOpt = None,
+    threshold: Annotated[float, typer.Option(help="Relevance threshold for catalogue metrics.")] = 4.0,
+    tune: Annotated[bool, typer.Option(help="Tune baseline grids on validation users.")] = True,
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.json, report.md and plots.")] = Path(
+        "reports/latest"
+    ),
+) -> None:
+    """Compare the meta-learner with classical baselines for new users, protocol by protocol and K by K.
+
+    Writes report.json, report.md (tables with bootstrap intervals, best per column in bold) and PNG
+    plots (cold-start curve, per-user error distribution) to --out.
+    """
+    from recsys.evaluation.baselines import BASELINES
+    from recsys.evaluation.report import markdown, write_report
+    from recsys.evaluation.runner import EvalSettings, Evaluation
+    from recsys.recommender import ColdStartRecommender
+    from recsys.workflows import load_data
+
+    ds = load_data(
+        dataset,
+        interactions=interactions,
+        users=users,
+        items=items,
+        spec=spec,
+        columns=column_map(user_col, item_col, rating_col, time_col),
+    )
+    rec = ColdStartRecommender.load(model) if model else None
+    cfg = _build_config(config) if config or rec is None else None
+    settings = EvalSettings(
+        protocols=_csv_list(protocol),
+        shots=_csv_list(shots, int),
+        baselines=list(BASELINES)
+        if baselines == "all"
+        else ([] if baselines == "none" else _csv_list(baselines)),
+        seeds=seeds,
+        threshold=threshold,
+        ablations=[] if ablations == "none" else _csv_list(ablations),
+        tune=tune,
+    )
+    ev = Evaluation(ds, settings, config=cfg, model=rec).run()
+    report = write_report(ev, out)
+    typer.echo(markdown(report))
+    typer.echo(f"report written to {out}/report.md ({', '.join(report['plots'])})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning the engine's own errors into clean messages."""
     try:

@@ -254,6 +254,10 @@ class BiasedMF(Baseline):
         "seed": 0,
     }
 
+    def __init__(self, seed: int = 0, **params: Any) -> None:
+        # ``seed`` is explicit in the signature so callers that inspect it (the runner) can pass theirs
+        super().__init__(seed=seed, **params)
+
     def fit(self, log: UserLog, n_items: int) -> BiasedMF:
         p = self.params
         k = int(p["factors"])
@@ -347,6 +351,10 @@ class ImplicitALS(Baseline):
         "num_threads": 0,
     }
 
+    def __init__(self, seed: int = 0, **params: Any) -> None:
+        # ``seed`` is explicit in the signature so callers that inspect it (the runner) can pass theirs
+        super().__init__(seed=seed, **params)
+
     def _model(self):
         from implicit.cpu.als import AlternatingLeastSquares  # construct under _blas_single_thread
 
@@ -376,8 +384,10 @@ class ImplicitALS(Baseline):
         items, _, mask = _check_support(support_items, support_ratings, self.n_items)
         x = _support_matrix(items, mask, self.n_items)
         n = x.shape[0]
+        if n == 0:
+            return np.zeros((0, self.n_items), dtype=np.float32)
         with _blas_single_thread():
-            users = self.model.recalculate_user(np.arange(n), x) if n else np.zeros((0, 0))
+            users = self.model.recalculate_user(np.arange(n), x)
         users = np.asarray(users, dtype=np.float32).reshape(n, -1)
         empty = np.diff(x.indptr) == 0
         users[empty] = self.mean_user

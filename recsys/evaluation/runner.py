@@ -1,0 +1,380 @@
+"""`recsys evaluate`: every method through the same protocol, tasks and metrics.
+
+For each protocol and seed: split users (train / validation / new), tune each baseline's small grid
+on the validation users, train (or reuse) the meta-learner on the same training users, then score
+every new user's task for every K with every method. Per-user metrics are averaged over users with
+bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from recsys.config import RecommenderConfig
+from recsys.data.dataset import Dataset
+from recsys.data.schema import USER
+from recsys.data.tasks import TaskSet, UserLog
+from recsys.evaluation import metrics as M
+from recsys.evaluation.baselines import BASELINES, Baseline
+from recsys.evaluation.protocols import MELU_SCENARIOS, ProtocolSplit, new_user_tasks, split_protocol
+from recsys.features.encoders import EncodedTable
+from recsys.features.space import FeatureSpace
+from recsys.recommender import ColdStartRecommender
+from recsys.utils.progress import progress
+
+log = logging.getLogger(__name__)
+
+RATING_METRICS = ("mae", "rmse")
+QUERY_METRICS = ("query_ndcg@1", "query_ndcg@3", "query_ndcg@5")
+CATALOGUE_METRICS = ("recall@10", "recall@20", "ndcg@10", "map@20", "hit@10")
+
+
+@dataclass
+class EvalSettings:
+    """What `recsys evaluate` runs."""
+
+    protocols: list[str] = field(default_factory=lambda: ["temporal", "random"])
+    """Protocols to run (temporal, random, melu)."""
+    shots: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20])
+    """Support sizes K (ignored by melu, whose support is all but the query)."""
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    """Baselines to run, by registry name."""
+    seeds: int = 3
+    """Seeds (random splits, model initialisations and task draws) to average over."""
+    threshold: float = 4.0
+    """Catalogue relevance: items rated at or above this (every interaction for implicit feedback)."""
+    melu_draws: int = 3
+    """Query draws averaged in the melu protocol."""
+    ablations: list[str] = field(default_factory=lambda: ["no-adaptation", "1-step", "first-order"])
+    """Meta-learner variants: no-adaptation and 1-step re-score the trained model; first-order retrains
+    (on the first seed only, to bound the run time)."""
+    tune: bool = True
+    """Tune baselines' grids on validation users (else their defaults)."""
+    tune_shots: int = 5
+    """Support size of the validation tasks used for tuning."""
+    n_boot: int = 1000
+    """Bootstrap resamples for the intervals."""
+
+
+Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class Method:
+    name: str
+    predicts_ratings: bool
+    score: Scorer
+    """(support items [n, S], support ratings [n, S], user rows [n]) -> scores [n, n_items]."""
+    kind: str = "baseline"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _support_arrays(log: UserLog, tasks: TaskSet) -> tuple[np.ndarray, np.ndarray]:
+    s = tasks.support
+    items = np.where(s >= 0, log.items[np.maximum(s, 0)], -1)
+    ratings = np.where(s >= 0, log.ratings[np.maximum(s, 0)], 0.0).astype(np.float32)
+    return items, ratings
+
+
+def user_metrics(
+    scores: np.ndarray,
+    log: UserLog,
+    tasks: TaskSet,
+    *,
+    predicts_ratings: bool,
+    implicit: bool,
+    threshold: float,
+    scale: tuple[float, float] | None,
+) -> dict[str, np.ndarray]:
+    """Per-user metrics of one method on one task set."""
+    n, n_items = scores.shape
+    out: dict[str, np.ndarray] = {}
+    q = tasks.query
+    qmask = q >= 0
+    q_items = log.items[np.maximum(q, 0)]
+    q_true = log.ratings[np.maximum(q, 0)]
+    q_pred = np.take_along_axis(scores, q_items, axis=1)
+    if predicts_ratings and not implicit:
+        pred = np.clip(q_pred, *scale) if scale else q_pred
+        out["mae"] = M.mae(pred, q_true, qmask)
+        out["rmse"] = M.rmse(pred, q_true, qmask)
+    if not implicit:
+        for k in (1, 3, 5):
+            out[f"query_ndcg@{k}"] = M.query_ndcg(q_pred, q_true, qmask, k)
+    # catalogue ranking: every item except the support; relevant = the user's other liked items
+    s_items, _ = _support_arrays(log, tasks)
+    exclude = np.zeros((n, n_items), dtype=bool)
+    rows, cols = np.nonzero(s_items >= 0)
+    exclude[rows, s_items[rows, cols]] = True
+    relevant = np.zeros((n, n_items), dtype=bool)
+    starts, ends = log.indptr[tasks.users], log.indptr[tasks.users + 1]
+    lengths = ends - starts
+    owner = np.repeat(np.arange(n), lengths)
+    pos = np.repeat(starts, lengths) + (
+        np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    )
+    liked = np.ones(len(pos), dtype=bool) if implicit else log.ratings[pos] >= threshold
+    relevant[owner[liked], log.items[pos[liked]]] = True
+    relevant &= ~exclude
+    top = M.top_k(scores, 20, exclude)
+    out.update(M.catalogue_metrics(top, relevant, ~exclude, ks=(10, 20)))
+    out["_top10"] = top[:, :10]
+    return out
+
+
+@dataclass
+class Cell:
+    """One (protocol, scenario, K, method) result, per-user values pooled over seeds and draws."""
+
+    values: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    tops: list[np.ndarray] = field(default_factory=list)
+    users: int = 0
+
+    def add(self, metrics: dict[str, np.ndarray]) -> None:
+        for k, v in metrics.items():
+            if k == "_top10":
+                self.tops.append(v)
+            else:
+                self.values.setdefault(k, []).append(v)
+        self.users += len(next(iter(metrics.values())))
+
+
+class Evaluation:
+    """Runs the protocols and collects per-user metrics into cells."""
+
+    def __init__(
+        self,
+        ds: Dataset,
+        settings: EvalSettings,
+        *,
+        config: RecommenderConfig | None = None,
+        model: ColdStartRecommender | None = None,
+        model_name: str = "meta-learner",
+    ) -> None:
+        self.ds = ds
+        self.s = settings
+        self.config = config or (model.config if model else RecommenderConfig())
+        self.model = model
+        self.model_name = model_name
+        self.cells: dict[tuple[str, str, str, str], Cell] = {}
+        self.tuning: dict[str, dict[str, Any]] = {}
+        self.timings: dict[str, float] = {}
+        self.splits: dict[str, list[dict]] = {}
+        self.n_items = 0
+
+    # ---- methods ---------------------------------------------------------------------------------
+    def _baseline_methods(
+        self, train_log: UserLog, val_log: UserLog | None, n_items: int, seed: int, scale
+    ) -> list[Method]:
+        methods = []
+        for name in self.s.baselines:
+            if name not in BASELINES:
+                from recsys.errors import SpecError
+
+                raise SpecError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+            cls = BASELINES[name]
+            t0 = time.perf_counter()
+            params = self._tune(cls, train_log, val_log, n_items, seed, scale) if self.s.tune else {}
+            model = cls(**params, **({"seed": seed} if "seed" in _init_params(cls) else {})).fit(
+                train_log, n_items
+            )
+            self.timings[f"fit {name}"] = self.timings.get(f"fit {name}", 0.0) + time.perf_counter() - t0
+            methods.append(
+                Method(
+                    name,
+                    cls.predicts_ratings,
+                    lambda si, sr, ur, m=model: m.score(si, sr),
+                    "baseline",
+                    params,
+                )
+            )
+        return methods
+
+    def _tune(self, cls: type[Baseline], train_log, val_log, n_items, seed, scale) -> dict[str, Any]:
+        grid = cls.grid
+        if not grid or val_log is None or val_log.n_users == 0:
+            return {}
+        tasks = new_user_tasks("random", val_log, self.s.tune_shots, seed=seed)
+        if len(tasks) == 0:
+            return {}
+        best, best_params = None, {}
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            params = dict(zip(keys, combo, strict=True))
+            extra = {"seed": seed} if "seed" in _init_params(cls) else {}
+            model = cls(**params, **extra).fit(train_log, n_items)
+            si, sr = _support_arrays(val_log, tasks)
+            m = user_metrics(
+                model.score(si, sr),
+                val_log,
+                tasks,
+                predicts_ratings=cls.predicts_ratings,
+                implicit=self.ds.implicit,
+                threshold=self.s.threshold,
+                scale=scale,
+            )
+            # rating predictors are tuned on MAE, rankers on Recall@20
+            value = np.nanmean(m["mae"]) if "mae" in m else -np.nanmean(m["recall@20"])
+            if best is None or value < best:
+                best, best_params = value, params
+        self.tuning.setdefault(cls.name, {})[str(seed)] = best_params
+        return best_params
+
+    def _meta_methods(self, split: ProtocolSplit, seed: int) -> tuple[list[Method], FeatureSpace]:
+        from recsys.workflows import train_model
+
+        rec = self.model
+        holdout = (rec.info.get("holdout") or {}) if rec else {}
+        if rec is None or holdout.get("fingerprint") != split.fingerprint():
+            if rec is not None:
+                log.info(
+                    "the given model was not trained on this split (%s seed %d): training one",
+                    split.protocol,
+                    seed,
+                )
+            t0 = time.perf_counter()
+            rec, _ = train_model(self.ds, self.config, protocol=split.protocol, seed=seed)
+            self.timings["train meta-learner"] = (
+                self.timings.get("train meta-learner", 0.0) + time.perf_counter() - t0
+            )
+        variants = [Method(self.model_name, True, _meta_scorer(rec, self.ds), "meta")]
+        steps = rec.config.meta.inner_steps
+        if "no-adaptation" in self.s.ablations:
+            variants.append(
+                Method(f"{self.model_name} (no adaptation)", True, _meta_scorer(rec, self.ds, 0), "ablation")
+            )
+        if "1-step" in self.s.ablations and steps != 1:
+            variants.append(
+                Method(f"{self.model_name} (1 step)", True, _meta_scorer(rec, self.ds, 1), "ablation")
+            )
+        if "first-order" in self.s.ablations and seed == 0:
+            other = not rec.config.meta.first_order
+            cfg = rec.config.override(**{"meta.first_order": other})
+            t0 = time.perf_counter()
+            variant, _ = train_model(self.ds, cfg, protocol=split.protocol, seed=seed)
+            self.timings["train ablations"] = (
+                self.timings.get("train ablations", 0.0) + time.perf_counter() - t0
+            )
+            label = "first-order" if other else "second-order"
+            variants.append(
+                Method(f"{self.model_name} ({label})", True, _meta_scorer(variant, self.ds), "ablation")
+            )
+        return variants, rec.space
+
+    # ---- run -------------------------------------------------------------------------------------
+    def run(self) -> Evaluation:
+        for protocol in self.s.protocols:
+            for seed in range(self.s.seeds):
+                self._run_one(protocol, seed)
+        return self
+
+    def _run_one(self, protocol: str, seed: int) -> None:
+        t0 = time.perf_counter()
+        split = split_protocol(
+            self.ds, protocol, seed=seed, validation_fraction=self.config.train.validation_fraction
+        )
+        self.splits.setdefault(protocol, []).append(split.describe())
+        methods, space = self._meta_methods(split, seed)
+        self.n_items = space.n_items
+        val = split.validation_users.implode()
+        train_log = UserLog.from_frame(split.train.filter(~pl.col(USER).is_in(val)), space.items)
+        val_log = UserLog.from_frame(split.train.filter(pl.col(USER).is_in(val)), space.items)
+        methods = (
+            self._baseline_methods(train_log, val_log, space.n_items, seed, space.rating_scale) + methods
+        )
+        scale = space.rating_scale
+        for scenario, frame in split.test.items():
+            test_log = UserLog.from_frame(frame, space.items)
+            user_rows = np.arange(test_log.n_users)
+            shots: list[int | None] = [None] if protocol == "melu" else list(self.s.shots)
+            draws = self.s.melu_draws if protocol == "melu" else 1
+            for k in shots:
+                for draw in range(draws):
+                    tasks = new_user_tasks(protocol, test_log, k, seed=seed, draw=draw)
+                    if len(tasks) == 0:
+                        continue
+                    si, sr = _support_arrays(test_log, tasks)
+                    ur = user_rows[tasks.users]
+                    for method in progress(methods, desc=f"{protocol} s{seed} {scenario} K={k or 'all'}"):
+                        t1 = time.perf_counter()
+                        scores = method.score(si, sr, _UserRef(test_log, ur))
+                        self.timings[f"score {method.name}"] = self.timings.get(
+                            f"score {method.name}", 0.0
+                        ) + (time.perf_counter() - t1)
+                        m = user_metrics(
+                            scores,
+                            test_log,
+                            tasks,
+                            predicts_ratings=method.predicts_ratings,
+                            implicit=self.ds.implicit,
+                            threshold=self.s.threshold,
+                            scale=scale,
+                        )
+                        key = (protocol, scenario, "all" if k is None else str(k), method.name)
+                        self.cells.setdefault(key, Cell()).add(m)
+        self.timings[f"{protocol} seed {seed}"] = time.perf_counter() - t0
+        self.methods_meta = {
+            m.name: {"kind": m.kind, "predicts_ratings": m.predicts_ratings} for m in methods
+        }
+
+    # ---- summary ---------------------------------------------------------------------------------
+    def results(self) -> list[dict[str, Any]]:
+        rows = []
+        for (protocol, scenario, k, method), cell in sorted(self.cells.items(), key=_cell_order):
+            row: dict[str, Any] = {"protocol": protocol, "scenario": scenario, "k": k, "method": method}
+            row["users"] = cell.users
+            for metric, parts in cell.values.items():
+                mean, lo, hi = M.bootstrap_ci(np.concatenate(parts), n_boot=self.s.n_boot)
+                row[metric] = {"mean": mean, "low": lo, "high": hi}
+            if cell.tops:
+                row["coverage@10"] = M.coverage(np.concatenate(cell.tops), self.n_items, 10)
+            rows.append(row)
+        return rows
+
+
+class _UserRef:
+    """Which test users a scorer is asked about (for user features)."""
+
+    def __init__(self, log: UserLog, rows: np.ndarray) -> None:
+        self.log, self.rows = log, rows
+
+    @property
+    def ids(self) -> pl.Series:
+        return self.log.user_ids.gather(self.rows)
+
+
+def _init_params(cls: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def _meta_scorer(rec: ColdStartRecommender, ds: Dataset, steps: int | None = None) -> Scorer:
+    from recsys.meta.scoring import score_catalogue
+
+    features = ds.users
+
+    def score(si: np.ndarray, sr: np.ndarray, users: _UserRef) -> np.ndarray:
+        space = rec.space
+        if features is not None and space.user_encoder.fields:
+            frame = pl.DataFrame({USER: users.ids}).join(features, on=USER, how="left", maintain_order="left")
+            encoded: EncodedTable = space.user_encoder.encode(frame)
+        else:
+            encoded = space.user_encoder.encode_unknown(len(si))
+        return score_catalogue(rec.learner, space, si, sr, encoded, cache=rec._catalogue_cache(), steps=steps)
+
+    return score
+
+
+def _cell_order(item) -> tuple:
+    (protocol, scenario, k, method), _ = item
+    order = MELU_SCENARIOS.index(scenario) if scenario in MELU_SCENARIOS else 0
+    return (protocol, order, int(k) if k.isdigit() else 10**6, method)

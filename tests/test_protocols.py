@@ -1,0 +1,110 @@
+"""Protocols leak nothing: new users never train, no query rating and nothing later than the support
+reaches training or the support set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.data import load_dataset
+from recsys.data.tasks import UserLog
+from recsys.evaluation.protocols import QUERY_SIZE, new_user_tasks, split_protocol
+from recsys.features.space import FeatureSpace
+from tests.conftest import write
+
+
+def _log(frame, ds):
+    space = FeatureSpace.fit(ds.interactions, items=ds.items, item_fields=ds.spec.item_fields)
+    return UserLog.from_frame(frame, space.items)
+
+
+def test_temporal_split_is_strictly_before_new_users(synthetic_small) -> None:
+    ds = synthetic_small
+    sp = split_protocol(ds, "temporal", seed=0)
+    test = sp.test["new_users"]
+    assert set(sp.train["user_id"]).isdisjoint(set(test["user_id"]))
+    assert sp.train["timestamp"].max() < sp.cutoff == test["timestamp"].min()
+    assert set(sp.validation_users).issubset(set(sp.train["user_id"]))
+    log = _log(test, ds)
+    for k in (1, 5):
+        tasks = new_user_tasks("temporal", log, k, seed=0)
+        assert len(tasks) > 0 and (log.counts[tasks.users] >= k + QUERY_SIZE).all()
+        for t in range(len(tasks)):
+            s = tasks.support[t][tasks.support[t] >= 0]
+            q = tasks.query[t][tasks.query[t] >= 0]
+            u = tasks.users[t]
+            lo, hi = log.indptr[u], log.indptr[u + 1]
+            assert s.tolist() == list(range(lo, lo + k))  # first K by time
+            assert sorted(q.tolist()) == list(range(hi - QUERY_SIZE, hi))  # last 10
+            assert log.times[s].max() <= log.times[q].min()
+
+
+def test_random_split_disjoint_and_seeded(synthetic_small) -> None:
+    ds = synthetic_small
+    a, b, c = (split_protocol(ds, "random", seed=s) for s in (0, 0, 1))
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    test_users = set(a.test["new_users"]["user_id"])
+    assert test_users.isdisjoint(set(a.train["user_id"])) and test_users.isdisjoint(set(a.validation_users))
+    log = _log(a.test["new_users"], ds)
+    tasks = new_user_tasks("random", log, 3, seed=0)
+    for t in range(len(tasks)):
+        s = set(tasks.support[t][tasks.support[t] >= 0].tolist())
+        q = set(tasks.query[t][tasks.query[t] >= 0].tolist())
+        assert len(s) == 3 and len(q) == QUERY_SIZE and not s & q
+
+
+def test_users_without_enough_ratings_are_skipped(synthetic_small) -> None:
+    ds = synthetic_small
+    sp = split_protocol(ds, "random", seed=0)
+    log = _log(sp.test["new_users"], ds)
+    big = new_user_tasks("random", log, 20, seed=0)
+    assert (log.counts[big.users] >= 30).all() and len(big) < log.n_users
+
+
+@pytest.fixture
+def melu_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "melu-ml1m"
+    rng = np.random.default_rng(0)
+    states = {"warm_state": range(1, 30), "user_cold_state": range(30, 40), "item_cold_state": range(1, 10)}
+    movies = {"warm_state": range(1, 60), "user_cold_state": range(1, 60), "item_cold_state": range(60, 80)}
+    for state, users in states.items():
+        items = {str(u): [str(m) for m in rng.choice(list(movies[state]), size=int(rng.integers(8, min(40, len(movies[state])))), replace=False)] for u in users}
+        write(d / f"{state}.json", json.dumps(items))
+        write(d / f"{state}_y.json", json.dumps({u: [int(x) for x in rng.integers(1, 6, len(v))] for u, v in items.items()}))
+    write(d / "movies_extrainfos.dat", "".join(f"{m}::M{m}::1995::PG::x::Drama::D{m % 3}::w::A{m % 5}, B::p::x\n" for m in range(1, 80)))
+    write(tmp_path / "ml-1m" / "users.dat", "".join(f"{u}::F::25::3::12345\n" for u in range(1, 40)))
+    return tmp_path
+
+
+def test_melu_protocol(melu_dir: Path) -> None:
+    ds = load_dataset("melu-ml1m", data_root=melu_dir)
+    sp = split_protocol(ds, "melu", seed=0)
+    assert set(sp.train["state"]) == {"warm_state"}
+    assert set(sp.test) == {"user_cold_state", "item_cold_state"}
+    cold = sp.test["user_cold_state"]
+    assert set(cold["user_id"]).isdisjoint(set(sp.train["user_id"]))
+    # new items of item_cold_state never reach training
+    assert set(sp.test["item_cold_state"]["item_id"]).isdisjoint(set(sp.train["item_id"]))
+    log = _log(cold, ds)
+    tasks = new_user_tasks("melu", log, None, seed=0)
+    n = log.counts[tasks.users]
+    assert ((n >= 13) & (n <= 100)).all()
+    assert (tasks.query_sizes == QUERY_SIZE).all() and (tasks.support_sizes == n - QUERY_SIZE).all()
+    other = new_user_tasks("melu", log, None, seed=0, draw=1)
+    assert not np.array_equal(tasks.query, other.query)  # several query draws
+
+
+def test_model_trained_on_a_split_records_its_fingerprint(synthetic_small) -> None:
+    from recsys.config import RecommenderConfig
+    from recsys.workflows import train_model
+
+    cfg = RecommenderConfig().override(**{"train.epochs": 1, "model.embedding_dim": 4, "model.hidden": (8,)})
+    rec, split = train_model(synthetic_small, cfg, protocol="random", seed=0)
+    assert rec.info["holdout"]["fingerprint"] == split.fingerprint()
+    seen = set(rec.space.users.to_list())
+    assert seen.isdisjoint(set(split.test_users.to_list()))
+    assert pl.Series(rec.space.items.to_list()).len() == rec.space.n_items
