@@ -40,7 +40,9 @@ def test_query_ndcg_ties_are_stable_and_padding_last() -> None:
     tied = M.query_ndcg(np.zeros((1, 3)), true, np.ones((1, 3), bool), 1)
     assert tied[0] == pytest.approx(1 / 31)
     # a padded slot with a huge prediction is never ranked
-    padded = M.query_ndcg(np.array([[9.0, 1.0, 2.0]]), np.array([[5.0, 3.0, 4.0]]), np.array([[False, True, True]]), 1)
+    padded = M.query_ndcg(
+        np.array([[9.0, 1.0, 2.0]]), np.array([[5.0, 3.0, 4.0]]), np.array([[False, True, True]]), 1
+    )
     assert padded[0] == pytest.approx(1.0)
 
 
@@ -61,7 +63,8 @@ def test_catalogue_metrics_hand_computed() -> None:
     relevant = np.zeros((1, 5), bool)
     relevant[0, [1, 2, 4]] = True  # item 4 is never ranked
     m = M.catalogue_metrics(ranked, relevant, ks=(2, 4))
-    assert m["recall@2"][0] == pytest.approx(1 / 3)
+    assert m["recall@2"][0] == pytest.approx(1 / 2)  # 1 hit / min(2, 3 relevant)
+    assert m["recall@4"][0] == pytest.approx(2 / 3)
     assert m["hit@2"][0] == 1.0
     disc = 1 / np.log2(np.arange(2, 6))
     assert m["ndcg@2"][0] == pytest.approx(disc[1] / (disc[0] + disc[1]))

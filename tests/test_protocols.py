@@ -72,10 +72,24 @@ def melu_dir(tmp_path: Path) -> Path:
     states = {"warm_state": range(1, 30), "user_cold_state": range(30, 40), "item_cold_state": range(1, 10)}
     movies = {"warm_state": range(1, 60), "user_cold_state": range(1, 60), "item_cold_state": range(60, 80)}
     for state, users in states.items():
-        items = {str(u): [str(m) for m in rng.choice(list(movies[state]), size=int(rng.integers(8, min(40, len(movies[state])))), replace=False)] for u in users}
+        items = {
+            str(u): [
+                str(m)
+                for m in rng.choice(
+                    list(movies[state]), size=int(rng.integers(8, min(40, len(movies[state])))), replace=False
+                )
+            ]
+            for u in users
+        }
         write(d / f"{state}.json", json.dumps(items))
-        write(d / f"{state}_y.json", json.dumps({u: [int(x) for x in rng.integers(1, 6, len(v))] for u, v in items.items()}))
-    write(d / "movies_extrainfos.dat", "".join(f"{m}::M{m}::1995::PG::x::Drama::D{m % 3}::w::A{m % 5}, B::p::x\n" for m in range(1, 80)))
+        write(
+            d / f"{state}_y.json",
+            json.dumps({u: [int(x) for x in rng.integers(1, 6, len(v))] for u, v in items.items()}),
+        )
+    write(
+        d / "movies_extrainfos.dat",
+        "".join(f"{m}::M{m}::1995::PG::x::Drama::D{m % 3}::w::A{m % 5}, B::p::x\n" for m in range(1, 80)),
+    )
     write(tmp_path / "ml-1m" / "users.dat", "".join(f"{u}::F::25::3::12345\n" for u in range(1, 40)))
     return tmp_path
 

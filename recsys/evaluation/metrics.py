@@ -68,6 +68,9 @@ def catalogue_metrics(
 ) -> dict[str, np.ndarray]:
     """Recall@k, nDCG@k, MAP@k and hit rate@k per user from top lists.
 
+    Recall@k divides the hits by ``min(k, |relevant|)`` (Liang et al., WWW 2018), so it reaches 1 for
+    a perfect top-k whatever the number of relevant items.
+
     ``ranked``: [n, K] item indices in rank order (K >= max(ks); items excluded from ranking must
     already be absent). ``relevant``: bool [n, n_items]. ``candidates``: bool [n, n_items] of rankable
     items (for users with fewer candidates than k, ranked lists may hold excluded items: those are
@@ -83,7 +86,8 @@ def catalogue_metrics(
     for k in ks:
         h = hits[:, :k]
         found = h.sum(1)
-        out[f"recall@{k}"] = np.where(valid, found / np.maximum(n_rel, 1), np.nan)
+        # Recall@k normalised by min(k, |relevant|) (Liang et al., 2018), so a perfect top-k scores 1
+        out[f"recall@{k}"] = np.where(valid, found / np.maximum(np.minimum(n_rel, k), 1), np.nan)
         out[f"hit@{k}"] = np.where(valid, (found > 0).astype(np.float64), np.nan)
         disc = 1.0 / np.log2(np.arange(2, h.shape[1] + 2))
         dcg = (h * disc).sum(1)

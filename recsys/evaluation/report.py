@@ -70,7 +70,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"mean over users ± half the 95% bootstrap interval; best per column in **bold**.",
         "MAE/RMSE and qnDCG (query nDCG, gain 2^r - 1, ranking only the 10 query items: **MeLU's protocol**) "
         "are computed on the query ratings; Recall, nDCG@10, MAP, HR rank the whole catalogue except the "
-        f"support items, relevant = items rated ≥ {s['threshold']:g} outside the support.",
+        f"support items, relevant = items rated ≥ {s['threshold']:g} outside the support; "
+        "Recall@k = hits / min(k, relevant) (Liang et al., 2018).",
         "",
     ]
     groups: dict[tuple[str, str, str], list[dict]] = {}
