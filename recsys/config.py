@@ -33,11 +33,12 @@ class ModelConfig:
     """Use the user table's fields (demographics) when the dataset has them."""
     use_item_features: bool = True
     """Use the item table's fields (genres, directors...) when the dataset has them."""
-    head: Literal["melu", "factorized"] = "melu"
+    head: Literal["melu", "factorized", "hybrid"] = "melu"
     """``melu``: MLP over [user; item] (MeLU). ``factorized``: score = <user tower, item tower> + item bias,
-    with the item side cacheable for very large catalogues."""
+    with the item side cacheable for very large catalogues. ``hybrid``: closed-form ridge fold-in of
+    the user's factors for ratings plus a support-set encoder for catalogue ranking."""
     factor_dim: int = 64
-    """Output dimension of both towers of the ``factorized`` head."""
+    """Dimension of the user/item factors of the ``factorized`` and ``hybrid`` heads."""
     sparse: bool = False
     """Sparse gradients for the embedding tables (with a sparse-aware optimiser)."""
 
@@ -59,6 +60,13 @@ class MetaConfig:
     """Meta-SGD: learn a per-parameter inner learning rate."""
     loss: Literal["mse", "mae", "huber"] = "mse"
     """Loss on ratings used in the inner loop and on the query set."""
+    rating_weight: float = 1.0
+    """Weight of the rating loss on the query set (ignored for implicit feedback)."""
+    rank_weight: float = 0.0
+    """Weight of the catalogue ranking loss: a softmax over the catalogue of the user's other
+    relevant items (support excluded). 0 turns it off."""
+    rank_threshold: float | None = 4.0
+    """Ratings at or above this are the ranking loss's positives (None: every interaction)."""
     eval_inner_steps: int | None = None
     """Local steps at scoring time (defaults to ``inner_steps``)."""
 
@@ -83,8 +91,9 @@ class TrainConfig:
     """Largest support set drawn for a training task."""
     query_size: int = 10
     """Ratings per training task's query set (fewer when the user has fewer)."""
-    support_order: Literal["random", "temporal"] = "random"
-    """``temporal``: a task's support is its first ratings by time; ``random``: any."""
+    support_order: Literal["random", "temporal", "mixed"] = "random"
+    """``temporal``: a task's support is its first ratings by time; ``random``: any; ``mixed``: each
+    task draws one of the two."""
     min_user_ratings: int = 2
     """Training users need at least this many ratings."""
     validation_fraction: float = 0.1
@@ -95,6 +104,10 @@ class TrainConfig:
     """Query size of validation tasks."""
     patience: int = 5
     """Stop after this many epochs without validation improvement (0: never stop early)."""
+    select_metric: Literal["auto", "mae", "recall@20", "ndcg@10", "mae-ndcg"] = "auto"
+    """Validation metric for early stopping and the best epoch. ``auto``: MAE for rating-only models,
+    ``mae-ndcg`` (validation MAE minus catalogue nDCG@10) when a ranking loss is trained too, nDCG@10
+    for implicit feedback."""
     seed: int = 0
     """Seed of everything random (initialisation, sampling)."""
     device: str = "cpu"

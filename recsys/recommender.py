@@ -153,6 +153,14 @@ class ColdStartRecommender:
             if col not in inter.columns:
                 raise FeatureMismatchError(f"interactions need a '{col}' column; got {inter.columns}")
         implicit = RATING not in inter.columns
+        if implicit:  # no ratings: train the ranking objective alone, every interaction a positive
+            cfg = self.config = cfg.override(
+                **{
+                    "meta.rating_weight": 0.0,
+                    "meta.rank_threshold": None,
+                    "meta.rank_weight": cfg.meta.rank_weight or 1.0,
+                }
+            )
         if users is not None and user_fields is None:
             user_fields = infer_fields(users, USER)
         if items is not None and item_fields is None:
@@ -451,8 +459,13 @@ class ColdStartRecommender:
         *,
         on_unknown: str = "error",
         steps: int | None = None,
+        what: str = "rating",
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores [n, n_items] on the rating scale, support items [n, S]) for many new users at once."""
+        """(scores [n, n_items], support items [n, S]) for many new users at once.
+
+        ``what="rating"``: predicted ratings on the data's scale. ``what="rank"``: the scores that order
+        recommendations (the ranking head's where the model has one, else the predicted ratings).
+        """
         self._require_fitted()
         if user_features is not None and len(user_features) != len(requests):
             raise ScoringInputError(
@@ -460,9 +473,20 @@ class ColdStartRecommender:
             )
         items, ratings = self._encode_requests(requests, on_unknown)
         users = self.space.encode_user_features(list(user_features or [None] * len(requests)))
-        scores = score_catalogue(
-            self.learner, self.space, items, ratings, users, cache=self._catalogue_cache(), steps=steps
+        scores, ranks = score_catalogue(
+            self.learner,
+            self.space,
+            items,
+            ratings,
+            users,
+            cache=self._catalogue_cache(),
+            steps=steps,
+            rank=True,
         )
+        if what == "rank":
+            return (
+                ranks if self.learner.head.has_rank else clamp_to_scale(scores, self.space.rating_scale)
+            ), items
         return clamp_to_scale(scores, self.space.rating_scale), items
 
     def predict(
@@ -490,7 +514,10 @@ class ColdStartRecommender:
         *,
         on_unknown: str = "error",
     ) -> list[tuple[Any, float]]:
-        """Top-``n`` (item id, predicted rating) for a new user; rated items excluded by default.
+        """Top-``n`` (item id, score) for a new user; rated items excluded by default.
+
+        The score orders the recommendations: the predicted rating for rating heads, the ranking
+        score (a logit) for heads with a ranking output (``hybrid``); :meth:`predict` gives ratings.
 
         An empty ``ratings`` dict is pure cold start: the meta-learned initialisation (with the user's
         features when given).
@@ -509,7 +536,7 @@ class ColdStartRecommender:
         """:meth:`recommend` for many new users in one vectorised pass."""
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise ScoringInputError(f"n must be a positive integer, got {n!r}")
-        scores, support = self.score_users(list_of_ratings, user_features, on_unknown=on_unknown)
+        scores, support = self.score_users(list_of_ratings, user_features, on_unknown=on_unknown, what="rank")
         from recsys.evaluation.metrics import top_k
 
         exclude = None
@@ -526,3 +553,43 @@ class ColdStartRecommender:
                 row = row[~exclude[r, row]]
             out.append([(ids[int(i)], float(scores[r, i])) for i in row])
         return out
+
+    # ---- vectorised scoring from padded arrays and tables (batch scoring, MLflow pyfunc) -----------
+    def score_padded(
+        self,
+        items: np.ndarray,
+        ratings: np.ndarray,
+        user_features: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        steps: int | None = None,
+        what: str = "rating",
+    ) -> np.ndarray:
+        """:meth:`score_users` for already validated padded support arrays: scores [n, n_items].
+
+        ``items`` [n, S] are catalogue indices (-1 = padding), ``ratings`` [n, S] the matching ratings;
+        :func:`recsys.batch.encode_frame` builds both from a ratings table without per-rating loops.
+        ``what`` as in :meth:`score_users` (``"rank"`` orders recommendations).
+        """
+        self._require_fitted()
+        if user_features is not None and len(user_features) != len(items):
+            raise ScoringInputError(f"{len(items)} users but {len(user_features)} user-feature dicts")
+        users = self.space.encode_user_features(list(user_features or [None] * len(items)))
+        scores, ranks = score_catalogue(
+            self.learner,
+            self.space,
+            np.asarray(items, dtype=np.int64),
+            np.asarray(ratings, dtype=np.float32),
+            users,
+            cache=self._catalogue_cache(),
+            steps=steps,
+            rank=True,
+        )
+        if what == "rank" and self.learner.head.has_rank:
+            return ranks
+        return clamp_to_scale(scores, self.space.rating_scale)
+
+    def recommend_frame(self, ratings: Any, n: int = 20, **kwargs: Any) -> pl.DataFrame:
+        """Top-``n`` for every user of a ratings table (polars or pandas; see :mod:`recsys.batch`)."""
+        from recsys.batch import recommend_frame
+
+        return recommend_frame(self, ratings, n=n, **kwargs)

@@ -42,14 +42,21 @@ def make_learner(
         user_dense=ue.n_dense,
         rating_mean=3.5,
     )
-    return MetaLearner(net, meta or MetaConfig()).to(dtype)
+    learner = MetaLearner(net, meta or MetaConfig()).to(dtype)
+    t = space.item_table
+    learner.set_catalogue(
+        torch.from_numpy(t.indices), torch.from_numpy(t.offsets), torch.from_numpy(t.dense).to(dtype)
+    )
+    return learner
 
 
-def make_batch(space, log, n_tasks=8, support=(1, 7), query=6, seed=0, dtype=torch.float32) -> TaskBatch:
+def make_batch(
+    space, log, n_tasks=8, support=(1, 7), query=6, seed=0, dtype=torch.float32, rank: bool = False
+) -> TaskBatch:
     ts = sample_tasks(
         log, np.arange(n_tasks), np.random.default_rng(seed), support_size=support, query_size=query
     )
-    b = build_batch(log, space, ts)
+    b = build_batch(log, space, ts, rank_positives=rank, rank_threshold=4.0)
     for name in ("support_ratings", "query_ratings", "item_dense", "user_dense"):
         setattr(b, name, getattr(b, name).to(dtype))
     return b
@@ -73,6 +80,8 @@ def pad_batch(batch: TaskBatch, extra_support: int, extra_query: int) -> TaskBat
         return torch.cat([x, pad], dim=1)
 
     kw = dict(batch.__dict__)
+    kw["rank_items"] = widen(batch.rank_items, 3, 0)
+    kw["rank_mask"] = widen(batch.rank_mask, 3, False)
     for prefix, extra in (("support", extra_support), ("query", extra_query)):
         kw[f"{prefix}_items"] = widen(batch.__dict__[f"{prefix}_items"], extra, 0)
         kw[f"{prefix}_ratings"] = widen(batch.__dict__[f"{prefix}_ratings"], extra, 0.0)

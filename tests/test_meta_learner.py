@@ -108,12 +108,17 @@ def test_first_order_is_first_order(data) -> None:
     batch = make_batch(space, log, n_tasks=5, dtype=torch.float64)
     _, g_fo = meta_grads(learner, batch)
     tt = learner.task_tensors(batch)
-    fast = learner.adapt(tt.user.detach(), tt.support_x.detach(), tt.support_y, tt.support_m, 3)
+    s_side = {k: v.detach() for k, v in tt.support.items()}
+    fast = learner.adapt(tt.user.detach(), s_side, tt.support_y, tt.support_m, 3)
     fast = {k: v.detach().requires_grad_(True) for k, v in fast.items()}
     _, frozen = learner.split_params()
     preds = torch.stack(
         [
-            learner._head({k: v[t] for k, v in fast.items()}, frozen, tt.user[t], tt.query_x[t])
+            learner.head.predict(
+                {**frozen, **{k: v[t] for k, v in fast.items()}},
+                tt.user[t],
+                {k: v[t] for k, v in tt.query.items()},
+            )
             for t in range(tt.user.shape[0])
         ]
     )
@@ -141,7 +146,7 @@ def test_zero_local_steps_is_the_initialisation(data) -> None:
     tt = learner.task_tensors(batch)
     with torch.no_grad():
         preds = learner.query_predictions(tt, steps=0)
-        direct = learner.net.head(tt.user, tt.query_x)
+        direct = learner.head.predict(dict(learner.head.named_parameters()), tt.user, tt.query)
         adapted = learner.query_predictions(tt, steps=5)
     assert torch.equal(preds, direct)
     assert not torch.allclose(adapted, direct)
@@ -152,7 +157,7 @@ def test_adapt_all_changes_the_user_vector(data) -> None:
     learner = make_learner(space, MetaConfig(inner_steps=2, adapt="all"))
     tt = learner.task_tensors(make_batch(space, log, n_tasks=3))
     with torch.no_grad():
-        fast = learner.adapt(tt.user, tt.support_x, tt.support_y, tt.support_m, 2)
+        fast = learner.adapt(tt.user, tt.support, tt.support_y, tt.support_m, 2)
     assert USER_KEY in fast and not torch.allclose(fast[USER_KEY], tt.user)
 
 

@@ -173,7 +173,7 @@ def sample_tasks(
     *,
     support_size: int | tuple[int, int] | np.ndarray,
     query_size: int | None,
-    support_order: Literal["random", "temporal"] = "random",
+    support_order: Literal["random", "temporal", "mixed"] = "random",
     query_order: Literal["random", "last"] = "random",
     min_query: int = 1,
 ) -> TaskSet:
@@ -181,8 +181,9 @@ def sample_tasks(
 
     ``support_size``: a fixed K, an inclusive range (lo, hi) drawn uniformly per user, or one K per
     user. Each user keeps at least ``min_query`` ratings for the query; ``query_size=None`` puts all
-    remaining ratings in the query. ``support_order='temporal'`` takes the first K ratings by time;
-    ``query_order='last'`` takes the latest remaining ones, ``'random'`` a random subset.
+    remaining ratings in the query. ``support_order='temporal'`` takes the first K ratings by time,
+    ``'mixed'`` does so for a random half of the users; ``query_order='last'`` takes the latest
+    remaining ones, ``'random'`` a random subset.
     """
     users = np.asarray(users, dtype=np.int64)
     n_tasks = len(users)
@@ -204,6 +205,9 @@ def sample_tasks(
     n = len(log.items)
     if support_order == "temporal":
         keys = np.arange(n, dtype=np.float64)  # the log is in time order within a user
+    elif support_order == "mixed":
+        temporal_user = rng.random(log.n_users) < 0.5
+        keys = np.where(temporal_user[log.user_of], np.arange(n, dtype=np.float64), rng.random(n) * n)
     else:
         keys = rng.random(n)
     srank = rank_within_users(log, keys, in_tasks)
@@ -237,6 +241,10 @@ class TaskBatch:
     user_dense: torch.Tensor
     batch_items: torch.Tensor
     """[U] catalogue index of each distinct item in the batch."""
+    rank_items: torch.Tensor
+    """[T, P] the ranking loss's positives: the user's other relevant items (catalogue index)."""
+    rank_mask: torch.Tensor
+    """[T, P] bool, False on padding (P may be 0 when the ranking loss is off)."""
 
     @property
     def n_tasks(self) -> int:
@@ -270,12 +278,16 @@ def build_batch(
     user_rows: np.ndarray | None = None,
     user_table: EncodedTable | None = None,
     extra_items: np.ndarray | None = None,
+    rank_positives: bool = False,
+    rank_threshold: float | None = None,
 ) -> TaskBatch:
     """Assemble the tensors of a meta-batch: padded lists and the CSR bags of its distinct items/users.
 
     ``user_rows`` indexes ``space.user_table`` (defaults to the users' own feature rows);
     ``user_table`` overrides it with already-encoded users (new users at scoring time, row t = task t).
     ``extra_items`` are added to the distinct items (for example sampled negatives).
+    ``rank_positives``: also list each user's relevant items outside the support (ratings at or above
+    ``rank_threshold``; every interaction when None) for the ranking loss.
     """
     s_idx = _trim(tasks.support)
     q_idx = _trim(tasks.query)
@@ -293,6 +305,14 @@ def build_batch(
         if user_rows is None:
             user_rows = space.user_rows(log.user_ids.gather(tasks.users))
         user_table = space.user_table.gather(user_rows)
+    rank_items, rank_mask = (
+        _rank_positives(log, tasks, rank_threshold)
+        if rank_positives
+        else (
+            np.zeros((len(tasks), 0), np.int64),
+            np.zeros((len(tasks), 0), bool),
+        )
+    )
     t = torch.from_numpy
     return TaskBatch(
         support_items=t(s_items.astype(np.int64)),
@@ -310,7 +330,36 @@ def build_batch(
         user_offsets=t(user_table.offsets),
         user_dense=t(user_table.dense),
         batch_items=t(uniq.astype(np.int64)),
+        rank_items=t(rank_items),
+        rank_mask=t(rank_mask),
     )
+
+
+def _rank_positives(log: UserLog, tasks: TaskSet, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Padded catalogue indices of each task user's interactions outside the support (liked ones)."""
+    n = len(tasks)
+    starts, ends = log.indptr[tasks.users], log.indptr[tasks.users + 1]
+    lengths = ends - starts
+    owner = np.repeat(np.arange(n), lengths)
+    pos = np.repeat(starts, lengths) + (
+        np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    )
+    keep = np.ones(len(pos), dtype=bool)
+    if threshold is not None:
+        keep &= log.ratings[pos] >= threshold
+    in_support = np.zeros(len(log.items), dtype=bool)
+    s = tasks.support[tasks.support >= 0]
+    in_support[s] = True
+    keep &= ~in_support[pos]
+    owner, pos = owner[keep], pos[keep]
+    counts = np.bincount(owner, minlength=n)
+    width = max(1, int(counts.max()) if n else 1)
+    rank = np.arange(len(pos)) - np.repeat(np.cumsum(counts) - counts, counts)
+    items = np.zeros((n, width), dtype=np.int64)
+    mask = np.zeros((n, width), dtype=bool)
+    items[owner, rank] = log.items[pos]
+    mask[owner, rank] = True
+    return items, mask
 
 
 def iterate_batches(

@@ -21,10 +21,12 @@ import polars as pl
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
 from recsys.data.schema import USER
-from recsys.data.tasks import TaskSet, UserLog
+from recsys.data.tasks import UserLog
 from recsys.evaluation import metrics as M
 from recsys.evaluation.baselines import BASELINES, Baseline
 from recsys.evaluation.protocols import MELU_SCENARIOS, ProtocolSplit, new_user_tasks, split_protocol
+from recsys.evaluation.task_metrics import support_arrays as _support_arrays
+from recsys.evaluation.task_metrics import user_metrics
 from recsys.features.encoders import EncodedTable
 from recsys.features.space import FeatureSpace
 from recsys.recommender import ColdStartRecommender
@@ -72,62 +74,10 @@ class Method:
     name: str
     predicts_ratings: bool
     score: Scorer
-    """(support items [n, S], support ratings [n, S], user rows [n]) -> scores [n, n_items]."""
+    """(support items [n, S], support ratings [n, S], users) -> scores [n, n_items], or a pair
+    (predicted ratings, ranking scores) for methods with a separate ranking output."""
     kind: str = "baseline"
     params: dict[str, Any] = field(default_factory=dict)
-
-
-def _support_arrays(log: UserLog, tasks: TaskSet) -> tuple[np.ndarray, np.ndarray]:
-    s = tasks.support
-    items = np.where(s >= 0, log.items[np.maximum(s, 0)], -1)
-    ratings = np.where(s >= 0, log.ratings[np.maximum(s, 0)], 0.0).astype(np.float32)
-    return items, ratings
-
-
-def user_metrics(
-    scores: np.ndarray,
-    log: UserLog,
-    tasks: TaskSet,
-    *,
-    predicts_ratings: bool,
-    implicit: bool,
-    threshold: float,
-    scale: tuple[float, float] | None,
-) -> dict[str, np.ndarray]:
-    """Per-user metrics of one method on one task set."""
-    n, n_items = scores.shape
-    out: dict[str, np.ndarray] = {}
-    q = tasks.query
-    qmask = q >= 0
-    q_items = log.items[np.maximum(q, 0)]
-    q_true = log.ratings[np.maximum(q, 0)]
-    q_pred = np.take_along_axis(scores, q_items, axis=1)
-    if predicts_ratings and not implicit:
-        pred = np.clip(q_pred, *scale) if scale else q_pred
-        out["mae"] = M.mae(pred, q_true, qmask)
-        out["rmse"] = M.rmse(pred, q_true, qmask)
-    if not implicit:
-        for k in (1, 3, 5):
-            out[f"query_ndcg@{k}"] = M.query_ndcg(q_pred, q_true, qmask, k)
-    # catalogue ranking: every item except the support; relevant = the user's other liked items
-    s_items, _ = _support_arrays(log, tasks)
-    exclude = np.zeros((n, n_items), dtype=bool)
-    rows, cols = np.nonzero(s_items >= 0)
-    exclude[rows, s_items[rows, cols]] = True
-    relevant = np.zeros((n, n_items), dtype=bool)
-    starts, ends = log.indptr[tasks.users], log.indptr[tasks.users + 1]
-    lengths = ends - starts
-    owner = np.repeat(np.arange(n), lengths)
-    pos = np.repeat(starts, lengths) + (
-        np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    )
-    liked = np.ones(len(pos), dtype=bool) if implicit else log.ratings[pos] >= threshold
-    relevant[owner[liked], log.items[pos[liked]]] = True
-    relevant &= ~exclude
-    top = M.top_k(scores, 20, exclude)
-    out.update(M.catalogue_metrics(top, relevant, ~exclude, ks=(10, 20)))
-    out["_top10"] = top[:, :10]
-    return out
 
 
 @dataclass
@@ -369,7 +319,10 @@ def _meta_scorer(rec: ColdStartRecommender, ds: Dataset, steps: int | None = Non
             encoded: EncodedTable = space.user_encoder.encode(frame)
         else:
             encoded = space.user_encoder.encode_unknown(len(si))
-        return score_catalogue(rec.learner, space, si, sr, encoded, cache=rec._catalogue_cache(), steps=steps)
+        ratings, ranks = score_catalogue(
+            rec.learner, space, si, sr, encoded, cache=rec._catalogue_cache(), steps=steps, rank=True
+        )
+        return ratings, ranks
 
     return score
 

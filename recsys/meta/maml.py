@@ -1,14 +1,16 @@
 """MAML over users, vectorised with ``torch.func``.
 
 For a meta-batch of ``T`` users the per-user inner loop — ``inner_steps`` gradient steps on the
-user's support ratings, starting from the shared (meta-learned) initialisation — runs as one
-``vmap`` over users of a function built from ``torch.func.grad`` and ``functional_call``. Fast weights
-are plain tensors derived from the meta-parameters, never loaded with ``load_state_dict``, so in
-second-order mode the meta-gradient flows through every inner update (true MAML); first-order mode
-detaches the inner gradients. Padding rows are masked out of every loss.
+user's support ratings, starting from the shared (meta-learned) initialisation or from the head's
+amortised per-user start (:meth:`~recsys.models.heads.Head.init_fast`) — runs as one ``vmap`` over
+users of a function built from ``torch.func.grad``. Fast weights are plain tensors derived from the
+meta-parameters, never loaded with ``load_state_dict``, so in second-order mode the meta-gradient
+flows through every inner update (true MAML); first-order mode detaches the inner gradients. Padding
+rows are masked out of every loss.
 
 All feature lookups happen before the ``vmap``: one ``EmbeddingBag`` call per side embeds the batch's
-distinct items and its users; tasks then index those vectors.
+distinct items and its users; the head's item side is computed once for those items (and, for the
+ranking loss, once for the catalogue), and tasks index it.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
 from recsys.config import MetaConfig
 from recsys.data.tasks import TaskBatch
+from recsys.models.heads import Params, Side
 from recsys.models.network import ColdStartNet
 
 USER_KEY = "__user__"
-Params = dict[str, torch.Tensor]
 
 
 def _elementwise(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -46,18 +48,22 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, values, torch.zeros_like(values)).sum(-1) / m.sum(-1).clamp_min(1.0)
 
 
+def _index(side: Side, pos: torch.Tensor) -> Side:
+    return {k: v[pos] for k, v in side.items()}
+
+
 @dataclass
 class TaskTensors:
     """Per-task inputs after the embedding lookups."""
 
     user: torch.Tensor
     """[T, du] user vectors."""
-    support_x: torch.Tensor
-    """[T, S, di] support item vectors."""
+    support: Side
+    """The head's item side of the support items, each [T, S, ...]."""
     support_y: torch.Tensor
     support_m: torch.Tensor
-    query_x: torch.Tensor
-    """[T, Q, di] query item vectors."""
+    query: Side
+    """The head's item side of the query items, each [T, Q, ...]."""
     query_y: torch.Tensor
     query_m: torch.Tensor
 
@@ -76,6 +82,11 @@ class MetaLearner(nn.Module):
             params = dict(net.head.named_parameters())
             for name in self.adapt_names:
                 self.inner_lrs[self._lr_key(name)] = nn.Parameter(torch.full_like(params[name], cfg.inner_lr))
+        self._catalogue: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def head(self):
+        return self.net.head
 
     # ---- parameters ---------------------------------------------------------------------------
     @staticmethod
@@ -84,57 +95,64 @@ class MetaLearner(nn.Module):
 
     def split_params(self) -> tuple[Params, Params]:
         """(adapted initial weights, shared weights) of the head."""
-        params = dict(self.net.head.named_parameters())
+        params = dict(self.head.named_parameters())
         fast = {n: params[n] for n in self.adapt_names}
         frozen = {n: p for n, p in params.items() if n not in fast}
         return fast, frozen
 
     def _lr(self, name: str) -> torch.Tensor | float:
-        if self.cfg.meta_sgd:
-            if name == USER_KEY:
-                return self.cfg.inner_lr
+        if self.cfg.meta_sgd and self._lr_key(name) in self.inner_lrs:
             return self.inner_lrs[self._lr_key(name)]
         return self.cfg.inner_lr
 
-    # ---- embedding lookups (outside the vmap) -------------------------------------------------
+    # ---- embedding lookups and item sides (outside the vmap) ----------------------------------
+    def set_catalogue(self, indices: torch.Tensor, offsets: torch.Tensor, dense: torch.Tensor) -> None:
+        """The catalogue's encoded items, for the ranking loss (a softmax over the catalogue)."""
+        self._catalogue = (indices, offsets, dense)
+
+    def catalogue_side(self) -> Side:
+        if self._catalogue is None:
+            raise RuntimeError("set_catalogue() must be called before using the ranking loss")
+        device = next(self.parameters()).device
+        idx, off, dense = (t.to(device) for t in self._catalogue)
+        return self.head.item_side(self.net.embed_items(idx, off, dense))
+
     def task_tensors(self, batch: TaskBatch) -> TaskTensors:
-        """One EmbeddingBag call per side, then index the vectors per task."""
+        """One EmbeddingBag call per side, the head's item side once per distinct item, then per task."""
         items = self.net.embed_items(batch.item_indices, batch.item_offsets, batch.item_dense)
         users = self.net.embed_users(batch.user_indices, batch.user_offsets, batch.user_dense)
+        side = self.head.item_side(items)
         return TaskTensors(
             users,
-            items[batch.support_pos],
+            _index(side, batch.support_pos),
             batch.support_ratings,
             batch.support_mask,
-            items[batch.query_pos],
+            _index(side, batch.query_pos),
             batch.query_ratings,
             batch.query_mask,
         )
 
     # ---- per-task functions (run under vmap, or in a plain loop for reference) ----------------
-    def _head(
-        self, fast: Params, frozen: Params, user: torch.Tensor, x: torch.Tensor | None, **cached: torch.Tensor
-    ) -> torch.Tensor:
-        u = fast.get(USER_KEY, user)
-        params = {**frozen, **{k: v for k, v in fast.items() if k != USER_KEY}}
-        return functional_call(self.net.head, params, (u, x), cached)
-
     def _adapt_one(
         self,
         fast: Params,
         frozen: Params,
         user: torch.Tensor,
-        sx: torch.Tensor,
+        s_side: Side,
         sy: torch.Tensor,
         sm: torch.Tensor,
         steps: int,
         first_order: bool,
     ) -> Params:
+        head = self.head
+        fast = dict(fast)
+        fast.update(head.init_fast({**frozen, **fast}, user, s_side, sy, sm))
         if self.cfg.adapt == "all":
-            fast = {**fast, USER_KEY: user}
+            fast[USER_KEY] = user
 
         def support_loss(f: Params) -> torch.Tensor:
-            return masked_mean(self._loss(self._head(f, frozen, user, sx), sy), sm)
+            pred = head.predict({**frozen, **f}, f.get(USER_KEY, user), s_side)
+            return masked_mean(self._loss(pred, sy), sm)
 
         for _ in range(steps):
             g = grad(support_loss)(fast)
@@ -148,51 +166,72 @@ class MetaLearner(nn.Module):
         fast: Params,
         frozen: Params,
         user: torch.Tensor,
-        sx: torch.Tensor,
+        s_side: Side,
         sy: torch.Tensor,
         sm: torch.Tensor,
-        qx: torch.Tensor,
+        q_side: Side,
+        cat_side: Side | None,
         steps: int,
         first_order: bool,
-    ) -> torch.Tensor:
-        adapted = self._adapt_one(fast, frozen, user, sx, sy, sm, steps, first_order)
-        return self._head(adapted, frozen, user, qx)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        adapted = self._adapt_one(fast, frozen, user, s_side, sy, sm, steps, first_order)
+        p = {**frozen, **adapted}
+        u = adapted.get(USER_KEY, user)
+        preds = self.head.predict(p, u, q_side)
+        ranks = self.head.rank(p, u, cat_side) if cat_side is not None else preds.new_zeros(0)
+        return preds, ranks
 
     # ---- batched entry points -----------------------------------------------------------------
-    def query_predictions(
-        self, tt: TaskTensors, steps: int | None = None, first_order: bool | None = None
-    ) -> torch.Tensor:
-        """[T, Q] predictions on the query items after adapting to each task's support (vmapped)."""
-        steps = self.cfg.inner_steps if steps is None else steps
-        first_order = self.cfg.first_order if first_order is None else first_order
-        fast, frozen = self.split_params()
-        fn = partial(self._task_query, steps=steps, first_order=first_order)
-        return vmap(fn, in_dims=(None, None, 0, 0, 0, 0, 0))(
-            fast, frozen, tt.user, tt.support_x, tt.support_y, tt.support_m, tt.query_x
+    def _resolve(self, steps: int | None, first_order: bool | None) -> tuple[int, bool]:
+        return (
+            self.cfg.inner_steps if steps is None else steps,
+            self.cfg.first_order if first_order is None else first_order,
         )
 
-    def query_predictions_loop(
-        self, tt: TaskTensors, steps: int | None = None, first_order: bool | None = None
-    ) -> torch.Tensor:
-        """The same math as :meth:`query_predictions` with a Python loop over users (reference only)."""
-        steps = self.cfg.inner_steps if steps is None else steps
-        first_order = self.cfg.first_order if first_order is None else first_order
+    def query_outputs(
+        self,
+        tt: TaskTensors,
+        steps: int | None = None,
+        first_order: bool | None = None,
+        cat_side: Side | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """([T, Q] query predictions, [T, N] catalogue ranking scores or [T, 0]) after adapting (vmapped)."""
+        steps, first_order = self._resolve(steps, first_order)
+        fast, frozen = self.split_params()
+        fn = partial(self._task_query, steps=steps, first_order=first_order)
+        return vmap(fn, in_dims=(None, None, 0, 0, 0, 0, 0, None))(
+            fast, frozen, tt.user, tt.support, tt.support_y, tt.support_m, tt.query, cat_side
+        )
+
+    def query_predictions(self, tt: TaskTensors, steps: int | None = None, first_order: bool | None = None):
+        return self.query_outputs(tt, steps, first_order)[0]
+
+    def query_outputs_loop(
+        self,
+        tt: TaskTensors,
+        steps: int | None = None,
+        first_order: bool | None = None,
+        cat_side: Side | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same math as :meth:`query_outputs` with a Python loop over users (reference only)."""
+        steps, first_order = self._resolve(steps, first_order)
         fast, frozen = self.split_params()
         rows = [
             self._task_query(
                 fast,
                 frozen,
                 tt.user[t],
-                tt.support_x[t],
+                {k: v[t] for k, v in tt.support.items()},
                 tt.support_y[t],
                 tt.support_m[t],
-                tt.query_x[t],
+                {k: v[t] for k, v in tt.query.items()},
+                cat_side,
                 steps,
                 first_order,
             )
             for t in range(tt.user.shape[0])
         ]
-        return torch.stack(rows)
+        return torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
 
     def query_loss(self, preds: torch.Tensor, tt: TaskTensors) -> torch.Tensor:
         """Mean over tasks (with at least one query rating) of each task's masked query loss."""
@@ -200,29 +239,48 @@ class MetaLearner(nn.Module):
         has_query = tt.query_m.any(-1).to(per_task.dtype)
         return (per_task * has_query).sum() / has_query.sum().clamp_min(1.0)
 
+    @staticmethod
+    def rank_loss(ranks: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+        """Softmax cross-entropy over the catalogue (support items excluded) of each task's positives."""
+        support = torch.zeros_like(ranks, dtype=torch.bool)
+        support.scatter_(1, batch.support_items, batch.support_mask)
+        logp = torch.log_softmax(ranks.masked_fill(support, float("-inf")), dim=-1)
+        pos = logp.gather(1, batch.rank_items)
+        pos = torch.where(batch.rank_mask, pos, torch.zeros_like(pos))
+        n = batch.rank_mask.sum(-1)
+        per_task = -pos.sum(-1) / n.clamp_min(1)
+        has = (n > 0).to(per_task.dtype)
+        return (per_task * has).sum() / has.sum().clamp_min(1.0)
+
     def meta_loss(self, batch: TaskBatch, *, loop: bool = False) -> torch.Tensor:
         tt = self.task_tensors(batch)
-        preds = self.query_predictions_loop(tt) if loop else self.query_predictions(tt)
-        return self.query_loss(preds, tt)
+        use_rank = self.cfg.rank_weight > 0 and batch.rank_items.shape[1] > 0
+        cat = self.catalogue_side() if use_rank else None
+        run = self.query_outputs_loop if loop else self.query_outputs
+        preds, ranks = run(tt, cat_side=cat)
+        loss = preds.new_zeros(())
+        if self.cfg.rating_weight > 0:
+            loss = loss + self.cfg.rating_weight * self.query_loss(preds, tt)
+        if use_rank:
+            loss = loss + self.cfg.rank_weight * self.rank_loss(ranks, batch)
+        return loss
 
     def adapt(
-        self, user: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, sm: torch.Tensor, steps: int
+        self, user: torch.Tensor, s_side: Side, sy: torch.Tensor, sm: torch.Tensor, steps: int
     ) -> Params:
         """Fast weights per task, each with a leading [T] dimension."""
         fast, frozen = self.split_params()
         fn = partial(self._adapt_one, steps=steps, first_order=True)
         # vmap gives every output a leading [T] dim, also when steps == 0 (the shared init, expanded)
-        return vmap(fn, in_dims=(None, None, 0, 0, 0, 0))(fast, frozen, user, sx, sy, sm)
+        return vmap(fn, in_dims=(None, None, 0, 0, 0, 0))(fast, frozen, user, s_side, sy, sm)
 
-    def score(
-        self, fast: Params, user: torch.Tensor, items: torch.Tensor | None, **cached: torch.Tensor
-    ) -> torch.Tensor:
-        """[T, N] scores of ``items`` ([N, di], shared by all tasks) under each task's fast weights.
-
-        ``cached``: a precomputed item side for heads that support it (``item_factors``, ``item_bias``).
-        """
+    def score(self, fast: Params, user: torch.Tensor, side: Side, what: str = "predict") -> torch.Tensor:
+        """[T, N] ratings (``predict``) or ranking scores (``rank``) of the items in ``side`` (shared by
+        all tasks) under each task's fast weights."""
         _, frozen = self.split_params()
-        fast_dims = {k: 0 for k in fast}
-        return vmap(lambda f, u: self._head(f, frozen, u, items, **cached), in_dims=(fast_dims, 0))(
-            fast, user
-        )
+        fn = self.head.predict if what == "predict" else self.head.rank
+
+        def one(f: Params, u: torch.Tensor) -> torch.Tensor:
+            return fn({**frozen, **f}, f.get(USER_KEY, u), side)
+
+        return vmap(one, in_dims=({k: 0 for k in fast}, 0))(fast, user)

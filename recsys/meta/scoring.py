@@ -1,7 +1,8 @@
 """Batched scoring with a meta-learner: adapt to each user's support, then score items.
 
 Used by validation, evaluation and the recommender API. Everything is vectorised over users (the
-adaptation runs under ``vmap``); users are processed in chunks to bound memory.
+adaptation runs under ``vmap``); users are processed in chunks to bound memory. The head's item side
+of the whole catalogue is computed once and cached.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from recsys.data.tasks import TaskSet, UserLog, build_batch
 from recsys.features.encoders import EncodedTable
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
-from recsys.models.heads import FactorizedHead
 
 
 def clamp_to_scale(x: np.ndarray | torch.Tensor, scale: tuple[float, float] | None):
@@ -23,7 +23,7 @@ def clamp_to_scale(x: np.ndarray | torch.Tensor, scale: tuple[float, float] | No
 
 
 class CatalogueCache:
-    """Item vectors of the whole catalogue (and, for the factorized head, its item side), computed once."""
+    """Item vectors of the whole catalogue and the head's item side of them, computed once."""
 
     def __init__(self, learner: MetaLearner, space: FeatureSpace, device: torch.device) -> None:
         t = space.item_table
@@ -33,10 +33,14 @@ class CatalogueCache:
                 torch.from_numpy(t.offsets).to(device),
                 torch.from_numpy(t.dense).to(device),
             )
-            head = learner.net.head
-            self.factors = self.bias = None
-            if isinstance(head, FactorizedHead):
-                self.factors, self.bias = head.item_side(self.items)
+            self.side = learner.head.item_side(self.items)
+
+
+def default_steps(learner: MetaLearner, steps: int | None) -> int:
+    if steps is not None:
+        return steps
+    cfg = learner.cfg
+    return cfg.eval_inner_steps if cfg.eval_inner_steps is not None else cfg.inner_steps
 
 
 def predict_tasks(
@@ -51,17 +55,14 @@ def predict_tasks(
 ) -> np.ndarray:
     """Predictions [n_tasks, Q] for each task's query items after adapting to its support."""
     device = torch.device(device)
-    steps = (
-        learner.cfg.eval_inner_steps if steps is None and learner.cfg.eval_inner_steps is not None else steps
-    )
+    steps = default_steps(learner, steps)
     Q = tasks.query.shape[1]
     out = np.zeros((len(tasks), Q), dtype=np.float32)
     learner.eval()
     with torch.no_grad():
         for start in range(0, len(tasks), batch_size):
             idx = np.arange(start, min(len(tasks), start + batch_size))
-            sub = tasks.take(idx)
-            batch = build_batch(log, space, sub).to(device)
+            batch = build_batch(log, space, tasks.take(idx)).to(device)
             tt = learner.task_tensors(batch)
             preds = learner.query_predictions(tt, steps=steps, first_order=True)
             out[idx, : preds.shape[1]] = preds.float().cpu().numpy()
@@ -79,22 +80,20 @@ def score_catalogue(
     device: torch.device | str = "cpu",
     steps: int | None = None,
     batch_size: int = 128,
-) -> np.ndarray:
-    """Scores [n_users, n_items] of the whole catalogue for users given by padded support lists.
+    rank: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Predicted ratings [n_users, n_items] of the whole catalogue (and, with ``rank=True``, the
+    catalogue ranking scores too) for users given by padded support lists.
 
     ``support_items`` / ``support_ratings``: [n, S] with -1 items as padding (S may be 0: pure cold
     start). ``users``: their encoded features, row i = user i.
     """
     device = torch.device(device)
-    if steps is None:
-        steps = (
-            learner.cfg.eval_inner_steps
-            if learner.cfg.eval_inner_steps is not None
-            else learner.cfg.inner_steps
-        )
+    steps = default_steps(learner, steps)
     cache = cache or CatalogueCache(learner, space, device)
     n = len(support_items)
-    out = np.zeros((n, space.n_items), dtype=np.float32)
+    ratings = np.zeros((n, space.n_items), dtype=np.float32)
+    ranks = np.zeros((n, space.n_items), dtype=np.float32) if rank else None
     if support_items.shape[1] == 0:
         support_items = np.full((n, 1), -1, dtype=np.int64)
         support_ratings = np.zeros((n, 1), dtype=np.float32)
@@ -111,16 +110,12 @@ def score_catalogue(
                 torch.from_numpy(u.offsets).to(device),
                 torch.from_numpy(u.dense).to(device),
             )
-            sx = cache.items[s_items.clamp_min(0)]
-            fast = learner.adapt(user_vec, sx, s_y, s_m, steps)
-            scores = _score_with_cache(learner, fast, user_vec, cache)
-            out[sl] = scores.float().cpu().numpy()
-    return out
-
-
-def _score_with_cache(
-    learner: MetaLearner, fast, user_vec: torch.Tensor, cache: CatalogueCache
-) -> torch.Tensor:
-    if cache.factors is not None:
-        return learner.score(fast, user_vec, None, item_factors=cache.factors, item_bias=cache.bias)
-    return learner.score(fast, user_vec, cache.items)
+            s_side = {k: v[s_items.clamp_min(0)] for k, v in cache.side.items()}
+            fast = learner.adapt(user_vec, s_side, s_y, s_m, steps)
+            ratings[sl] = learner.score(fast, user_vec, cache.side, "predict").float().cpu().numpy()
+            if ranks is not None:
+                if learner.head.has_rank:
+                    ranks[sl] = learner.score(fast, user_vec, cache.side, "rank").float().cpu().numpy()
+                else:
+                    ranks[sl] = ratings[sl]
+    return (ratings, ranks) if rank else ratings

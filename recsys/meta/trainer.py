@@ -27,7 +27,7 @@ from recsys.errors import TrainingError
 from recsys.evaluation import metrics as M
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
-from recsys.meta.scoring import predict_tasks
+from recsys.meta.scoring import predict_tasks, score_catalogue
 from recsys.utils.checkpoint import flatten_optimizer, load_tensors, save_tensors, unflatten_optimizer
 from recsys.utils.progress import progress
 
@@ -79,16 +79,43 @@ def evaluate_rating_tasks(
     *,
     device: torch.device | str = "cpu",
     steps: int | None = None,
+    catalogue: bool = False,
+    threshold: float | None = 4.0,
 ) -> dict[str, float]:
-    """Mean per-user MAE, RMSE and query nDCG@3 of adapted predictions on fixed tasks."""
-    preds = predict_tasks(learner, space, log, tasks, device=device, steps=steps)
-    mask = tasks.query >= 0
-    target = np.where(mask, log.ratings[np.maximum(tasks.query, 0)], 0.0)
-    return {
-        "mae": float(np.nanmean(M.mae(preds, target, mask))),
-        "rmse": float(np.nanmean(M.rmse(preds, target, mask))),
-        "ndcg@3": float(np.nanmean(M.query_ndcg(preds, target, mask, 3))),
-    }
+    """Mean per-user MAE, RMSE and query nDCG@3 of adapted predictions on fixed tasks; with
+    ``catalogue=True`` also catalogue Recall@20 and nDCG@10 (support excluded)."""
+    out: dict[str, float] = {}
+    if not space.implicit:
+        preds = predict_tasks(learner, space, log, tasks, device=device, steps=steps)
+        mask = tasks.query >= 0
+        target = np.where(mask, log.ratings[np.maximum(tasks.query, 0)], 0.0)
+        out |= {
+            "mae": float(np.nanmean(M.mae(preds, target, mask))),
+            "rmse": float(np.nanmean(M.rmse(preds, target, mask))),
+            "ndcg@3": float(np.nanmean(M.query_ndcg(preds, target, mask, 3))),
+        }
+    if catalogue or space.implicit:
+        from recsys.evaluation.task_metrics import support_arrays, user_metrics
+
+        si, sr = support_arrays(log, tasks)
+        rows = space.user_rows(log.user_ids.gather(tasks.users))
+        scores = score_catalogue(
+            learner, space, si, sr, space.user_table.gather(rows), device=device, steps=steps, rank=True
+        )
+        m = user_metrics(
+            scores,
+            log,
+            tasks,
+            predicts_ratings=False,
+            implicit=space.implicit,
+            threshold=threshold if threshold is not None else -np.inf,
+            scale=space.rating_scale,
+        )
+        out |= {
+            "recall@20": float(np.nanmean(m["recall@20"])),
+            "cat_ndcg@10": float(np.nanmean(m["ndcg@10"])),
+        }
+    return out
 
 
 class MetaTrainer:
@@ -114,6 +141,11 @@ class MetaTrainer:
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
         learner.to(self.device)
+        t = space.item_table
+        learner.set_catalogue(
+            torch.from_numpy(t.indices), torch.from_numpy(t.offsets), torch.from_numpy(t.dense)
+        )
+        self.rank_loss = learner.cfg.rank_weight > 0
         sparse = learner.net.sparse_parameters()
         sparse_ids = {id(p) for p in sparse}
         self.dense_params = [p for p in learner.parameters() if id(p) not in sparse_ids]
@@ -225,7 +257,13 @@ class MetaTrainer:
             for i, sub in enumerate(batches):
                 if i < skip:
                     continue
-                batch = build_batch(train_log, self.space, sub)
+                batch = build_batch(
+                    train_log,
+                    self.space,
+                    sub,
+                    rank_positives=self.rank_loss,
+                    rank_threshold=self.learner.cfg.rank_threshold,
+                )
                 if self.device.type == "cuda":
                     batch = batch.pin_memory().to(self.device, non_blocking=True)
                 loss = self._step(batch)
@@ -273,12 +311,41 @@ class MetaTrainer:
         return self.state
 
     def _validate(self, val_log: UserLog, tasks: TaskSet) -> dict[str, float]:
-        return evaluate_rating_tasks(self.learner, self.space, val_log, tasks, device=self.device)
+        return evaluate_rating_tasks(
+            self.learner,
+            self.space,
+            val_log,
+            tasks,
+            device=self.device,
+            catalogue=self.rank_loss,
+            threshold=self.learner.cfg.rank_threshold,
+        )
+
+    def selection_value(self, record: dict[str, float]) -> float:
+        """The validation figure to minimise (see ``TrainConfig.select_metric``)."""
+        metric = self.cfg.select_metric
+        if metric == "auto":
+            if self.space.implicit:
+                metric = "ndcg@10"
+            elif self.rank_loss and self.learner.cfg.rating_weight > 0:
+                metric = "mae-ndcg"
+            else:
+                metric = "mae"
+        if "val_mae" not in record and "val_cat_ndcg@10" not in record:
+            return record["train_loss"]
+        if metric == "mae":
+            return record["val_mae"]
+        if metric == "recall@20":
+            return -record["val_recall@20"]
+        if metric == "ndcg@10":
+            return -record["val_cat_ndcg@10"]
+        return record["val_mae"] - record["val_cat_ndcg@10"]
 
     def _after_epoch(self, record: dict[str, float]) -> None:
         cfg = self.cfg
         st = self.state
-        metric = record.get("val_mae", record["train_loss"])
+        metric = self.selection_value(record)
+        record["selection"] = metric
         if metric < st.best_metric - 1e-6:
             st.best_metric = metric
             st.best_epoch = int(record["epoch"])
@@ -292,11 +359,8 @@ class MetaTrainer:
         if cfg.patience and st.bad_epochs >= cfg.patience:
             log.info("early stop after epoch %d (best epoch %d)", st.epoch, st.best_epoch)
             st.finished = True
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_"))
         log.info(
-            "epoch %d: loss %.4f%s (%.1fs)",
-            record["epoch"],
-            record["train_loss"],
-            f", val MAE {record['val_mae']:.4f}" if "val_mae" in record else "",
-            record["seconds"],
+            "epoch %d: loss %.4f %s (%.1fs)", record["epoch"], record["train_loss"], shown, record["seconds"]
         )
         self.save_checkpoint()

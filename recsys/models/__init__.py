@@ -1,7 +1,7 @@
 """Neural building blocks: field embeddings over ``EmbeddingBag`` and the decision heads."""
 
 from recsys.models.embedding import FieldEmbedding
-from recsys.models.heads import FactorizedHead, MeLUHead
+from recsys.models.heads import FactorizedHead, HybridHead, MeLUHead
 from recsys.models.network import ColdStartNet
 
-__all__ = ["ColdStartNet", "FactorizedHead", "FieldEmbedding", "MeLUHead"]
+__all__ = ["ColdStartNet", "FactorizedHead", "FieldEmbedding", "HybridHead", "MeLUHead"]

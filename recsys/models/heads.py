@@ -1,8 +1,16 @@
-"""Decision heads mapping a user vector and item vectors to ratings.
+"""Decision heads mapping a user vector and item vectors to ratings and ranking scores.
 
-Both heads are plain ``nn.Module`` objects; the meta-learner runs them functionally
-(``torch.func.functional_call``) with per-user fast weights for the parameters named by
-:meth:`adaptable`.
+Heads are written functionally so that ``torch.func`` can run them with per-user fast weights:
+
+* :meth:`Head.item_side` turns item vectors into whatever the head needs per item. It never depends
+  on the user, so it runs once per batch (or once for the whole catalogue) outside the vectorised
+  inner loop, with the module's own (meta-)parameters.
+* :meth:`Head.init_fast` gives a task's per-user starting point computed from its support set
+  (amortised adaptation, e.g. a closed-form ridge fold-in); plain MAML heads return nothing and start
+  from the shared meta-learned weights.
+* :meth:`Head.predict` (ratings) and :meth:`Head.rank` (catalogue ranking scores) take a parameter
+  dict ``p``: the head's parameters with the adapted ones replaced by fast weights, plus the task's
+  fast vectors.
 """
 
 from __future__ import annotations
@@ -11,7 +19,11 @@ import itertools
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+Params = dict[str, torch.Tensor]
+Side = dict[str, torch.Tensor]
 
 
 def _mlp(sizes: list[int]) -> nn.ModuleList:
@@ -26,7 +38,41 @@ def _run(layers: nn.ModuleList, x: torch.Tensor, last_activation: bool = False) 
     return x
 
 
-class MeLUHead(nn.Module):
+def _run_f(p: Params, prefix: str, n_layers: int, x: torch.Tensor) -> torch.Tensor:
+    """An MLP built by :func:`_mlp`, run with the weights in ``p`` (fast weights where adapted)."""
+    for i in range(n_layers):
+        x = F.linear(x, p[f"{prefix}.{i}.weight"], p[f"{prefix}.{i}.bias"])
+        if i < n_layers - 1:
+            x = torch.relu(x)
+    return x
+
+
+class Head(nn.Module):
+    """Base class: see the module docstring."""
+
+    has_rank = False
+    """Whether :meth:`rank` differs from :meth:`predict` (a separate ranking output)."""
+
+    def adaptable(self, mode: str) -> list[str]:
+        """Names of the parameters the inner loop adapts per user for ``mode``."""
+        raise NotImplementedError
+
+    def item_side(self, items: torch.Tensor) -> Side:
+        raise NotImplementedError
+
+    def init_fast(
+        self, p: Params, user: torch.Tensor, s_side: Side, sy: torch.Tensor, sm: torch.Tensor
+    ) -> Params:
+        return {}
+
+    def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
+        raise NotImplementedError
+
+    def rank(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
+        return self.predict(p, user, side)
+
+
+class MeLUHead(Head):
     """MeLU's decision network: an MLP over the concatenation [user; item] -> rating."""
 
     def __init__(
@@ -44,16 +90,23 @@ class MeLUHead(nn.Module):
             return [n for n in names if n.startswith(last)]
         return names
 
+    def item_side(self, items: torch.Tensor) -> Side:
+        return {"x": items}
+
+    def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
+        x = side["x"]
+        u = user.unsqueeze(-2).expand(*x.shape[:-1], user.shape[-1])
+        return _run_f(p, "layers", len(self.layers), torch.cat([u, x], dim=-1)).squeeze(-1)
+
     def forward(self, user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``user`` [..., du] broadcast against ``items`` [..., n, di] -> ratings [..., n]."""
-        u = user.unsqueeze(-2).expand(*items.shape[:-1], user.shape[-1])
-        return _run(self.layers, torch.cat([u, items], dim=-1)).squeeze(-1)
+        """Predictions with the module's own weights (no adaptation)."""
+        return self.predict(dict(self.named_parameters()), user, self.item_side(items))
 
 
-class FactorizedHead(nn.Module):
+class FactorizedHead(Head):
     """score = <user tower(user), item tower(item)> / sqrt(d) + item bias(item) + global bias.
 
-    The item side (tower output and bias) does not depend on the user, so it can be computed once for
+    The item side (tower output and bias) does not depend on the user, so it is computed once for
     the whole catalogue; per-user adaptation touches only the user tower.
     """
 
@@ -75,22 +128,95 @@ class FactorizedHead(nn.Module):
             return [n for n in names if n.startswith(last) or n == "global_bias"]
         return names
 
-    def user_factor(self, user: torch.Tensor) -> torch.Tensor:
+    def item_side(self, items: torch.Tensor) -> Side:
+        return {"h": _run(self.item_tower, items), "b": self.item_bias(items).squeeze(-1)}
+
+    def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
         if self.user_dim == 0:  # no user features: the tower starts from a constant input
             user = user.new_ones(*user.shape[:-1], 1)
-        return _run(self.user_tower, user)
-
-    def item_side(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(item factors, item biases): cacheable for the whole catalogue."""
-        return _run(self.item_tower, items), self.item_bias(items).squeeze(-1)
-
-    def score_cached(
-        self, user: torch.Tensor, item_factors: torch.Tensor, item_bias: torch.Tensor
-    ) -> torch.Tensor:
-        w = self.user_factor(user)
-        return (item_factors @ w.unsqueeze(-1)).squeeze(-1) * self.scale + item_bias + self.global_bias
+        w = _run_f(p, "user_tower", len(self.user_tower), user)
+        return (side["h"] @ w.unsqueeze(-1)).squeeze(-1) * self.scale + side["b"] + p["global_bias"]
 
     def forward(self, user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        h, b = self.item_side(items)
-        w = self.user_factor(user).unsqueeze(-2)
-        return (h * w).sum(-1) * self.scale + b + self.global_bias
+        return self.predict(dict(self.named_parameters()), user, self.item_side(items))
+
+
+class HybridHead(Head):
+    """Meta-learned fold-in: ratings from a closed-form ridge fit, ranking from a support-set encoder.
+
+    Ratings: ``r = mu + b_i + <w_u, [q_i, 1]>``. The item factors ``q_i`` and biases ``b_i`` come from
+    the item's embeddings (content fields and item id). A new user's ``w_u`` (factors and a user bias)
+    is the ridge solution on the support residuals, shrunk towards a prior predicted from the user's
+    features, with learned shrinkage; it is a differentiable batched ``torch.linalg.solve``
+    (Bertinetto et al., ICLR 2019), so the item factors are meta-trained *for* fold-in.
+
+    Ranking: ``s = <z_u, psi_i> + c_i``, where ``z_u`` encodes the support set (its items' vectors
+    modulated by the ratings, plus the user's features) — a task-conditioned summary in the spirit of
+    MAMO / TaNP — trained with a softmax over the catalogue. Inner gradient steps, when configured,
+    refine both ``w_u`` and ``z_u`` from there.
+    """
+
+    has_rank = True
+
+    def __init__(
+        self, user_dim: int, item_dim: int, hidden: tuple[int, ...], factor_dim: int, rating_mean: float = 0.0
+    ) -> None:
+        super().__init__()
+        d = factor_dim
+        self.d = d
+        self.user_dim = user_dim
+        h = hidden[0] if hidden else d
+        self.q_tower = _mlp([item_dim, h, d])
+        self.q_bias = nn.Linear(item_dim, 1)
+        self.r_tower = _mlp([item_dim, h, d])
+        self.r_bias = nn.Linear(item_dim, 1)
+        self.prior = _mlp([max(1, user_dim), h, d + 1])
+        self.encoder = _mlp([d + max(1, user_dim), *hidden, d])
+        self.rate_gain = nn.Parameter(torch.ones(d))
+        self.rate_slope = nn.Parameter(torch.zeros(d))
+        self.mu = nn.Parameter(torch.tensor(float(rating_mean)))
+        self.log_lambda = nn.Parameter(torch.tensor([math.log(5.0), math.log(5.0)]))
+        with torch.no_grad():
+            for m in (self.prior[-1], self.q_tower[-1]):
+                m.weight.mul_(0.1)
+                m.bias.zero_()
+
+    def adaptable(self, mode: str) -> list[str]:
+        return []  # adaptation acts on the per-user vectors from init_fast
+
+    def _user_input(self, user: torch.Tensor) -> torch.Tensor:
+        return user if self.user_dim else user.new_ones(*user.shape[:-1], 1)
+
+    def item_side(self, items: torch.Tensor) -> Side:
+        q = _run(self.q_tower, items)
+        return {
+            "q1": torch.cat([q, torch.ones_like(q[..., :1])], dim=-1),
+            "b": self.q_bias(items).squeeze(-1),
+            "psi": _run(self.r_tower, items),
+            "c": self.r_bias(items).squeeze(-1),
+        }
+
+    def init_fast(
+        self, p: Params, user: torch.Tensor, s_side: Side, sy: torch.Tensor, sm: torch.Tensor
+    ) -> Params:
+        u = self._user_input(user)
+        m = sm.to(sy.dtype)
+        w0 = _run_f(p, "prior", len(self.prior), u)  # [d + 1]
+        lam = torch.exp(p["log_lambda"])
+        diag = torch.cat([lam[0].expand(self.d), lam[1:2]])
+        phi = s_side["q1"] * m.unsqueeze(-1)  # padding rows -> zero
+        resid = (sy - p["mu"] - s_side["b"]) * m
+        a = phi.transpose(-1, -2) @ phi + torch.diag(diag)
+        rhs = phi.transpose(-1, -2) @ resid + diag * w0
+        w = torch.linalg.solve(a, rhs)
+        centred = (sy - p["mu"]) * m
+        mod = s_side["psi"] * (p["rate_gain"] + p["rate_slope"] * centred.unsqueeze(-1))
+        pooled = (mod * m.unsqueeze(-1)).sum(-2) / m.sum().clamp_min(1.0).sqrt()
+        z = _run_f(p, "encoder", len(self.encoder), torch.cat([pooled, u], dim=-1))
+        return {"fast.w": w, "fast.z": z}
+
+    def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
+        return p["mu"] + side["b"] + side["q1"] @ p["fast.w"]
+
+    def rank(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
+        return side["psi"] @ p["fast.z"] + side["c"]

@@ -7,7 +7,7 @@ from torch import nn
 
 from recsys.config import ModelConfig
 from recsys.models.embedding import FieldEmbedding
-from recsys.models.heads import FactorizedHead, MeLUHead
+from recsys.models.heads import FactorizedHead, HybridHead, MeLUHead
 
 
 class ColdStartNet(nn.Module):
@@ -35,6 +35,8 @@ class ColdStartNet(nn.Module):
         du, di = self.user_embedding.out_dim, self.item_embedding.out_dim
         if cfg.head == "factorized":
             self.head: nn.Module = FactorizedHead(du, di, cfg.hidden, cfg.factor_dim, rating_mean)
+        elif cfg.head == "hybrid":
+            self.head = HybridHead(du, di, cfg.hidden, cfg.factor_dim, rating_mean)
         else:
             self.head = MeLUHead(du, di, cfg.hidden, rating_mean)
 

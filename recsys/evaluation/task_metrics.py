@@ -1,0 +1,67 @@
+"""Per-user metrics of one scorer on one set of tasks (ratings, query ranking, catalogue ranking)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recsys.data.tasks import TaskSet, UserLog
+from recsys.evaluation import metrics as M
+
+
+def support_arrays(log: UserLog, tasks: TaskSet) -> tuple[np.ndarray, np.ndarray]:
+    s = tasks.support
+    items = np.where(s >= 0, log.items[np.maximum(s, 0)], -1)
+    ratings = np.where(s >= 0, log.ratings[np.maximum(s, 0)], 0.0).astype(np.float32)
+    return items, ratings
+
+
+def user_metrics(
+    scores: np.ndarray | tuple[np.ndarray, np.ndarray],
+    log: UserLog,
+    tasks: TaskSet,
+    *,
+    predicts_ratings: bool,
+    implicit: bool,
+    threshold: float,
+    scale: tuple[float, float] | None,
+) -> dict[str, np.ndarray]:
+    """Per-user metrics of one method on one task set.
+
+    ``scores``: one array for rating and ranking, or (predicted ratings, ranking scores). Query nDCG
+    (MeLU's protocol) ranks the query items by predicted rating.
+    """
+    ratings, ranking = scores if isinstance(scores, tuple) else (scores, scores)
+    scores = ratings
+    n, n_items = scores.shape
+    out: dict[str, np.ndarray] = {}
+    q = tasks.query
+    qmask = q >= 0
+    q_items = log.items[np.maximum(q, 0)]
+    q_true = log.ratings[np.maximum(q, 0)]
+    q_pred = np.take_along_axis(scores, q_items, axis=1)
+    if predicts_ratings and not implicit:
+        pred = np.clip(q_pred, *scale) if scale else q_pred
+        out["mae"] = M.mae(pred, q_true, qmask)
+        out["rmse"] = M.rmse(pred, q_true, qmask)
+    if not implicit:
+        for k in (1, 3, 5):
+            out[f"query_ndcg@{k}"] = M.query_ndcg(q_pred, q_true, qmask, k)
+    # catalogue ranking: every item except the support; relevant = the user's other liked items
+    s_items, _ = support_arrays(log, tasks)
+    exclude = np.zeros((n, n_items), dtype=bool)
+    rows, cols = np.nonzero(s_items >= 0)
+    exclude[rows, s_items[rows, cols]] = True
+    relevant = np.zeros((n, n_items), dtype=bool)
+    starts, ends = log.indptr[tasks.users], log.indptr[tasks.users + 1]
+    lengths = ends - starts
+    owner = np.repeat(np.arange(n), lengths)
+    pos = np.repeat(starts, lengths) + (
+        np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    )
+    liked = np.ones(len(pos), dtype=bool) if implicit else log.ratings[pos] >= threshold
+    relevant[owner[liked], log.items[pos[liked]]] = True
+    relevant &= ~exclude
+    top = M.top_k(ranking, 20, exclude)
+    out.update(M.catalogue_metrics(top, relevant, ~exclude, ks=(10, 20)))
+    out["_top10"] = top[:, :10]
+    return out
