@@ -31,7 +31,7 @@ test: setup  ## run the test suite
 	$(PY) -m pytest -q -x --durations=15
 
 test-fast: setup  ## tests without the slow ones
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not mlflow_server"
 
 lint: setup  ## ruff checks
 	$(VENV)/bin/ruff check recsys pipelines benchmarks tests

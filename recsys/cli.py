@@ -172,6 +172,58 @@ def data_synth(
     typer.echo(f"wrote {ds.interactions.height:,} interactions to {path}")
 
 
+TrackingUriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: $MLFLOW_TRACKING_URI, "
+        "else the local store sqlite:///mlflow.db with artifacts in ./mlartifacts).",
+    ),
+]
+ExperimentOpt = Annotated[
+    str | None, typer.Option("--experiment", help="MLflow experiment name (default: recsys).")
+]
+MlflowOpt = Annotated[
+    bool, typer.Option("--mlflow/--no-mlflow", help="Track the run in MLflow (--no-mlflow: no tracking).")
+]
+FallbackOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fallback-local/--no-fallback-local",
+        help="If the tracking server is unreachable at start, track in the local store instead of "
+        "failing (default: fail with a clear message before any work).",
+    ),
+]
+ModelUriHelp = "Model folder, runs:/RUN_ID/model, models:/NAME@alias or models:/NAME/VERSION."
+RunNameOpt = Annotated[str | None, typer.Option("--run-name", help="MLflow run name.")]
+
+
+def _tracker(enabled: bool, tracking_uri, experiment, fallback_local, run_name, kind: str):
+    from recsys.tracking.mlflow_run import Tracker, TrackingOptions
+
+    return Tracker(
+        TrackingOptions(
+            enabled=enabled,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            fallback_local=fallback_local,
+            run_name=run_name,
+        ),
+        kind=kind,
+    )
+
+
+def _echo_run(tr) -> None:
+    if not tr.active:
+        return
+    from recsys.tracking.mlflow_run import DEFAULT_EXPERIMENT
+
+    name = tr.options.experiment or DEFAULT_EXPERIMENT
+    typer.echo(f"MLflow run {tr.run_id} (experiment {name!r}, id {tr.experiment_id}) at {tr.uri}")
+    if tr.uri.startswith("sqlite:///"):
+        typer.echo(f"browse it: mlflow ui --backend-store-uri {tr.uri}")
+
+
 ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", help="Config file (TOML or JSON) with [model], [meta], [train] sections."),
@@ -219,13 +271,34 @@ def train(
         ),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.safetensors.")] = False,
+    tracking_uri: TrackingUriOpt = None,
+    experiment: ExperimentOpt = None,
+    mlflow: MlflowOpt = True,
+    fallback_local: FallbackOpt = False,
+    run_name: RunNameOpt = None,
+    register: Annotated[
+        str | None,
+        typer.Option(
+            "--register",
+            help="Register the logged model under this name in the MLflow model registry "
+            "(promote with: recsys tracking promote NAME VERSION --alias champion).",
+        ),
+    ] = None,
 ) -> None:
     """Meta-train a cold-start recommender (one task per user) and save it.
 
     Prints, for the validation users (held out from the training users), the MAE of the adapted model
-    next to the model without adaptation and the item-mean predictor.
+    next to the model without adaptation and the item-mean predictor. The run is tracked in MLflow
+    (params, per-epoch metrics, artifacts, the pyfunc model) unless --no-mlflow.
     """
+    from recsys.tracking.mlflow_run import run_params
+    from recsys.tracking.registry import version_tags
     from recsys.workflows import default_protocol, load_data, summary_text, train_model
+
+    if register and not mlflow:
+        raise typer.BadParameter(
+            "--register needs MLflow tracking (drop --no-mlflow)", param_hint="--register"
+        )
 
     ds = load_data(
         dataset,
@@ -241,10 +314,28 @@ def train(
     typer.echo(
         f"training on {ds.name} ({ds.interactions.height:,} interactions), new users held out: {protocol}"
     )
-    rec, _ = train_model(ds, cfg, protocol=protocol, checkpoint=out / "checkpoint.safetensors", resume=resume)
-    rec.save(out)
-    typer.echo(summary_text(rec))
-    typer.echo(f"model saved to {out}")
+    with _tracker(mlflow, tracking_uri, experiment, fallback_local, run_name, "train") as tr:
+        _echo_run(tr)
+        params = run_params(ds, cfg, protocol=protocol, resume=resume) if tr.active else {}
+        tr.log_params(params)
+        tr.set_tags({"recsys.dataset": ds.name, "recsys.protocol": protocol})
+        rec, _ = train_model(
+            ds,
+            cfg,
+            protocol=protocol,
+            checkpoint=out / "checkpoint.safetensors",
+            resume=resume,
+            callbacks=[tr.epoch_callback] if tr.active else None,
+        )
+        rec.save(out)
+        typer.echo(summary_text(rec))
+        typer.echo(f"model saved to {out}")
+        tr.log_training(rec)
+        ref = tr.log_model(rec, register, version_tags(rec, params.get("data.fingerprint")))
+        if ref is not None and ref.model_uri:
+            typer.echo(f"model logged: {ref.run_uri} ({ref.model_uri})")
+            if ref.registry_uri:
+                typer.echo(f"registered: {ref.registry_uri}")
 
 
 def _read_ratings_file(path: Path) -> tuple[dict, dict | None]:
@@ -276,9 +367,7 @@ def _read_ratings_file(path: Path) -> tuple[dict, dict | None]:
 
 @app.command("recommend")
 def recommend(
-    model: Annotated[
-        str, typer.Option("--model", help="Model folder, runs:/RUN/recsys_model or models:/NAME@alias.")
-    ],
+    model: Annotated[str, typer.Option("--model", help=ModelUriHelp)],
     ratings: Annotated[
         Path,
         typer.Option(
@@ -289,11 +378,10 @@ def recommend(
     n: Annotated[int, typer.Option("-n", "--n", help="How many items to return.")] = 20,
     include_rated: Annotated[bool, typer.Option(help="Also return items the user rated.")] = False,
     ignore_unknown: Annotated[bool, typer.Option(help="Skip unknown item ids instead of failing.")] = False,
+    tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Recommend items for a new user from a few ratings; prints JSON (item id, title, score)."""
-    from recsys.recommender import ColdStartRecommender
-
-    rec = ColdStartRecommender.load(model)
+    rec = _load_model(model, tracking_uri)
     user_ratings, features = _read_ratings_file(ratings)
     top = rec.recommend(
         user_ratings,
@@ -306,6 +394,78 @@ def recommend(
     typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
 
 
+def _load_model(model: str, tracking_uri: str | None):
+    from recsys.recommender import ColdStartRecommender
+    from recsys.tracking.uris import resolve_model_location
+
+    return ColdStartRecommender.load(resolve_model_location(model, tracking_uri))
+
+
+@app.command("recommend-batch")
+def recommend_batch(
+    model: Annotated[str, typer.Option("--model", help=ModelUriHelp)],
+    ratings: Annotated[
+        Path,
+        typer.Option(
+            "--ratings",
+            help="Parquet/CSV/TSV table, one row per rating: user_id, item_id, rating (+ optional user "
+            "feature columns; a row with null item_id and rating declares a user without ratings).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output table (.parquet or .csv).")],
+    n: Annotated[int, typer.Option("-n", "--n", help="Recommendations per user.")] = 10,
+    include_rated: Annotated[bool, typer.Option(help="Also return items the user rated.")] = False,
+    ignore_unknown: Annotated[
+        bool, typer.Option(help="Skip ratings of unknown item ids (warning) instead of failing.")
+    ] = False,
+    user_col: Annotated[str, typer.Option("--user-col", help="Column holding the user key.")] = "user_id",
+    batch_size: Annotated[int, typer.Option(help="Users scored per vectorised batch.")] = 1024,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Score many new users at once: top-N per user, one output row per (user, rank).
+
+    Output columns: the user key, rank (1 = best), item_id, score and title.
+    """
+    import polars as pl
+
+    from recsys.batch import recommend_frame
+    from recsys.errors import ScoringInputError
+    from recsys.utils.io import atomic_write
+
+    if batch_size < 1:
+        raise ScoringInputError(f"--batch-size must be positive, got {batch_size}")
+    rec = _load_model(model, tracking_uri)
+    suffix = ratings.suffix.lower()
+    if not ratings.exists():
+        raise ScoringInputError(f"{ratings}: file not found")
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pl.read_parquet(ratings)
+        elif suffix in (".csv", ".tsv", ".txt"):
+            frame = pl.read_csv(ratings, separator="\t" if suffix == ".tsv" else ",")
+        else:
+            raise ScoringInputError(f"{ratings}: expected a .parquet, .csv or .tsv file")
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ScoringInputError(f"{ratings}: cannot read ({exc})") from None
+    result = recommend_frame(
+        rec,
+        frame,
+        n=n,
+        exclude_rated=not include_rated,
+        on_unknown="ignore" if ignore_unknown else "error",
+        user_col=user_col,
+        batch_size=batch_size,
+        show_progress=True,
+    )
+    with atomic_write(out, "wb") as fh:
+        if out.suffix.lower() == ".csv":
+            result.write_csv(fh)
+        else:
+            result.write_parquet(fh)
+    users = result[user_col].n_unique() if result.height else 0
+    typer.echo(f"wrote {result.height:,} recommendations for {users:,} users to {out}")
+
+
 def _csv_list(text: str | None, cast=str) -> list | None:
     if text is None:
         return None
@@ -316,7 +476,10 @@ def _csv_list(text: str | None, cast=str) -> list | None:
 def evaluate(
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Trained model (folder or MLflow URI); its config trains other splits."),
+        typer.Option(
+            "--model",
+            help="Trained model (folder, runs:/RUN_ID/model, models:/NAME@alias); its config trains other splits.",
+        ),
     ] = None,
     dataset: Annotated[
         str | None, typer.Option("--dataset", help="Built-in dataset, spec or folder.")
@@ -346,6 +509,11 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", help="Folder for report.json, report.md and plots.")] = Path(
         "reports/latest"
     ),
+    tracking_uri: TrackingUriOpt = None,
+    experiment: ExperimentOpt = None,
+    mlflow: MlflowOpt = True,
+    fallback_local: FallbackOpt = False,
+    run_name: RunNameOpt = None,
 ) -> None:
     """Compare the meta-learner with classical baselines for new users, protocol by protocol and K by K.
 
@@ -355,7 +523,7 @@ def evaluate(
     from recsys.evaluation.baselines import BASELINES
     from recsys.evaluation.report import markdown, write_report
     from recsys.evaluation.runner import EvalSettings, Evaluation
-    from recsys.recommender import ColdStartRecommender
+    from recsys.tracking.mlflow_run import run_params
     from recsys.workflows import load_data
 
     ds = load_data(
@@ -366,7 +534,7 @@ def evaluate(
         spec=spec,
         columns=column_map(user_col, item_col, rating_col, time_col),
     )
-    rec = ColdStartRecommender.load(model) if model else None
+    rec = _load_model(model, tracking_uri) if model else None
     cfg = _build_config(config) if config or rec is None else None
     settings = EvalSettings(
         protocols=_csv_list(protocol),
@@ -379,10 +547,75 @@ def evaluate(
         ablations=[] if ablations == "none" else _csv_list(ablations),
         tune=tune,
     )
-    ev = Evaluation(ds, settings, config=cfg, model=rec).run()
-    report = write_report(ev, out)
-    typer.echo(markdown(report))
-    typer.echo(f"report written to {out}/report.md ({', '.join(report['plots'])})")
+    with _tracker(mlflow, tracking_uri, experiment, fallback_local, run_name, "evaluate") as tr:
+        _echo_run(tr)
+        if tr.active:
+            tr.log_params(
+                run_params(
+                    ds,
+                    cfg or rec.config,
+                    model=model,
+                    **{f"eval.{k}": v for k, v in settings.__dict__.items()},
+                )
+            )
+        tr.set_tags({"recsys.dataset": ds.name, "recsys.model": model})
+        ev = Evaluation(ds, settings, config=cfg, model=rec).run()
+        report = write_report(ev, out)
+        tr.log_evaluation(report, out)
+        typer.echo(markdown(report))
+        typer.echo(f"report written to {out}/report.md ({', '.join(report['plots'])})")
+
+
+tracking_app = typer.Typer(
+    help="MLflow: send kept tracking calls, promote registered models.", no_args_is_help=True
+)
+app.add_typer(tracking_app, name="tracking")
+
+
+@tracking_app.command("sync")
+def tracking_sync(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A run's journal folder or the spool folder (default: $RECSYS_MLFLOW_SPOOL or ./mlflow-spool)."
+        ),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="Send to this server instead of the run's own.")
+    ] = None,
+) -> None:
+    """Send the tracking calls kept on disk while the tracking server was unreachable."""
+    from recsys.tracking.mlflow_run import sync_spool
+
+    results = sync_spool(path, tracking_uri)
+    if not results:
+        typer.echo("nothing to send")
+    left = 0
+    for r in results:
+        left += r["left"]
+        state = "complete" if not r["left"] else f"{r['left']} left ({r['error']})"
+        typer.echo(f"run {r['run_id']} -> {r['tracking_uri']}: {r['sent']} call(s) sent, {state}")
+    if left:
+        raise typer.Exit(1)
+
+
+@tracking_app.command("promote")
+def tracking_promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Model version to point the alias at.")],
+    alias: Annotated[str, typer.Option(help="Alias: champion, challenger...")] = "champion",
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Point models:/NAME@ALIAS at a version (promotion by alias)."""
+    from recsys.tracking.registry import set_alias
+
+    try:
+        set_alias(name, version, alias, tracking_uri)
+    except Exception as exc:
+        raise RecsysError(
+            f"cannot set alias {alias} of {name} v{version}: {str(exc).splitlines()[0]}"
+        ) from None
+    typer.echo(f"models:/{name}@{alias} -> version {version}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,6 +39,11 @@ class ModelConfig:
     the user's factors for ratings plus a support-set encoder for catalogue ranking."""
     factor_dim: int = 64
     """Dimension of the user/item factors of the ``factorized`` and ``hybrid`` heads."""
+    item_item: bool = True
+    """``hybrid`` head: blend a fixed item-item matrix (EASE, fitted on the training users, its
+    regularisation chosen on validation users) into the ranking scores."""
+    item_item_max_items: int = 20_000
+    """Catalogues larger than this skip the item-item blend (it is dense, n_items^2)."""
     sparse: bool = False
     """Sparse gradients for the embedding tables (with a sparse-aware optimiser)."""
 
@@ -102,6 +107,8 @@ class TrainConfig:
     """Support size of validation tasks."""
     validation_query: int = 10
     """Query size of validation tasks."""
+    validation_order: Literal["auto", "random", "temporal"] = "auto"
+    """Support order of validation tasks; ``auto``: the training order."""
     patience: int = 5
     """Stop after this many epochs without validation improvement (0: never stop early)."""
     select_metric: Literal["auto", "mae", "recall@20", "ndcg@10", "mae-ndcg"] = "auto"

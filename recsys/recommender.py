@@ -206,6 +206,20 @@ class ColdStartRecommender:
             "validation_users": val_log.n_users if val_log else 0,
             "train_interactions": len(train_log.items),
         }
+        head = self.learner.head
+        if getattr(head, "uses_item_item", False):
+            from recsys.models.item_item import fit_item_item
+
+            matrix, folds, lam = fit_item_item(
+                train_log,
+                val_log,
+                space.n_items,
+                threshold=cfg.meta.rank_threshold,
+                implicit=implicit,
+                seed=cfg.train.seed,
+            )
+            head.set_item_item(torch.from_numpy(matrix), torch.from_numpy(folds))
+            self.info["item_item_lambda"] = lam
         trainer = MetaTrainer(
             self.learner,
             space,
@@ -250,6 +264,7 @@ class ColdStartRecommender:
             user_token_fields=ue.n_token_fields,
             user_dense=ue.n_dense,
             rating_mean=rating_mean,
+            n_items=space.n_items,
         )
         self.space = space
         self.learner = MetaLearner(net, self.config.meta)
@@ -472,22 +487,7 @@ class ColdStartRecommender:
                 f"{len(requests)} rating dicts but {len(user_features)} user-feature dicts"
             )
         items, ratings = self._encode_requests(requests, on_unknown)
-        users = self.space.encode_user_features(list(user_features or [None] * len(requests)))
-        scores, ranks = score_catalogue(
-            self.learner,
-            self.space,
-            items,
-            ratings,
-            users,
-            cache=self._catalogue_cache(),
-            steps=steps,
-            rank=True,
-        )
-        if what == "rank":
-            return (
-                ranks if self.learner.head.has_rank else clamp_to_scale(scores, self.space.rating_scale)
-            ), items
-        return clamp_to_scale(scores, self.space.rating_scale), items
+        return self.score_padded(items, ratings, user_features, steps=steps, what=what), items
 
     def predict(
         self,

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RECSYS_PROGRESS", "0")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# tracked CLI runs in tests write to a throw-away store, never into the working tree
+os.environ.setdefault(
+    "MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='recsys-mlflow-')}/mlflow.db"
+)
+os.environ.setdefault("RECSYS_MLFLOW_SPOOL", tempfile.mkdtemp(prefix="recsys-spool-"))
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

@@ -49,7 +49,7 @@ def test_ridge_init_is_the_closed_form_solution(data) -> None:
             m = tt.support_m[t].numpy()
             phi = tt.support["q1"][t].numpy()[m]
             resid = (tt.support_y[t].numpy() - p["mu"].item() - tt.support["b"][t].numpy())[m]
-            w0 = head.prior[1](torch.relu(head.prior[0](tt.user[t]))).numpy()
+            w0 = head.prior[1](torch.relu(head.prior[0](tt.user[t][: head.user_dim]))).numpy()
             d = np.r_[np.full(head.d, lam[0]), lam[1]]
             expected = np.linalg.solve(phi.T @ phi + np.diag(d), phi.T @ resid + d * w0)
             np.testing.assert_allclose(fast["fast.w"][t].numpy(), expected, rtol=1e-8, atol=1e-10)

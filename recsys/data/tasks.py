@@ -245,6 +245,8 @@ class TaskBatch:
     """[T, P] the ranking loss's positives: the user's other relevant items (catalogue index)."""
     rank_mask: torch.Tensor
     """[T, P] bool, False on padding (P may be 0 when the ranking loss is off)."""
+    task_fold: torch.Tensor
+    """[T] the training user's fold (its log row mod 2) for out-of-fold components; -1 outside training."""
 
     @property
     def n_tasks(self) -> int:
@@ -280,6 +282,7 @@ def build_batch(
     extra_items: np.ndarray | None = None,
     rank_positives: bool = False,
     rank_threshold: float | None = None,
+    folds: bool = False,
 ) -> TaskBatch:
     """Assemble the tensors of a meta-batch: padded lists and the CSR bags of its distinct items/users.
 
@@ -287,7 +290,8 @@ def build_batch(
     ``user_table`` overrides it with already-encoded users (new users at scoring time, row t = task t).
     ``extra_items`` are added to the distinct items (for example sampled negatives).
     ``rank_positives``: also list each user's relevant items outside the support (ratings at or above
-    ``rank_threshold``; every interaction when None) for the ranking loss.
+    ``rank_threshold``; every interaction when None) for the ranking loss. ``folds``: tag each task
+    with its user's fold (training batches).
     """
     s_idx = _trim(tasks.support)
     q_idx = _trim(tasks.query)
@@ -332,6 +336,7 @@ def build_batch(
         batch_items=t(uniq.astype(np.int64)),
         rank_items=t(rank_items),
         rank_mask=t(rank_mask),
+        task_fold=t((tasks.users % 2) if folds else np.full(len(tasks), -1, dtype=np.int64)),
     )
 
 

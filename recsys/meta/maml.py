@@ -98,6 +98,7 @@ class MetaLearner(nn.Module):
         params = dict(self.head.named_parameters())
         fast = {n: params[n] for n in self.adapt_names}
         frozen = {n: p for n, p in params.items() if n not in fast}
+        frozen.update(dict(self.head.named_buffers()))
         return fast, frozen
 
     def _lr(self, name: str) -> torch.Tensor | float:
@@ -115,16 +116,20 @@ class MetaLearner(nn.Module):
             raise RuntimeError("set_catalogue() must be called before using the ranking loss")
         device = next(self.parameters()).device
         idx, off, dense = (t.to(device) for t in self._catalogue)
-        return self.head.item_side(self.net.embed_items(idx, off, dense))
+        items = self.net.embed_items(idx, off, dense)
+        return self.head.item_side(items, torch.arange(items.shape[0], device=device))
 
     def task_tensors(self, batch: TaskBatch) -> TaskTensors:
         """One EmbeddingBag call per side, the head's item side once per distinct item, then per task."""
         items = self.net.embed_items(batch.item_indices, batch.item_offsets, batch.item_dense)
         users = self.net.embed_users(batch.user_indices, batch.user_offsets, batch.user_dense)
-        side = self.head.item_side(items)
+        side = self.head.item_side(items, batch.batch_items)
+        support = _index(side, batch.support_pos)
+        if getattr(self.head, "uses_item_item", False):
+            support["ii_rows"] = self.head.item_item_rows(batch.support_items, batch.task_fold)
         return TaskTensors(
             users,
-            _index(side, batch.support_pos),
+            support,
             batch.support_ratings,
             batch.support_mask,
             _index(side, batch.query_pos),

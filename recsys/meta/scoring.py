@@ -33,7 +33,7 @@ class CatalogueCache:
                 torch.from_numpy(t.offsets).to(device),
                 torch.from_numpy(t.dense).to(device),
             )
-            self.side = learner.head.item_side(self.items)
+            self.side = learner.head.item_side(self.items, torch.arange(self.items.shape[0], device=device))
 
 
 def default_steps(learner: MetaLearner, steps: int | None) -> int:
@@ -111,6 +111,8 @@ def score_catalogue(
                 torch.from_numpy(u.dense).to(device),
             )
             s_side = {k: v[s_items.clamp_min(0)] for k, v in cache.side.items()}
+            if getattr(learner.head, "uses_item_item", False):
+                s_side["ii_rows"] = learner.head.item_item_rows(s_items, None)
             fast = learner.adapt(user_vec, s_side, s_y, s_m, steps)
             ratings[sl] = learner.score(fast, user_vec, cache.side, "predict").float().cpu().numpy()
             if ranks is not None:

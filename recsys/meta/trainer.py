@@ -45,6 +45,8 @@ class TrainState:
     global_step: int = 0
     best_metric: float = math.inf
     best_epoch: int = -1
+    best_rank_metric: float = math.inf
+    best_rank_epoch: int = -1
     bad_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     finished: bool = False
@@ -67,7 +69,7 @@ def validation_tasks(log: UserLog, cfg: TrainConfig) -> TaskSet:
         rng,
         support_size=cfg.validation_support,
         query_size=cfg.validation_query,
-        support_order=cfg.support_order,
+        support_order=cfg.support_order if cfg.validation_order == "auto" else cfg.validation_order,
     )
 
 
@@ -263,6 +265,7 @@ class MetaTrainer:
                     sub,
                     rank_positives=self.rank_loss,
                     rank_threshold=self.learner.cfg.rank_threshold,
+                    folds=True,
                 )
                 if self.device.type == "cuda":
                     batch = batch.pin_memory().to(self.device, non_blocking=True)
@@ -344,15 +347,44 @@ class MetaTrainer:
     def _after_epoch(self, record: dict[str, float]) -> None:
         cfg = self.cfg
         st = self.state
-        metric = self.selection_value(record)
-        record["selection"] = metric
-        if metric < st.best_metric - 1e-6:
-            st.best_metric = metric
-            st.best_epoch = int(record["epoch"])
-            st.bad_epochs = 0
-            self.best_weights = {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
+        groups = (
+            self.learner.net.param_groups() if self.rank_loss and self.learner.cfg.rating_weight > 0 else None
+        )
+        if groups is not None and "val_mae" in record and "val_cat_ndcg@10" in record:
+            # independent rating and ranking paths: each keeps the epoch that validates best for it
+            improved = False
+            current = self.learner.state_dict()
+            if self.best_weights is None:
+                self.best_weights = {k: v.detach().clone() for k, v in current.items()}
+            for group, value, attr in (
+                ("rating", record["val_mae"], "best_metric"),
+                ("ranking", -record["val_cat_ndcg@10"], "best_rank_metric"),
+            ):
+                if value < getattr(st, attr) - 1e-6:
+                    setattr(st, attr, value)
+                    setattr(
+                        st, "best_epoch" if group == "rating" else "best_rank_epoch", int(record["epoch"])
+                    )
+                    names = {f"net.{n}" for n in groups[group]}
+                    for k in names:
+                        self.best_weights[k] = current[k].detach().clone()
+                    improved = True
+            others = set(current) - {f"net.{n}" for g in groups.values() for n in g}
+            if improved:  # shared state (buffers, meta-SGD rates) follows the latest improvement
+                for k in others:
+                    self.best_weights[k] = current[k].detach().clone()
+            record["selection"] = record["val_mae"] - record["val_cat_ndcg@10"]
+            st.bad_epochs = 0 if improved else st.bad_epochs + 1
         else:
-            st.bad_epochs += 1
+            metric = self.selection_value(record)
+            record["selection"] = metric
+            if metric < st.best_metric - 1e-6:
+                st.best_metric = metric
+                st.best_epoch = int(record["epoch"])
+                st.bad_epochs = 0
+                self.best_weights = {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
+            else:
+                st.bad_epochs += 1
         st.history.append(record)
         st.epoch += 1
         st.step_in_epoch = 0

@@ -57,7 +57,8 @@ class Head(nn.Module):
         """Names of the parameters the inner loop adapts per user for ``mode``."""
         raise NotImplementedError
 
-    def item_side(self, items: torch.Tensor) -> Side:
+    def item_side(self, items: torch.Tensor, index: torch.Tensor | None = None) -> Side:
+        """Per-item tensors for item vectors ``items`` [..., N, di] (``index``: their catalogue indices)."""
         raise NotImplementedError
 
     def init_fast(
@@ -90,7 +91,7 @@ class MeLUHead(Head):
             return [n for n in names if n.startswith(last)]
         return names
 
-    def item_side(self, items: torch.Tensor) -> Side:
+    def item_side(self, items: torch.Tensor, index: torch.Tensor | None = None) -> Side:
         return {"x": items}
 
     def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
@@ -128,7 +129,7 @@ class FactorizedHead(Head):
             return [n for n in names if n.startswith(last) or n == "global_bias"]
         return names
 
-    def item_side(self, items: torch.Tensor) -> Side:
+    def item_side(self, items: torch.Tensor, index: torch.Tensor | None = None) -> Side:
         return {"h": _run(self.item_tower, items), "b": self.item_bias(items).squeeze(-1)}
 
     def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
@@ -144,64 +145,122 @@ class FactorizedHead(Head):
 class HybridHead(Head):
     """Meta-learned fold-in: ratings from a closed-form ridge fit, ranking from a support-set encoder.
 
+    The head has two independent paths, each with its own embeddings (the network concatenates a
+    rating part and a ranking part of every item and user vector), so each can keep the epoch that
+    validates best for it (see :meth:`param_groups`).
+
     Ratings: ``r = mu + b_i + <w_u, [q_i, 1]>``. The item factors ``q_i`` and biases ``b_i`` come from
     the item's embeddings (content fields and item id). A new user's ``w_u`` (factors and a user bias)
     is the ridge solution on the support residuals, shrunk towards a prior predicted from the user's
     features, with learned shrinkage; it is a differentiable batched ``torch.linalg.solve``
     (Bertinetto et al., ICLR 2019), so the item factors are meta-trained *for* fold-in.
 
-    Ranking: ``s = <z_u, psi_i> + c_i``, where ``z_u`` encodes the support set (its items' vectors
-    modulated by the ratings, plus the user's features) — a task-conditioned summary in the spirit of
-    MAMO / TaNP — trained with a softmax over the catalogue. Inner gradient steps, when configured,
-    refine both ``w_u`` and ``z_u`` from there.
+    Ranking: ``s = <z_u, psi_i> + c_i + alpha * sum_s g(r_s) B[s, i]``, where ``z_u`` encodes the
+    support set (its items' vectors modulated by the ratings, plus the user's features) — a
+    task-conditioned summary in the spirit of MAMO / TaNP — and ``B`` is an optional fixed item-item
+    matrix fitted on the training users (EASE, Steck 2019) whose support rows are blended in with a
+    learned rating weighting ``g`` and scale ``alpha``. During training each task uses a ``B`` fitted
+    on the *other* half of the training users (out of fold), so the blend weight is learned on
+    scores that generalise. Trained with a softmax over the catalogue. Inner gradient steps, when
+    configured, refine ``w_u`` and ``z_u`` from there.
     """
 
     has_rank = True
+    RATING = ("q_tower.", "q_bias.", "prior.", "mu", "log_lambda")
 
     def __init__(
-        self, user_dim: int, item_dim: int, hidden: tuple[int, ...], factor_dim: int, rating_mean: float = 0.0
+        self,
+        user_dim: int,
+        item_dim: int,
+        hidden: tuple[int, ...],
+        factor_dim: int,
+        rating_mean: float = 0.0,
+        n_items: int = 0,
     ) -> None:
+        """``user_dim`` / ``item_dim``: the size of ONE path's part of the user / item vectors."""
         super().__init__()
         d = factor_dim
         self.d = d
         self.user_dim = user_dim
+        self.item_dim = item_dim
         h = hidden[0] if hidden else d
+        u_in = max(1, user_dim)
         self.q_tower = _mlp([item_dim, h, d])
         self.q_bias = nn.Linear(item_dim, 1)
-        self.r_tower = _mlp([item_dim, h, d])
-        self.r_bias = nn.Linear(item_dim, 1)
-        self.prior = _mlp([max(1, user_dim), h, d + 1])
-        self.encoder = _mlp([d + max(1, user_dim), *hidden, d])
-        self.rate_gain = nn.Parameter(torch.ones(d))
-        self.rate_slope = nn.Parameter(torch.zeros(d))
+        self.prior = _mlp([u_in, h, d + 1])
         self.mu = nn.Parameter(torch.tensor(float(rating_mean)))
         self.log_lambda = nn.Parameter(torch.tensor([math.log(5.0), math.log(5.0)]))
+        self.r_tower = _mlp([item_dim, h, d])
+        self.r_in = _mlp([item_dim, h, d])
+        self.r_bias = nn.Linear(item_dim, 1)
+        self.encoder = _mlp([d + u_in, *hidden, d])
+        self.rate_gain = nn.Parameter(torch.ones(d))
+        self.rate_slope = nn.Parameter(torch.zeros(d))
+        # item-item blend: [n_items, n_items] set by set_item_item() (empty when disabled); the two
+        # out-of-fold matrices are only needed while training and are not saved with the model
+        self.register_buffer("item_item", torch.zeros(n_items, n_items))
+        self.register_buffer("item_item_folds", torch.zeros(0, n_items, n_items), persistent=False)
+        self.ii_scale = nn.Parameter(torch.tensor(5.0))
+        self.ii_rate = nn.Parameter(torch.tensor([1.0, 0.0]))
         with torch.no_grad():
             for m in (self.prior[-1], self.q_tower[-1]):
                 m.weight.mul_(0.1)
                 m.bias.zero_()
+            if n_items:  # start the ranking from the item-item scores; the neural part learns a residual
+                self.encoder[-1].weight.mul_(0.01)
+                self.encoder[-1].bias.zero_()
+                self.r_bias.weight.zero_()
+                self.r_bias.bias.zero_()
 
     def adaptable(self, mode: str) -> list[str]:
         return []  # adaptation acts on the per-user vectors from init_fast
 
+    def param_groups(self) -> dict[str, list[str]]:
+        """Head parameter names of the rating path and of the ranking path (disjoint)."""
+        names = [n for n, _ in self.named_parameters()]
+        rating = [n for n in names if n.startswith(self.RATING)]
+        return {"rating": rating, "ranking": [n for n in names if n not in rating]}
+
     def _user_input(self, user: torch.Tensor) -> torch.Tensor:
         return user if self.user_dim else user.new_ones(*user.shape[:-1], 1)
 
-    def item_side(self, items: torch.Tensor) -> Side:
-        q = _run(self.q_tower, items)
-        return {
+    @property
+    def uses_item_item(self) -> bool:
+        return self.item_item.numel() > 0
+
+    def set_item_item(self, matrix: torch.Tensor, folds: torch.Tensor | None = None) -> None:
+        self.item_item.copy_(matrix)
+        if folds is not None:
+            self.item_item_folds = folds.to(self.item_item.device)
+
+    def item_item_rows(self, items: torch.Tensor, fold: torch.Tensor | None) -> torch.Tensor:
+        """Rows of B for support items [T, S] (training tasks use their out-of-fold matrix)."""
+        safe = items.clamp_min(0)
+        if fold is not None and self.item_item_folds.shape[0] and bool(self.training):
+            return self.item_item_folds[fold.clamp_min(0)[:, None], safe]
+        return self.item_item[safe]
+
+    def item_side(self, items: torch.Tensor, index: torch.Tensor | None = None) -> Side:
+        di = self.item_dim
+        x_rate, x_rank = items[..., :di], items[..., di:]
+        q = _run(self.q_tower, x_rate)
+        extra = {"idx": index} if index is not None and self.uses_item_item else {}
+        return extra | {
             "q1": torch.cat([q, torch.ones_like(q[..., :1])], dim=-1),
-            "b": self.q_bias(items).squeeze(-1),
-            "psi": _run(self.r_tower, items),
-            "c": self.r_bias(items).squeeze(-1),
+            "b": self.q_bias(x_rate).squeeze(-1),
+            "psi": _run(self.r_tower, x_rank),
+            "psi_in": _run(self.r_in, x_rank),
+            "c": self.r_bias(x_rank).squeeze(-1),
         }
 
     def init_fast(
         self, p: Params, user: torch.Tensor, s_side: Side, sy: torch.Tensor, sm: torch.Tensor
     ) -> Params:
-        u = self._user_input(user)
+        du = self.user_dim
+        u_rate = self._user_input(user[..., :du])
+        u_rank = self._user_input(user[..., du:])
         m = sm.to(sy.dtype)
-        w0 = _run_f(p, "prior", len(self.prior), u)  # [d + 1]
+        w0 = _run_f(p, "prior", len(self.prior), u_rate)  # [d + 1]
         lam = torch.exp(p["log_lambda"])
         diag = torch.cat([lam[0].expand(self.d), lam[1:2]])
         phi = s_side["q1"] * m.unsqueeze(-1)  # padding rows -> zero
@@ -210,13 +269,20 @@ class HybridHead(Head):
         rhs = phi.transpose(-1, -2) @ resid + diag * w0
         w = torch.linalg.solve(a, rhs)
         centred = (sy - p["mu"]) * m
-        mod = s_side["psi"] * (p["rate_gain"] + p["rate_slope"] * centred.unsqueeze(-1))
+        mod = s_side["psi_in"] * (p["rate_gain"] + p["rate_slope"] * centred.unsqueeze(-1))
         pooled = (mod * m.unsqueeze(-1)).sum(-2) / m.sum().clamp_min(1.0).sqrt()
-        z = _run_f(p, "encoder", len(self.encoder), torch.cat([pooled, u], dim=-1))
-        return {"fast.w": w, "fast.z": z}
+        z = _run_f(p, "encoder", len(self.encoder), torch.cat([pooled, u_rank], dim=-1))
+        fast = {"fast.w": w, "fast.z": z}
+        if "ii_rows" in s_side:
+            weight = (p["ii_rate"][0] + p["ii_rate"][1] * centred) * m  # [S]
+            fast["fast.ii"] = weight @ s_side["ii_rows"]  # [n_items]
+        return fast
 
     def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
         return p["mu"] + side["b"] + side["q1"] @ p["fast.w"]
 
     def rank(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
-        return side["psi"] @ p["fast.z"] + side["c"]
+        score = side["psi"] @ p["fast.z"] + side["c"]
+        if "fast.ii" in p and "idx" in side:
+            score = score + p["ii_scale"] * p["fast.ii"][side["idx"]]
+        return score

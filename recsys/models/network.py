@@ -22,6 +22,7 @@ class ColdStartNet(nn.Module):
         user_token_fields: int,
         user_dense: int,
         rating_mean: float = 0.0,
+        n_items: int = 0,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -33,18 +34,56 @@ class ColdStartNet(nn.Module):
             user_vocab, user_token_fields, user_dense, d, cfg.pooling, cfg.sparse
         )
         du, di = self.user_embedding.out_dim, self.item_embedding.out_dim
+        # the hybrid head's ranking path has embeddings of its own (concatenated after the rating part)
+        self.two_paths = cfg.head == "hybrid"
+        if self.two_paths:
+            self.rank_item_embedding = FieldEmbedding(
+                item_vocab, item_token_fields, item_dense, d, cfg.pooling, cfg.sparse
+            )
+            self.rank_user_embedding = FieldEmbedding(
+                user_vocab, user_token_fields, user_dense, d, cfg.pooling, cfg.sparse
+            )
         if cfg.head == "factorized":
             self.head: nn.Module = FactorizedHead(du, di, cfg.hidden, cfg.factor_dim, rating_mean)
         elif cfg.head == "hybrid":
-            self.head = HybridHead(du, di, cfg.hidden, cfg.factor_dim, rating_mean)
+            ii = n_items if cfg.item_item and n_items <= cfg.item_item_max_items else 0
+            self.head = HybridHead(du, di, cfg.hidden, cfg.factor_dim, rating_mean, ii)
         else:
             self.head = MeLUHead(du, di, cfg.hidden, rating_mean)
 
     def embed_items(self, indices: torch.Tensor, offsets: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        return self.item_embedding(indices, offsets, dense)
+        x = self.item_embedding(indices, offsets, dense)
+        if self.two_paths:
+            x = torch.cat([x, self.rank_item_embedding(indices, offsets, dense)], dim=-1)
+        return x
 
     def embed_users(self, indices: torch.Tensor, offsets: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        return self.user_embedding(indices, offsets, dense)
+        x = self.user_embedding(indices, offsets, dense)
+        if self.two_paths:
+            x = torch.cat([x, self.rank_user_embedding(indices, offsets, dense)], dim=-1)
+        return x
+
+    def param_groups(self) -> dict[str, list[str]] | None:
+        """Full parameter names of independent paths that may keep different best epochs (or None)."""
+        if not self.two_paths:
+            return None
+        groups = {k: [f"head.{n}" for n in v] for k, v in self.head.param_groups().items()}
+        groups["rating"] += [
+            f"{e}.{n}"
+            for e in ("item_embedding", "user_embedding")
+            for n, _ in getattr(self, e).named_parameters()
+        ]
+        groups["ranking"] += [
+            f"{e}.{n}"
+            for e in ("rank_item_embedding", "rank_user_embedding")
+            for n, _ in getattr(self, e).named_parameters()
+        ]
+        return groups
 
     def sparse_parameters(self) -> list[nn.Parameter]:
-        return [self.item_embedding.bag.weight, self.user_embedding.bag.weight] if self.cfg.sparse else []
+        if not self.cfg.sparse:
+            return []
+        bags = [self.item_embedding, self.user_embedding]
+        if self.two_paths:
+            bags += [self.rank_item_embedding, self.rank_user_embedding]
+        return [b.bag.weight for b in bags]

@@ -1,33 +1,110 @@
-"""Model locations: a local folder, or an MLflow ``runs:/...`` / ``models:/NAME@alias`` URI."""
+"""Where runs are tracked and where models are read from.
+
+Tracking URI: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the embedded local store
+``sqlite:///mlflow.db`` in the working directory, whose experiments keep their artifacts in
+``./mlartifacts/<experiment>`` (no server needed; ``mlflow ui --backend-store-uri sqlite:///mlflow.db``
+browses it).
+
+Model locations: a local folder saved by ``ColdStartRecommender.save`` (or a local MLflow model folder
+that holds one), or an MLflow URI: ``runs:/<run_id>/model``, ``models:/<name>@<alias>``,
+``models:/<name>/<version>``, ``models:/<model_id>`` or ``mlflow-artifacts:/...``. MLflow URIs are
+downloaded first (from the tracking URI above); the recommender folder is the pyfunc artifact
+``recsys_model`` inside the MLflow model.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from recsys.errors import ModelFileError
 
 MODEL_SUBDIR = "recsys_model"
+"""Name of the pyfunc artifact (and folder) that holds the saved recommender inside an MLflow model."""
+DEFAULT_DB = "mlflow.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 
 
-def resolve_model_location(location: str | Path) -> Path:
+def default_tracking_uri(root: str | Path | None = None) -> str:
+    """The embedded local store: ``sqlite:///<root>/mlflow.db`` (root: the working directory)."""
+    path = (Path(root) if root is not None else Path.cwd()).resolve() / DEFAULT_DB
+    return f"sqlite:///{path}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else ``MLFLOW_TRACKING_URI``, else the local store in the working directory."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def is_remote(uri: str) -> bool:
+    """A tracking server reached over HTTP (``mlflow server``, Databricks...)."""
+    return uri.startswith(("http://", "https://", "databricks"))
+
+
+def local_artifact_root(uri: str) -> Path | None:
+    """For a local SQLite store: the ``mlartifacts`` folder next to the database file."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = uri[len("sqlite:///") :]
+    if db in ("", ":memory:"):
+        return Path.cwd().resolve() / DEFAULT_ARTIFACTS
+    return Path(db).expanduser().resolve().parent / DEFAULT_ARTIFACTS
+
+
+def find_model_folder(local: Path) -> Path | None:
+    """The recommender folder (with ``manifest.json``) in a model folder or an MLflow model folder."""
+    if (local / "manifest.json").exists():
+        return local
+    mlmodel = local / "MLmodel"
+    if mlmodel.exists():
+        try:
+            import yaml
+
+            meta = yaml.safe_load(mlmodel.read_text()) or {}
+            rel = meta["flavors"]["python_function"]["artifacts"][MODEL_SUBDIR]["path"]
+            candidate = local / rel
+            if (candidate / "manifest.json").exists():
+                return candidate
+        except (ImportError, KeyError, TypeError, OSError, ValueError):
+            pass
+    for candidate in (local / "artifacts" / MODEL_SUBDIR, local / MODEL_SUBDIR):
+        if (candidate / "manifest.json").exists():
+            return candidate
+    artifacts = local / "artifacts"
+    if artifacts.is_dir():
+        for candidate in sorted(artifacts.iterdir()):
+            if (candidate / "manifest.json").exists():
+                return candidate
+    return None
+
+
+def resolve_model_location(location: str | Path, tracking_uri: str | None = None) -> Path:
     """A local folder holding a saved recommender (MLflow URIs are downloaded first)."""
     text = str(location)
-    if text.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
+    if text.startswith(MLFLOW_SCHEMES):
+        if text.startswith("runs:/") and text.rstrip("/").count("/") == 1:
+            text = text.rstrip("/") + "/model"  # runs:/<id> -> the model logged by `recsys train`
         try:
             import mlflow
         except ImportError as exc:  # pragma: no cover
             raise ModelFileError(f"{text}: MLflow is not installed ({exc})") from None
+        uri = resolve_tracking_uri(tracking_uri)
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
+            local = Path(
+                mlflow.artifacts.download_artifacts(artifact_uri=text, tracking_uri=uri, registry_uri=uri)
+            )
         except Exception as exc:
-            raise ModelFileError(f"{text}: cannot fetch from MLflow ({type(exc).__name__}: {exc})") from None
-        for candidate in (local, local / "artifacts" / MODEL_SUBDIR, local / MODEL_SUBDIR):
-            if (candidate / "manifest.json").exists():
-                return candidate
-        raise ModelFileError(f"{text}: no recsys model inside the MLflow artifact")
+            raise ModelFileError(
+                f"{text}: cannot fetch from MLflow at {uri} ({type(exc).__name__}: {str(exc)[:300]})"
+            ) from None
+        found = find_model_folder(local)
+        if found is None:
+            raise ModelFileError(f"{text}: no recsys model inside the MLflow artifact ({local})")
+        return found
     path = Path(text)
     if not path.exists():
         raise ModelFileError(f"{path}: model folder not found")
     if path.is_file():
         raise ModelFileError(f"{path}: expected a model folder, got a file")
-    return path
+    return find_model_folder(path) or path

@@ -1,0 +1,735 @@
+"""Tracked MLflow runs for ``recsys train``, ``recsys evaluate`` and the pipelines.
+
+:class:`Tracker` is a context manager around one MLflow run::
+
+    with Tracker(TrackingOptions(experiment="movies"), kind="train") as tr:
+        tr.log_params({"config": cfg.to_dict(), **dataset_params(ds)})
+        rec, _ = train_model(ds, cfg, callbacks=[tr.epoch_callback])
+        tr.log_training(rec)
+        tr.log_model(rec, registered_name="movies")
+
+Where runs go: ``TrackingOptions.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else the embedded store
+``sqlite:///mlflow.db`` with artifacts in ``./mlartifacts`` (see :mod:`recsys.tracking.uris`).
+
+Resilience:
+
+- **Server unreachable at start**: :class:`TrackingUnavailableError` with a clear message (the CLI
+  prints it and exits with status 2 before any training), or, with ``fallback_local=True``
+  (``--fallback-local``), a warning and the run goes to the local store instead.
+- **Server lost during the run**: training goes on. Every tracking call that fails is kept, in order,
+  in a journal on disk (``./mlflow-spool/<run_id>/``, or ``$RECSYS_MLFLOW_SPOOL``; artifacts and the
+  model are copied there too) and retried before the next call and when the run ends (metrics keep
+  their original step and timestamp). If the server is still down at the end, a warning says where the
+  journal is; ``recsys tracking sync`` sends it when the server is back. Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import re
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recsys.errors import RecsysError
+from recsys.tracking.uris import (
+    MODEL_SUBDIR,
+    default_tracking_uri,
+    is_remote,
+    local_artifact_root,
+    resolve_tracking_uri,
+)
+from recsys.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "recsys"
+SPOOL_ENV = "RECSYS_MLFLOW_SPOOL"
+DEFAULT_SPOOL = "mlflow-spool"
+MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 8000
+MAX_KEY_LENGTH = 250
+# While a run is open, MLflow's own HTTP retries are kept short (unless the user set them): a dead
+# server must not stall training for minutes; our journal retries instead.
+HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # downloads here are tiny (input-example check)
+}
+
+
+class TrackingUnavailableError(RecsysError):
+    """The MLflow tracking server cannot be reached (or refuses the run) when a run starts."""
+
+
+# ---- names, params, fingerprints -------------------------------------------------------------------
+_ILLEGAL = re.compile(r"[^A-Za-z0-9_\-./]+")
+
+
+def metric_name(name: str) -> str:
+    """A legal MLflow metric/param key: ``@`` -> ``_at_``; spaces and illegal characters -> ``_``."""
+    text = str(name).replace("@", "_at_")
+    text = _ILLEGAL.sub("_", text)
+    text = re.sub(r"_+", "_", text).strip("_")
+    return text[:MAX_KEY_LENGTH] or "_"
+
+
+def flatten_params(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Nested dicts -> ``section.key`` string values (lists as JSON), truncated to MLflow's limit."""
+    out: dict[str, str] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            out.update(flatten_params(v, key))
+        return out
+    if isinstance(obj, (list, tuple)):
+        text = json.dumps(list(obj), default=str)
+    elif obj is None:
+        text = "None"
+    else:
+        text = str(obj)
+    if len(text) > MAX_PARAM_LENGTH:
+        text = text[: MAX_PARAM_LENGTH - 3] + "..."
+    out[metric_name(prefix)] = text
+    return out
+
+
+def data_fingerprint(frame: Any) -> str:
+    """Hash of a table's content, independent of row and column order (16 hex digits).
+
+    Row hashes from polars (stable for a given polars version, which runs record), sorted, then
+    SHA-256 together with the column names and types.
+    """
+    from recsys.recommender import to_polars
+
+    frame = to_polars(frame)
+    cols = sorted(frame.columns)
+    frame = frame.select(cols)
+    digest = hashlib.sha256(json.dumps([[c, str(frame.schema[c])] for c in cols]).encode())
+    digest.update(str(frame.height).encode())
+    if frame.height:
+        hashes = frame.hash_rows(seed=0).to_numpy().copy()
+        hashes.sort()
+        digest.update(hashes.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    """Commit of the repository holding the ``recsys`` package (else the working directory),
+    with ``-dirty`` when tracked files have uncommitted changes; None outside a git checkout."""
+    roots = [Path(__file__).resolve().parents[2], Path.cwd()]
+    for root in roots:
+        try:
+            head = subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            )
+            if head.returncode != 0:
+                continue
+            status = subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        commit = head.stdout.strip()
+        return commit + ("-dirty" if status.returncode == 0 and status.stdout.strip() else "")
+    return None
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("recsys", "torch", "polars", "pandas", "numpy", "mlflow"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def dataset_params(ds: Any) -> dict[str, Any]:
+    """Dataset name, size and content fingerprint, for run params."""
+    inter = ds.interactions
+    out = {
+        "dataset": ds.name,
+        "data.rows": inter.height,
+        "data.users": inter["user_id"].n_unique(),
+        "data.items": inter["item_id"].n_unique(),
+        "data.fingerprint": data_fingerprint(inter),
+        "data.feedback": "implicit" if ds.implicit else "explicit",
+    }
+    if getattr(ds, "path", None):
+        out["data.path"] = str(ds.path)
+    return out
+
+
+def run_params(ds: Any = None, config: Any = None, **extra: Any) -> dict[str, Any]:
+    """The params every run logs: the full config (``model.embedding_dim``...), the dataset and its
+    fingerprint, the git commit and package versions, plus ``extra``."""
+    out: dict[str, Any] = {}
+    if config is not None:
+        out.update(config.to_dict())
+    if ds is not None:
+        out.update(dataset_params(ds))
+    out["git_commit"] = git_commit() or "unknown"
+    out.update({f"version.{k}": v for k, v in package_versions().items()})
+    out.update({k: v for k, v in extra.items() if v is not None})
+    return out
+
+
+def eval_metric_key(row: dict[str, Any], metric: str) -> str:
+    """``eval/<protocol>[/<scenario>]/k<K>/<method>/<metric>`` for one report row."""
+    parts = ["eval", row["protocol"]]
+    if row.get("scenario") not in (None, "new_users"):
+        parts.append(row["scenario"])
+    parts += [f"k{row['k']}", row["method"], metric]
+    return "/".join(metric_name(p) for p in parts)
+
+
+# ---- options ---------------------------------------------------------------------------------------
+@dataclass
+class TrackingOptions:
+    """How (and whether) a command tracks its run."""
+
+    enabled: bool = True
+    """False: no MLflow at all (``--no-mlflow``)."""
+    tracking_uri: str | None = None
+    """Tracking URI (default: ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here)."""
+    experiment: str | None = None
+    """Experiment name (default ``recsys``)."""
+    fallback_local: bool = False
+    """Server unreachable at start: continue on the local store instead of failing."""
+    run_name: str | None = None
+    spool_dir: str | Path | None = None
+    """Where failed tracking calls are kept (default ``$RECSYS_MLFLOW_SPOOL`` or ``./mlflow-spool``)."""
+
+
+def spool_root(spool_dir: str | Path | None = None) -> Path:
+    return Path(spool_dir or os.environ.get(SPOOL_ENV) or DEFAULT_SPOOL)
+
+
+def probe_server(uri: str, timeout: float = 3.0) -> str | None:
+    """None if ``uri``'s ``/health`` answers, else why not (one line)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return None if resp.status < 400 else f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError):
+            return None  # TLS set-up (custom CA, MLFLOW_TRACKING_INSECURE_TLS) is MLflow's client's business
+        return f"{type(reason).__name__}: {reason}"
+
+
+@contextlib.contextmanager
+def _short_http_retries() -> Iterator[None]:
+    added = {k: v for k, v in HTTP_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError, KeyError, IndexError, AssertionError, ImportError)
+
+
+def _is_rejection(exc: BaseException) -> bool:
+    """The server answered and refused this call (4xx): retrying it would not help."""
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # pragma: no cover
+        return False
+    if not isinstance(exc, MlflowException):
+        return False
+    try:
+        status = exc.get_http_status_code()
+    except Exception:
+        return False
+    text = str(exc)
+    transport = "Max retries exceeded" in text or "Connection" in text or "timed out" in text
+    return 400 <= status < 500 and not transport
+
+
+# ---- applying one tracking operation -----------------------------------------------------------------
+def apply_op(client: Any, run_id: str, op: dict[str, Any], tracking_uri: str) -> dict[str, Any]:
+    """Send one journal operation to MLflow (used live and by ``recsys tracking sync``)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    kind = op["op"]
+    if kind == "params":
+        items = list(op["params"].items())
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
+    elif kind == "metrics":
+        metrics = [Metric(k, v, op["timestamp"], op["step"]) for k, v in op["metrics"].items()]
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    elif kind == "tags":
+        items = list(op["tags"].items())
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in items[i : i + 100]])
+    elif kind == "artifacts":
+        path = Path(op["local"])
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), op.get("artifact_path"))
+        else:
+            client.log_artifact(run_id, str(path), op.get("artifact_path"))
+    elif kind == "model":
+        from recsys.tracking.pyfunc import log_pyfunc
+
+        model_uri, version = log_pyfunc(
+            op["local"],
+            run_id=run_id,
+            tracking_uri=tracking_uri,
+            name=op.get("name", "model"),
+            registered_name=op.get("registered_name"),
+        )
+        client.set_tag(run_id, "recsys.model_uri", model_uri)
+        if version is not None:
+            client.set_tag(run_id, "recsys.registered_model", f"{op['registered_name']}/{version}")
+            for k, v in (op.get("version_tags") or {}).items():
+                client.set_model_version_tag(op["registered_name"], version, k, v)
+        return {"model_uri": model_uri, "version": version}
+    elif kind == "end":
+        client.set_terminated(run_id, op["status"], op["end_time"])
+    else:  # pragma: no cover
+        raise ValueError(f"unknown tracking operation {kind!r}")
+    return {}
+
+
+# ---- the tracker -------------------------------------------------------------------------------------
+@dataclass
+class LoggedModelRef:
+    """Where a logged model is (``model_uri`` is None while it waits in the journal)."""
+
+    model_uri: str | None
+    run_uri: str | None
+    registered_name: str | None = None
+    version: str | None = None
+
+    @property
+    def registry_uri(self) -> str | None:
+        if self.registered_name and self.version:
+            return f"models:/{self.registered_name}/{self.version}"
+        return None
+
+
+class Tracker:
+    """One MLflow run; every method is a no-op when tracking is disabled."""
+
+    def __init__(self, options: TrackingOptions | None = None, *, kind: str = "train") -> None:
+        self.options = options or TrackingOptions()
+        self.kind = kind
+        self.active = False
+        self.uri: str | None = None
+        self.client: Any = None
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self.fell_back = False
+        self.spool: Path | None = None
+        self.pending: list[dict[str, Any]] = []
+        self.flushed_later = 0
+        self._spooled_files = 0
+        self._stack = contextlib.ExitStack()
+        self._last_probe = 0.0
+        self._ended = False
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> Tracker:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.end("FINISHED")
+        else:
+            self.end("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+
+    @property
+    def run_uri(self) -> str | None:
+        return f"runs:/{self.run_id}" if self.run_id else None
+
+    def start(self) -> Tracker:
+        opts = self.options
+        if not opts.enabled:
+            return self
+        import mlflow  # noqa: F401  (fail early and clearly if MLflow is missing)
+
+        uri = resolve_tracking_uri(opts.tracking_uri)
+        if is_remote(uri):
+            problem = probe_server(uri, timeout=5.0)
+            if problem:
+                uri = self._unreachable(uri, problem)
+        self._stack.enter_context(_short_http_retries())
+        try:
+            try:
+                self._open(uri)
+            except (TrackingUnavailableError, *PROGRAMMING_ERRORS):
+                raise
+            except Exception as exc:
+                if not is_remote(uri):
+                    raise TrackingUnavailableError(f"cannot open the MLflow store {uri}: {exc}") from None
+                uri = self._unreachable(uri, f"{type(exc).__name__}: {str(exc)[:300]}")
+                self._open(uri)
+        except BaseException:
+            self._stack.close()
+            raise
+        self.active = True
+        log.info("MLflow run %s in experiment %s at %s", self.run_id, self.experiment_id, self.uri)
+        return self
+
+    def _unreachable(self, uri: str, problem: str) -> str:
+        local = default_tracking_uri()
+        if not self.options.fallback_local:
+            raise TrackingUnavailableError(
+                f"MLflow tracking server {uri} is unreachable ({problem}). Start it, pass --fallback-local "
+                f"to track this run in the local store ({local}), or --no-mlflow to skip tracking"
+            )
+        log.warning(
+            "MLflow tracking server %s is unreachable (%s); tracking this run in the local store %s "
+            "instead (--fallback-local)",
+            uri,
+            problem,
+            local,
+        )
+        self.fell_back = True
+        return local
+
+    def _open(self, uri: str) -> None:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        name = self.options.experiment or DEFAULT_EXPERIMENT
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            root = local_artifact_root(uri)
+            location = (root / metric_name(name).replace("/", "_")).as_uri() if root else None
+            try:
+                exp_id = client.create_experiment(name, artifact_location=location)
+            except MlflowException:
+                exp = client.get_experiment_by_name(name)  # created meanwhile by another process
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        elif exp.lifecycle_stage == "deleted":
+            raise TrackingUnavailableError(
+                f"MLflow experiment {name!r} is deleted at {uri}: restore it "
+                f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or choose another --experiment"
+            )
+        else:
+            exp_id = exp.experiment_id
+        tags = {"recsys.kind": self.kind, "mlflow.source.name": f"recsys {self.kind}"}
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+            tags["recsys.git_commit"] = commit
+        run = client.create_run(exp_id, run_name=self.options.run_name, tags=tags)
+        self.client, self.uri = client, uri
+        self.experiment_id, self.run_id = exp_id, run.info.run_id
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Close the run (sending anything still buffered); warns where the journal is if it cannot."""
+        if not self.active or self._ended:
+            return
+        self._ended = True
+        try:
+            self._submit({"op": "end", "status": status, "end_time": int(time.time() * 1000)}, force=True)
+        finally:
+            self._stack.close()
+        if self.pending:
+            log.warning(
+                "MLflow tracking store %s is unreachable: %d tracking call(s) of run %s are kept in %s; "
+                "nothing is lost. Send them when the server is back: recsys tracking sync %s",
+                self.uri,
+                len(self.pending),
+                self.run_id,
+                self.spool,
+                self.spool,
+            )
+        elif self.flushed_later:
+            log.warning(
+                "MLflow tracking store %s was unreachable for part of run %s; the %d kept call(s) "
+                "have been sent, nothing was lost",
+                self.uri,
+                self.run_id,
+                self.flushed_later,
+            )
+
+    # ---- logging -----------------------------------------------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self.active and params:
+            self._submit({"op": "params", "params": flatten_params(params)})
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if not self.active:
+            return
+        clean: dict[str, float] = {}
+        for k, v in metrics.items():
+            if isinstance(v, (bool, str)) or v is None:
+                continue
+            try:
+                value = float(v)
+            except (TypeError, ValueError):
+                continue
+            clean[metric_name(k)] = value if math.isfinite(value) else float("nan")
+        if clean:
+            op = {"op": "metrics", "metrics": clean, "step": int(step or 0)}
+            op["timestamp"] = int(time.time() * 1000)
+            self._submit(op)
+
+    def epoch_callback(self, epoch: int, record: dict[str, float]) -> None:
+        """``fit(callbacks=[tracker.epoch_callback])``: the epoch's record as metrics at step=epoch."""
+        self.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.active and tags:
+            clean = {metric_name(k): str(v)[:MAX_TAG_LENGTH] for k, v in tags.items() if v is not None}
+            self._submit({"op": "tags", "tags": clean})
+
+    def log_artifacts(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """A file or a folder (its content) under ``artifact_path``."""
+        if self.active:
+            self._submit(
+                {"op": "artifacts", "local": str(Path(path).resolve()), "artifact_path": artifact_path}
+            )
+
+    def log_dict(self, obj: Any, filename: str, artifact_path: str | None = None) -> None:
+        if not self.active:
+            return
+        with tempfile.TemporaryDirectory(prefix="recsys-mlflow-") as tmp:
+            path = Path(tmp) / filename
+            atomic_write_json(path, obj)
+            self.log_artifacts(path, artifact_path)
+
+    def log_training(self, rec: Any, seconds: float | None = None) -> None:
+        """Final validation-user figures, training info and the model's config/encoders as artifacts."""
+        if not self.active:
+            return
+        s = rec.summary
+        if s is not None:
+            self.log_metrics(
+                {
+                    "val_mae_adapted": s.mae_adapted,
+                    "val_mae_no_adaptation": s.mae_no_adaptation,
+                    "val_mae_item_mean": s.mae_item_mean,
+                    "val_rmse_adapted": s.rmse_adapted,
+                    "val_ndcg_at_3_adapted": s.ndcg3_adapted,
+                    "best_epoch": s.best_epoch,
+                    "epochs_run": s.epochs_run,
+                    "train_seconds": s.seconds if seconds is None else seconds,
+                },
+                step=s.epochs_run,
+            )
+        info = {k: v for k, v in rec.info.items() if k != "holdout"}
+        holdout = rec.info.get("holdout") or {}
+        self.log_params(
+            {f"info.{k}": v for k, v in info.items()} | {"holdout.protocol": holdout.get("protocol")}
+        )
+        if holdout.get("fingerprint"):
+            self.set_tags({"recsys.holdout_fingerprint": holdout["fingerprint"]})
+        with tempfile.TemporaryDirectory(prefix="recsys-mlflow-") as tmp:
+            folder = rec.save(Path(tmp) / MODEL_SUBDIR)
+            files = Path(tmp) / "files"
+            files.mkdir()
+            for name in ("config.json", "features.json", "history.json", "manifest.json"):
+                shutil.copy2(folder / name, files / name)
+            self.log_artifacts(files, "recsys")
+
+    def log_evaluation(self, report: dict[str, Any], report_dir: str | Path | None = None) -> None:
+        """Every (protocol, K, method, metric) mean as ``eval/...`` metrics, and the report files."""
+        if not self.active:
+            return
+        metrics: dict[str, float] = {}
+        for row in report.get("results", []):
+            for key, value in row.items():
+                if isinstance(value, dict) and "mean" in value and value["mean"] is not None:
+                    metrics[eval_metric_key(row, key)] = value["mean"]
+                elif key == "coverage@10" and value is not None:
+                    metrics[eval_metric_key(row, key)] = value
+        self.log_metrics(metrics)
+        settings = report.get("settings", {})
+        self.set_tags(
+            {
+                "recsys.protocols": ",".join(settings.get("protocols", [])),
+                "recsys.dataset": report.get("dataset"),
+            }
+        )
+        if report_dir is not None:
+            self.log_artifacts(report_dir, "report")
+
+    def log_model(
+        self,
+        rec: Any,
+        registered_name: str | None = None,
+        version_tags: dict[str, str] | None = None,
+    ) -> LoggedModelRef | None:
+        """Log the recommender as a pyfunc model (``runs:/<run>/model``) and register it if asked."""
+        if not self.active:
+            return None
+        tmp = Path(tempfile.mkdtemp(prefix="recsys-mlflow-model-"))
+        try:
+            rec.save(tmp / MODEL_SUBDIR)
+            op = {
+                "op": "model",
+                "local": str(tmp / MODEL_SUBDIR),
+                "name": "model",
+                "registered_name": registered_name,
+                "version_tags": version_tags or {},
+            }
+            result = self._submit(op)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if result is None:
+            return LoggedModelRef(None, f"runs:/{self.run_id}/model", registered_name, None)
+        return LoggedModelRef(
+            result["model_uri"], f"runs:/{self.run_id}/model", registered_name, result.get("version")
+        )
+
+    # ---- the journal ------------------------------------------------------------------------------
+    def _submit(self, op: dict[str, Any], force: bool = False) -> dict[str, Any] | None:
+        """Apply ``op`` now, or keep it (after anything already kept) for a later retry."""
+        if self.pending:
+            self.flush(force=force)
+        if self.pending:
+            self._keep(op)
+            return None
+        try:
+            return apply_op(self.client, self.run_id, op, self.uri)
+        except PROGRAMMING_ERRORS:
+            raise  # a bug, not an outage: surface it
+        except Exception as exc:
+            if _is_rejection(exc):
+                log.warning("MLflow refused a %s call of run %s: %s", op["op"], self.run_id, exc)
+                return None
+            log.warning(
+                "MLflow tracking call failed (%s: %s); training goes on, tracking calls are kept and retried",
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200],
+            )
+            self._keep(op)
+            return None
+
+    def _keep(self, op: dict[str, Any]) -> None:
+        if self.spool is None:
+            self.spool = spool_root(self.options.spool_dir).resolve() / str(self.run_id)
+            self.spool.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(
+                self.spool / "run.json",
+                {"tracking_uri": self.uri, "run_id": self.run_id, "experiment_id": self.experiment_id},
+            )
+        if op["op"] in ("artifacts", "model"):  # the source may be temporary: keep a copy
+            self._spooled_files += 1
+            src = Path(op["local"])
+            dst = self.spool / "files" / str(self._spooled_files) / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst)
+            else:
+                shutil.copy2(src, dst)
+            op = {**op, "local": str(dst)}
+        self.pending.append(op)
+        self._write_journal()
+
+    def _write_journal(self) -> None:
+        assert self.spool is not None
+        atomic_write_text(self.spool / "journal.jsonl", "".join(json.dumps(o) + "\n" for o in self.pending))
+
+    def flush(self, force: bool = False) -> bool:
+        """Retry the kept calls in order; True when none is left."""
+        if not self.pending:
+            return True
+        if not force and time.monotonic() - self._last_probe < 1.0:
+            return False
+        self._last_probe = time.monotonic()
+        if probe_server(self.uri, timeout=2.0) is not None:
+            return False
+        sent = 0
+        while self.pending:
+            try:
+                apply_op(self.client, self.run_id, self.pending[0], self.uri)
+            except Exception as exc:
+                if not _is_rejection(exc):
+                    log.debug("retry failed: %s", exc)
+                    break
+                log.warning("MLflow refused a kept %s call: %s", self.pending[0]["op"], exc)
+            self.pending.pop(0)
+            sent += 1
+        self.flushed_later += sent
+        if self.pending:
+            self._write_journal()
+            return False
+        if self.spool is not None:
+            shutil.rmtree(self.spool, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.spool.parent.rmdir()  # only if empty
+            self.spool = None
+        log.info("MLflow tracking server back: %d kept call(s) sent", sent)
+        return True
+
+
+def sync_spool(path: str | Path | None = None, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """Send journals kept by runs that lost their tracking server (``recsys tracking sync``).
+
+    ``path``: one run's journal folder or the spool root holding several. Returns, per run, how many
+    calls were sent and how many are left (a run whose server is still down keeps its journal).
+    """
+    from mlflow import MlflowClient
+
+    root = spool_root(path)
+    runs = [root] if (root / "journal.jsonl").exists() else sorted(p for p in root.glob("*") if p.is_dir())
+    results = []
+    for folder in runs:
+        journal = folder / "journal.jsonl"
+        if not journal.exists():
+            continue
+        meta = json.loads((folder / "run.json").read_text())
+        uri = tracking_uri or meta["tracking_uri"]
+        ops = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+        sent = 0
+        error = None
+        with _short_http_retries():
+            problem = probe_server(uri)
+            if problem:
+                error = f"server unreachable ({problem})"
+            else:
+                client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+                try:
+                    while ops:
+                        apply_op(client, meta["run_id"], ops[0], uri)
+                        ops.pop(0)
+                        sent += 1
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        if ops:
+            atomic_write_text(journal, "".join(json.dumps(o) + "\n" for o in ops))
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        results.append(
+            {"run_id": meta["run_id"], "tracking_uri": uri, "sent": sent, "left": len(ops), "error": error}
+        )
+    return results

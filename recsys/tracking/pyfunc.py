@@ -1,0 +1,228 @@
+"""The recommender as an MLflow pyfunc model (models-from-code, no pickle on the load path).
+
+A logged model holds:
+
+- ``pyfunc_code.py``: a three-line file that imports the installed ``recsys`` package and calls
+  ``mlflow.models.set_model(RecsysPyfunc())``; MLflow runs it instead of unpickling an object;
+- ``artifacts/recsys_model/``: the recommender saved by ``ColdStartRecommender.save`` (safetensors +
+  JSON, checksummed), restored by :meth:`RecsysPyfunc.load_context`;
+- a signature and an input example.
+
+Input: one row per rating of a new user: ``user_id`` (string), ``item_id`` (string; converted to the
+catalogue's id type), ``rating`` (double) and, optionally, the model's user-feature columns. A row with
+``item_id`` and ``rating`` both null declares a user with no ratings (pure cold start). Params: ``n``
+(long, default 10), ``exclude_rated`` (boolean, default true), ``on_unknown`` (``error`` or ``ignore``,
+default ``error``). Output: one row per user and rank: ``user_id``, ``rank``, ``item_id``, ``score``
+and ``title``.
+
+Bad input (empty table, missing columns, NaN or off-scale ratings, unknown items, bad params) raises
+``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which the MLflow scoring server answers with
+HTTP 400 and the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+from recsys.tracking.uris import MODEL_SUBDIR
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+
+    from recsys.recommender import ColdStartRecommender
+
+log = logging.getLogger(__name__)
+
+CODE_FILE = Path(__file__).with_name("pyfunc_code.py")
+DEFAULT_N = 10
+
+
+class RecsysPyfunc(PythonModel):
+    """``predict(ratings table, params={n, exclude_rated, on_unknown})`` -> recommendations table."""
+
+    def __init__(self) -> None:
+        self.rec: ColdStartRecommender | None = None
+
+    def load_context(self, context) -> None:
+        from recsys.recommender import ColdStartRecommender
+
+        self.rec = ColdStartRecommender.load(context.artifacts[MODEL_SUBDIR])
+        self.rec._catalogue_cache()  # warm: the first request does not pay for the item side
+
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        from mlflow.exceptions import MlflowException
+
+        from recsys.errors import RecsysError
+
+        params = dict(params or {})
+        try:
+            out = self.rec.recommend_frame(
+                model_input,
+                n=params.get("n", DEFAULT_N),
+                exclude_rated=params.get("exclude_rated", True),
+                on_unknown=params.get("on_unknown", "error"),
+            )
+        except RecsysError as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+        return out.to_pandas()
+
+
+def user_feature_columns(rec: ColdStartRecommender) -> list[tuple[str, str]]:
+    """(column, MLflow type) of the model's user features (multi-valued fields: a joined string)."""
+    from recsys.data.spec import FieldKind
+
+    out = []
+    for f in rec.space.user_encoder.fields:
+        kind = f.spec.kind
+        out.append((f.name, "double" if kind in (FieldKind.NUMERIC, FieldKind.DENSE) else "string"))
+    return out
+
+
+def model_signature(rec: ColdStartRecommender) -> ModelSignature:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    item_type = "long" if rec.space.items.dtype.is_integer() else "string"
+    inputs = Schema(
+        [ColSpec("string", "user_id"), ColSpec("string", "item_id"), ColSpec("double", "rating")]
+        + [ColSpec(t, name, required=False) for name, t in user_feature_columns(rec)]
+    )
+    outputs = Schema(
+        [
+            ColSpec("string", "user_id"),
+            ColSpec("long", "rank"),
+            ColSpec(item_type, "item_id"),
+            ColSpec("double", "score"),
+            ColSpec("string", "title", required=False),
+        ]
+    )
+    params = ParamSchema(
+        [
+            ParamSpec("n", "long", DEFAULT_N),
+            ParamSpec("exclude_rated", "boolean", True),
+            ParamSpec("on_unknown", "string", "error"),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def input_example(rec: ColdStartRecommender, n_items: int = 3) -> pd.DataFrame:
+    """A new user who rated the catalogue's first few items (pandas, as MLflow stores examples)."""
+    items = [str(i) for i in rec.item_ids[:n_items]]
+    lo, hi = rec.space.rating_scale or (1.0, 1.0)
+    ratings = [float(hi), float((lo + hi) / 2), float(lo)][: len(items)]
+    return pd.DataFrame({"user_id": ["new-user-1"] * len(items), "item_id": items, "rating": ratings})
+
+
+def pip_requirements() -> list[str]:
+    import mlflow
+    import polars
+    import torch
+
+    from recsys import __version__
+
+    return [
+        f"mlflow=={mlflow.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"polars=={polars.__version__}",
+        "pandas",
+        "pyarrow",
+        "numpy",
+        "safetensors",
+        f"recsys=={__version__}",
+    ]
+
+
+def log_pyfunc(
+    model_dir: str | Path,
+    *,
+    run_id: str | None,
+    tracking_uri: str,
+    name: str = "model",
+    registered_name: str | None = None,
+) -> tuple[str, str | None]:
+    """Log the saved recommender in ``model_dir`` (a folder named ``recsys_model``) as a pyfunc model
+    of run ``run_id``; register it as ``registered_name`` if given. Returns (model URI, version)."""
+    import mlflow
+    from mlflow.models import Model
+
+    from recsys.recommender import ColdStartRecommender
+
+    model_dir = Path(model_dir)
+    if model_dir.name != MODEL_SUBDIR:
+        raise ValueError(f"the model folder must be named {MODEL_SUBDIR!r} (MLflow keeps the basename)")
+    rec = ColdStartRecommender.load(model_dir)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    run = client.get_run(run_id) if run_id else None
+    with using_tracking_uri(tracking_uri):
+        # created here so that it lands in the run's experiment (Model.log alone would use the
+        # process's active experiment, "Default" for a run that is not the fluent active run)
+        logged = client.create_logged_model(
+            run.info.experiment_id if run else _default_experiment_id(client),
+            name=name,
+            source_run_id=run_id,
+            params=dict(run.data.params) if run else None,
+            model_type="recsys-cold-start",
+        )
+        info = Model.log(
+            artifact_path=None,
+            name=name,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            python_model=str(CODE_FILE),
+            artifacts={MODEL_SUBDIR: str(model_dir)},
+            signature=model_signature(rec),
+            input_example=input_example(rec),
+            pip_requirements=pip_requirements(),
+            flavor_name="pyfunc.ModelFromCode",
+            model_id=logged.model_id,
+        )
+        version = None
+        if registered_name:
+            mv = mlflow.register_model(info.model_uri, registered_name, await_registration_for=60)
+            version = str(mv.version)
+    return info.model_uri, version
+
+
+def _default_experiment_id(client) -> str:
+    from recsys.tracking.mlflow_run import DEFAULT_EXPERIMENT
+
+    exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+    return exp.experiment_id if exp else client.create_experiment(DEFAULT_EXPERIMENT)
+
+
+@contextlib.contextmanager
+def using_tracking_uri(uri: str) -> Iterator[str]:
+    """Point MLflow's global tracking and registry URIs at ``uri`` inside a ``with`` block.
+
+    ``mlflow.set_tracking_uri`` also writes (and, reset to None, deletes) ``MLFLOW_TRACKING_URI`` in the
+    environment; both the module state and the environment are restored exactly on exit.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    env_keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {k: os.environ.get(k) for k in env_keys}
+    saved = (getattr(tracking_utils, "_tracking_uri", None), getattr(registry_utils, "_registry_uri", None))
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield uri
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,11 @@
+"""MLflow models-from-code entry point: the pyfunc is built from the installed ``recsys`` package.
+
+MLflow copies this file into every logged model and runs it at load time (instead of unpickling an
+object); the recommender's weights are restored from the ``recsys_model`` artifact (safetensors + JSON).
+"""
+
+from mlflow.models import set_model
+
+from recsys.tracking.pyfunc import RecsysPyfunc
+
+set_model(RecsysPyfunc())
