@@ -501,8 +501,11 @@ def evaluate(
     ] = "all",
     seeds: Annotated[int, typer.Option(help="Seeds to average over (splits, initialisation, draws).")] = 3,
     ablations: Annotated[
-        str, typer.Option(help="Meta-learner variants: no-adaptation,1-step,first-order (or 'none').")
-    ] = "no-adaptation,1-step,first-order",
+        str,
+        typer.Option(
+            help="Meta-learner variants: no-adaptation, 1-step, 5-steps (re-scored); second-order, first-order, melu, no-item-item (retrained on seed 0); or none."
+        ),
+    ] = "no-adaptation,5-steps,second-order",
     config: ConfigOpt = None,
     threshold: Annotated[float, typer.Option(help="Relevance threshold for catalogue metrics.")] = 4.0,
     tune: Annotated[bool, typer.Option(help="Tune baseline grids on validation users.")] = True,

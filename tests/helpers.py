@@ -33,7 +33,7 @@ def make_learner(
     torch.manual_seed(seed)
     ie, ue = space.item_encoder, space.user_encoder
     net = ColdStartNet(
-        model or ModelConfig(embedding_dim=8, hidden=(16, 16)),
+        model or ModelConfig(embedding_dim=8, hidden=(16, 16), head="melu"),
         item_vocab=ie.num_embeddings,
         item_token_fields=ie.n_token_fields,
         item_dense=ie.n_dense,

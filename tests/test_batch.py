@@ -58,7 +58,10 @@ def test_frame_batches_pandas_and_include_rated(rec) -> None:
     requests = [{i: float(1 + i % 5), i + 1: 3.0} for i in range(1, 40)]
     frame = table(requests, [None] * len(requests))
     small = recommend_frame(rec, frame.to_pandas(), n=3, batch_size=7)  # pandas in, 6 batches
-    assert small.equals(recommend_frame(rec, frame, n=3))
+    full = recommend_frame(rec, frame, n=3)
+    # batching changes float summation order only: same ranking, scores equal to float precision
+    assert small.drop("score").equals(full.drop("score"))
+    assert np.allclose(small["score"].to_numpy(), full["score"].to_numpy(), rtol=1e-5, atol=1e-5)
     with_rated = recommend_frame(rec, frame, n=3, exclude_rated=False)
     want = rec.recommend_batch(requests, 3, exclude_rated=False)
     assert with_rated["item_id"].to_list() == [i for row in want for i, _ in row]

@@ -17,7 +17,7 @@ TINY = (
     "[model]\nembedding_dim = 4\nhidden = [8]\n[train]\nepochs = 2\nmeta_batch_size = 16\nnum_threads = 1\n"
 )
 # the same model with a runaway local learning rate: adaptation overshoots, validation MAE gets worse
-BROKEN = TINY + "[meta]\ninner_lr = 25.0\n"
+BROKEN = TINY + "[meta]\ninner_steps = 3\ninner_lr = 25.0\n"
 
 
 def test_gate_promotes_only_a_better_version(tmp_path) -> None:

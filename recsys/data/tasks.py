@@ -176,11 +176,12 @@ def sample_tasks(
     support_order: Literal["random", "temporal", "mixed"] = "random",
     query_order: Literal["random", "last"] = "random",
     min_query: int = 1,
+    log_uniform: bool = False,
 ) -> TaskSet:
     """Draw a support and a query set for each user row in ``users`` (vectorised over users).
 
-    ``support_size``: a fixed K, an inclusive range (lo, hi) drawn uniformly per user, or one K per
-    user. Each user keeps at least ``min_query`` ratings for the query; ``query_size=None`` puts all
+    ``support_size``: a fixed K, an inclusive range (lo, hi) drawn uniformly (``log_uniform``: uniformly
+    in log K) per user, or one K per user. Each user keeps at least ``min_query`` ratings for the query; ``query_size=None`` puts all
     remaining ratings in the query. ``support_order='temporal'`` takes the first K ratings by time,
     ``'mixed'`` does so for a random half of the users; ``query_order='last'`` takes the latest
     remaining ones, ``'random'`` a random subset.
@@ -190,7 +191,13 @@ def sample_tasks(
     counts = log.counts[users]
     if isinstance(support_size, tuple):
         lo, hi = support_size
-        k = rng.integers(lo, hi + 1, size=n_tasks)
+        if log_uniform:
+            k = np.floor(np.exp(rng.uniform(np.log(max(lo, 1)), np.log(hi + 1), size=n_tasks))).astype(
+                np.int64
+            )
+            k = np.clip(k, lo, hi)
+        else:
+            k = rng.integers(lo, hi + 1, size=n_tasks)
     else:
         k = np.broadcast_to(np.asarray(support_size, dtype=np.int64), (n_tasks,)).copy()
     k = np.clip(k, 0, np.maximum(counts - min_query, 0))

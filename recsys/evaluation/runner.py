@@ -55,9 +55,11 @@ class EvalSettings:
     """Catalogue relevance: items rated at or above this (every interaction for implicit feedback)."""
     melu_draws: int = 3
     """Query draws averaged in the melu protocol."""
-    ablations: list[str] = field(default_factory=lambda: ["no-adaptation", "1-step", "first-order"])
-    """Meta-learner variants: no-adaptation and 1-step re-score the trained model; first-order retrains
-    (on the first seed only, to bound the run time)."""
+    ablations: list[str] = field(default_factory=lambda: ["no-adaptation", "5-steps", "second-order"])
+    """Meta-learner variants. Re-scoring the trained model: ``no-adaptation`` (support ignored: the
+    meta-learned prior alone), ``1-step`` / ``5-steps`` (gradient steps added at scoring time).
+    Retrained on the first seed only (to bound the run time): ``second-order`` / ``first-order``
+    (5 MAML steps in training), ``melu`` (MeLU's architecture), ``no-item-item``."""
     tune: bool = True
     """Tune baselines' grids on validation users (else their defaults)."""
     tune_shots: int = 5
@@ -196,27 +198,54 @@ class Evaluation:
                 self.timings.get("train meta-learner", 0.0) + time.perf_counter() - t0
             )
         variants = [Method(self.model_name, True, _meta_scorer(rec, self.ds), "meta")]
-        steps = rec.config.meta.inner_steps
-        if "no-adaptation" in self.s.ablations:
+        name = self.model_name
+        if "no-adaptation" in self.s.ablations:  # the meta-learned prior alone: the support is ignored
             variants.append(
-                Method(f"{self.model_name} (no adaptation)", True, _meta_scorer(rec, self.ds, 0), "ablation")
+                Method(
+                    f"{name} (no adaptation)",
+                    True,
+                    _meta_scorer(rec, self.ds, ignore_support=True),
+                    "ablation",
+                )
             )
-        if "1-step" in self.s.ablations and steps != 1:
-            variants.append(
-                Method(f"{self.model_name} (1 step)", True, _meta_scorer(rec, self.ds, 1), "ablation")
-            )
-        if "first-order" in self.s.ablations and seed == 0:
-            other = not rec.config.meta.first_order
-            cfg = rec.config.override(**{"meta.first_order": other})
+        for label, steps in (("1-step", 1), ("5-steps", 5)):
+            if label in self.s.ablations and steps != rec.config.meta.inner_steps:
+                variants.append(
+                    Method(
+                        f"{name} (+{steps} gradient step{'s' * (steps > 1)} at scoring)",
+                        True,
+                        _meta_scorer(rec, self.ds, steps),
+                        "ablation",
+                    )
+                )
+        retrained = {
+            "second-order": (
+                "MAML 5 steps, second-order",
+                {"meta.inner_steps": 5, "meta.first_order": False},
+            ),
+            "first-order": ("MAML 5 steps, first-order", {"meta.inner_steps": 5, "meta.first_order": True}),
+            "melu": (
+                "MeLU architecture, 5 steps",
+                {
+                    "model.head": "melu",
+                    "meta.inner_steps": 5,
+                    "meta.rank_weight": 0.0,
+                    "meta.inner_lr": 0.005,
+                },
+            ),
+            "no-item-item": ("without item-item blend", {"model.item_item": False}),
+        }
+        for key, (label, overrides) in retrained.items():
+            if key not in self.s.ablations or seed != 0:
+                continue  # retrained variants run on the first seed only, to bound the run time
             t0 = time.perf_counter()
-            variant, _ = train_model(self.ds, cfg, protocol=split.protocol, seed=seed)
+            variant, _ = train_model(
+                self.ds, rec.config.override(**overrides), protocol=split.protocol, seed=seed
+            )
             self.timings["train ablations"] = (
                 self.timings.get("train ablations", 0.0) + time.perf_counter() - t0
             )
-            label = "first-order" if other else "second-order"
-            variants.append(
-                Method(f"{self.model_name} ({label})", True, _meta_scorer(variant, self.ds), "ablation")
-            )
+            variants.append(Method(f"{name} ({label})", True, _meta_scorer(variant, self.ds), "ablation"))
         return variants, rec.space
 
     # ---- run -------------------------------------------------------------------------------------
@@ -307,7 +336,9 @@ def _init_params(cls: type) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters)
 
 
-def _meta_scorer(rec: ColdStartRecommender, ds: Dataset, steps: int | None = None) -> Scorer:
+def _meta_scorer(
+    rec: ColdStartRecommender, ds: Dataset, steps: int | None = None, *, ignore_support: bool = False
+) -> Scorer:
     from recsys.meta.scoring import score_catalogue
 
     features = ds.users
@@ -319,6 +350,8 @@ def _meta_scorer(rec: ColdStartRecommender, ds: Dataset, steps: int | None = Non
             encoded: EncodedTable = space.user_encoder.encode(frame)
         else:
             encoded = space.user_encoder.encode_unknown(len(si))
+        if ignore_support:
+            si = np.full_like(si, -1)
         ratings, ranks = score_catalogue(
             rec.learner, space, si, sr, encoded, cache=rec._catalogue_cache(), steps=steps, rank=True
         )

@@ -52,8 +52,10 @@ def predict_tasks(
     device: torch.device | str = "cpu",
     steps: int | None = None,
     batch_size: int = 256,
+    ignore_support: bool = False,
 ) -> np.ndarray:
-    """Predictions [n_tasks, Q] for each task's query items after adapting to its support."""
+    """Predictions [n_tasks, Q] for each task's query items after adapting to its support
+    (``ignore_support``: without it, the meta-learned prior alone)."""
     device = torch.device(device)
     steps = default_steps(learner, steps)
     Q = tasks.query.shape[1]
@@ -63,6 +65,8 @@ def predict_tasks(
         for start in range(0, len(tasks), batch_size):
             idx = np.arange(start, min(len(tasks), start + batch_size))
             batch = build_batch(log, space, tasks.take(idx)).to(device)
+            if ignore_support:
+                batch.support_mask = torch.zeros_like(batch.support_mask)
             tt = learner.task_tensors(batch)
             preds = learner.query_predictions(tt, steps=steps, first_order=True)
             out[idx, : preds.shape[1]] = preds.float().cpu().numpy()

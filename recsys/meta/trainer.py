@@ -59,17 +59,21 @@ class TrainState:
 
 
 def validation_tasks(log: UserLog, cfg: TrainConfig) -> TaskSet:
-    """Fixed validation tasks: a seeded support of ``validation_support`` ratings and a query of up to
-    ``validation_query`` others, for every validation user with enough ratings."""
-    eligible = np.nonzero(log.counts > cfg.validation_support)[0]
+    """Fixed validation tasks: a seeded support (``validation_support`` ratings, or sizes drawn like the
+    training supports) and a query of up to ``validation_query`` others, for every validation user
+    with enough ratings."""
+    fixed = cfg.validation_support
+    eligible = np.nonzero(log.counts > (fixed if fixed is not None else cfg.support_min))[0]
     rng = np.random.default_rng([cfg.seed, 10_007])
     return sample_tasks(
         log,
         eligible,
         rng,
-        support_size=cfg.validation_support,
+        support_size=fixed if fixed is not None else (cfg.support_min, cfg.support_max),
         query_size=cfg.validation_query,
         support_order=cfg.support_order if cfg.validation_order == "auto" else cfg.validation_order,
+        log_uniform=cfg.support_distribution == "log-uniform",
+        min_query=min(cfg.validation_query, 5),
     )
 
 
@@ -83,12 +87,15 @@ def evaluate_rating_tasks(
     steps: int | None = None,
     catalogue: bool = False,
     threshold: float | None = 4.0,
+    ignore_support: bool = False,
 ) -> dict[str, float]:
     """Mean per-user MAE, RMSE and query nDCG@3 of adapted predictions on fixed tasks; with
     ``catalogue=True`` also catalogue Recall@20 and nDCG@10 (support excluded)."""
     out: dict[str, float] = {}
     if not space.implicit:
-        preds = predict_tasks(learner, space, log, tasks, device=device, steps=steps)
+        preds = predict_tasks(
+            learner, space, log, tasks, device=device, steps=steps, ignore_support=ignore_support
+        )
         mask = tasks.query >= 0
         target = np.where(mask, log.ratings[np.maximum(tasks.query, 0)], 0.0)
         out |= {
@@ -247,6 +254,7 @@ class MetaTrainer:
                 support_size=(cfg.support_min, cfg.support_max),
                 query_size=cfg.query_size,
                 support_order=cfg.support_order,
+                log_uniform=cfg.support_distribution == "log-uniform",
             )
             batches = list(iterate_batches(tasks, cfg.meta_batch_size, rng))
             skip = self.state.step_in_epoch

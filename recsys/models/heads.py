@@ -176,8 +176,10 @@ class HybridHead(Head):
         factor_dim: int,
         rating_mean: float = 0.0,
         n_items: int = 0,
+        n_catalogue: int = 0,
     ) -> None:
-        """``user_dim`` / ``item_dim``: the size of ONE path's part of the user / item vectors."""
+        """``user_dim`` / ``item_dim``: the size of ONE path's part of the user / item vectors;
+        ``n_items``: catalogue size for the item-item blend (0: off); ``n_catalogue``: catalogue size."""
         super().__init__()
         d = factor_dim
         self.d = d
@@ -200,17 +202,18 @@ class HybridHead(Head):
         # out-of-fold matrices are only needed while training and are not saved with the model
         self.register_buffer("item_item", torch.zeros(n_items, n_items))
         self.register_buffer("item_item_folds", torch.zeros(0, n_items, n_items), persistent=False)
-        self.ii_scale = nn.Parameter(torch.tensor(5.0))
+        # data-driven item baseline (damped mean rating minus the global mean) added to b_i; zero for
+        # items without training ratings, whose bias then comes from their content alone
+        self.register_buffer("item_offset", torch.zeros(n_catalogue))
+        self.ii_scale = nn.Parameter(torch.tensor(1.0))
         self.ii_rate = nn.Parameter(torch.tensor([1.0, 0.0]))
+        self.ii_gate = nn.Linear(d, 1)  # per-user trust in the item-item scores, from the support summary
         with torch.no_grad():
             for m in (self.prior[-1], self.q_tower[-1]):
                 m.weight.mul_(0.1)
                 m.bias.zero_()
-            if n_items:  # start the ranking from the item-item scores; the neural part learns a residual
-                self.encoder[-1].weight.mul_(0.01)
-                self.encoder[-1].bias.zero_()
-                self.r_bias.weight.zero_()
-                self.r_bias.bias.zero_()
+            self.ii_gate.weight.zero_()
+            self.ii_gate.bias.fill_(math.log(math.e - 1.0))  # softplus -> 1
 
     def adaptable(self, mode: str) -> list[str]:
         return []  # adaptation acts on the per-user vectors from init_fast
@@ -228,6 +231,9 @@ class HybridHead(Head):
     def uses_item_item(self) -> bool:
         return self.item_item.numel() > 0
 
+    def set_item_offsets(self, offsets: torch.Tensor) -> None:
+        self.item_offset.copy_(offsets)
+
     def set_item_item(self, matrix: torch.Tensor, folds: torch.Tensor | None = None) -> None:
         self.item_item.copy_(matrix)
         if folds is not None:
@@ -244,10 +250,15 @@ class HybridHead(Head):
         di = self.item_dim
         x_rate, x_rank = items[..., :di], items[..., di:]
         q = _run(self.q_tower, x_rate)
-        extra = {"idx": index} if index is not None and self.uses_item_item else {}
+        b = self.q_bias(x_rate).squeeze(-1)
+        extra = {}
+        if index is not None:
+            extra["idx"] = index
+            if self.item_offset.numel():
+                b = b + self.item_offset[index]
         return extra | {
             "q1": torch.cat([q, torch.ones_like(q[..., :1])], dim=-1),
-            "b": self.q_bias(x_rate).squeeze(-1),
+            "b": b,
             "psi": _run(self.r_tower, x_rank),
             "psi_in": _run(self.r_in, x_rank),
             "c": self.r_bias(x_rank).squeeze(-1),
@@ -275,7 +286,8 @@ class HybridHead(Head):
         fast = {"fast.w": w, "fast.z": z}
         if "ii_rows" in s_side:
             weight = (p["ii_rate"][0] + p["ii_rate"][1] * centred) * m  # [S]
-            fast["fast.ii"] = weight @ s_side["ii_rows"]  # [n_items]
+            gate = F.softplus(F.linear(z, p["ii_gate.weight"], p["ii_gate.bias"]))  # [1]
+            fast["fast.ii"] = gate * (weight @ s_side["ii_rows"])  # [n_items]
         return fast
 
     def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:

@@ -47,7 +47,7 @@ class ColdStartNet(nn.Module):
             self.head: nn.Module = FactorizedHead(du, di, cfg.hidden, cfg.factor_dim, rating_mean)
         elif cfg.head == "hybrid":
             ii = n_items if cfg.item_item and n_items <= cfg.item_item_max_items else 0
-            self.head = HybridHead(du, di, cfg.hidden, cfg.factor_dim, rating_mean, ii)
+            self.head = HybridHead(du, di, cfg.hidden, cfg.factor_dim, rating_mean, ii, n_items)
         else:
             self.head = MeLUHead(du, di, cfg.hidden, rating_mean)
 

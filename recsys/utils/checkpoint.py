@@ -35,11 +35,15 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         data = path.read_bytes()
     except FileNotFoundError:
         raise ModelFileError(f"{path}: file not found") from None
-    if data[:2] == b"\x80\x04" or data[:1] == b"\x80" or data[:2] == b"PK":
-        raise ModelFileError(f"{path}: looks like a pickle/zip file; refusing to load it (only safetensors)")
+    header_len = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if not (0 < header_len <= len(data) - 8 and data[8:9] == b"{"):
+        if data[:1] == b"\x80" or data[:2] == b"PK":  # pickle protocol 2+ / torch.save zip archives
+            raise ModelFileError(
+                f"{path}: looks like a pickle/zip file; refusing to load it (only safetensors)"
+            )
+        raise ModelFileError(f"{path}: not a safetensors file (truncated or damaged)")
     try:
         tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
         meta = json.loads(header.get("__metadata__", {}).get(META_KEY, "{}"))
     except (SafetensorError, ValueError, json.JSONDecodeError, OSError) as exc:
