@@ -82,3 +82,46 @@ def percentile(xs: list[float], q: float) -> float:
 
 def header(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
+
+
+def fast_synthetic(n_users: int, n_items: int, per_user: int = 20, seed: int = 0, dedupe: bool = True):
+    """A large random log with simple side features, generated in seconds (no planted structure:
+    for speed benchmarks, where only the shapes matter)."""
+    import polars as pl
+
+    from recsys.data.dataset import Dataset
+    from recsys.data.synthetic import SyntheticConfig, synthetic_spec
+
+    rng = np.random.default_rng(seed)
+    counts = np.clip(rng.geometric(1.0 / per_user, n_users), 3, max(200, 10 * per_user))
+    users = np.repeat(np.arange(n_users), counts)
+    items = (rng.zipf(1.3, len(users)) - 1) % n_items
+    frame = pl.DataFrame(
+        {
+            "user_id": users,
+            "item_id": items,
+            "rating": rng.integers(1, 6, len(users)).astype(np.float32),
+            "timestamp": np.arange(len(users), dtype=np.int64),
+        }
+    )
+    if dedupe:
+        frame = frame.unique(subset=["user_id", "item_id"], keep="first")
+    user_table = pl.DataFrame(
+        {
+            "user_id": np.arange(n_users),
+            "occupation": pl.Series(rng.integers(0, 20, n_users)).cast(pl.String),
+            "age": pl.Series(rng.integers(0, 7, n_users)).cast(pl.String),
+            "gender": np.where(rng.random(n_users) < 0.5, "F", "M"),
+        }
+    )
+    item_table = pl.DataFrame(
+        {
+            "item_id": np.arange(n_items),
+            "genre": pl.Series(rng.integers(0, 20, (n_items, 2)).tolist()).cast(pl.List(pl.String)),
+            "category": pl.Series(rng.integers(0, 50, n_items)).cast(pl.String),
+            "title": [f"Item {i}" for i in range(n_items)],
+        }
+    )
+    return Dataset(
+        "synthetic-fast", frame, synthetic_spec(SyntheticConfig()), users=user_table, items=item_table
+    )

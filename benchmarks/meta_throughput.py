@@ -32,7 +32,11 @@ from recsys.models.network import ColdStartNet
 log = logging.getLogger(__name__)
 
 
-def load(name: str):
+def load(name: str, synthetic_users: int = 0, synthetic_items: int = 0):
+    if synthetic_users:
+        from benchmarks.common import fast_synthetic
+
+        return fast_synthetic(synthetic_users, synthetic_items)
     from recsys.data import load_dataset
 
     root = find_data_root()
@@ -41,9 +45,9 @@ def load(name: str):
             return load_dataset(name, data_root=root)
         except Exception as exc:  # fall back to synthetic data of a similar shape
             log.warning("%s unavailable (%s); using synthetic data", name, exc)
-    from recsys.data.synthetic import make_synthetic
+    from benchmarks.common import fast_synthetic
 
-    return make_synthetic(n_users=6000, n_items=3700, n_interactions=1_000_000, seed=0)
+    return fast_synthetic(6040, 3706, per_user=165)
 
 
 def setup(ds, batch_size: int, n_batches: int, steps: int, support: tuple[int, int], seed: int = 0):
@@ -68,7 +72,7 @@ def setup(ds, batch_size: int, n_batches: int, steps: int, support: tuple[int, i
     torch.manual_seed(seed)
     ie, ue = space.item_encoder, space.user_encoder
     net = ColdStartNet(
-        ModelConfig(use_item_id=False),
+        ModelConfig(head="melu", use_item_id=False),
         item_vocab=ie.num_embeddings,
         item_token_fields=ie.n_token_fields,
         item_dense=ie.n_dense,
@@ -77,7 +81,9 @@ def setup(ds, batch_size: int, n_batches: int, steps: int, support: tuple[int, i
         user_dense=ue.n_dense,
         rating_mean=3.6,
     )
-    learner = MetaLearner(net, MetaConfig(inner_steps=steps, inner_lr=5e-3, first_order=False))
+    learner = MetaLearner(
+        net, MetaConfig(inner_steps=steps, inner_lr=5e-3, first_order=False, rank_weight=0.0)
+    )
     return space, ulog, subsets, batches, learner
 
 
@@ -212,44 +218,83 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--no-reference", action="store_true", help="skip (c), the slow MeLU-style reference")
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--synthetic-users", type=int, default=0, help="use a fast synthetic log of this many users"
+    )
+    p.add_argument("--synthetic-items", type=int, default=100_000)
+    p.add_argument(
+        "--loop-tasks", type=int, default=0, help="time (b) and (c) on the first N tasks of each batch"
+    )
     args = p.parse_args(argv)
 
-    ds = load(args.dataset)
+    ds = load(args.dataset, args.synthetic_users, args.synthetic_items)
     space, ulog, subsets, batches, learner = setup(ds, args.batch_size, args.batches, args.steps, (3, 90))
+    device = torch.device(args.device)
+    learner.to(device)
+    batches = [b.to(device) for b in batches]
+    loop_subsets, loop_batches = subsets, batches
+    if args.loop_tasks:  # the slow paths on fewer tasks; throughput is per task either way
+        loop_subsets = [s.take(np.arange(min(args.loop_tasks, len(s)))) for s in subsets]
+        loop_batches = [build_batch(ulog, space, s).to(device) for s in loop_subsets]
     header(
-        f"1. meta-training throughput: {ds.name}, meta-batch {args.batch_size}, {args.steps} local steps, second-order"
+        f"1. meta-training throughput: {ds.name}, meta-batch {args.batch_size}, {args.steps} local steps, "
+        f"second-order, {device}"
     )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; support sizes 3..90, query 10")
     opt = torch.optim.Adam(learner.parameters(), lr=1e-3)
 
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     def step(loop: bool):
         def run():
-            for b in batches:
+            for b in loop_batches if loop else batches:
                 loss = learner.meta_loss(b, loop=loop)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+            sync()
 
         return run
 
     fns = {"(a) vectorised": step(False), "(b) per-user loop": step(True)}
     ref = None
     if not args.no_reference:
-        item_fields, user_fields, dense = dense_tasks(space, ulog, subsets)
+        item_fields, user_fields, dense = dense_tasks(space, ulog, loop_subsets)
+        dense = [
+            [
+                {k: ({f: t.to(device) for f, t in x.items()}, y.to(device)) for k, (x, y) in task.items()}
+                for task in b
+            ]
+            for b in dense
+        ]
         torch.manual_seed(0)
-        ref = MeLUReference(DenseMeLU(item_fields, user_fields), args.steps)
-        fns["(c) MeLU reference"] = lambda: [ref.global_update(t) for t in dense]
+        ref = MeLUReference(DenseMeLU(item_fields, user_fields).to(device), args.steps)
+
+        def reference() -> None:
+            for tasks in dense:
+                ref.global_update(tasks)
+            sync()
+
+        fns["(c) MeLU reference"] = reference
     mems = {}
     for name, fn in fns.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as m:
             fn()
-        mems[name] = m.delta_mb
+        mems[name] = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else m.delta_mb
     times = time_interleaved(fns, args.repeats, warmup=0)  # the memory pass above warmed every path
-    n_tasks = sum(len(s) for s in subsets)
-    rates = {k: n_tasks / median(v) for k, v in times.items()}
+    sizes = {k: sum(len(s) for s in (subsets if k.startswith("(a)") else loop_subsets)) for k in times}
+    rates = {k: sizes[k] / median(v) for k, v in times.items()}
+    unit = "GPU MB" if device.type == "cuda" else "MB"
     for k, v in times.items():
+        per = sizes[k] // len(batches)
         print(
-            f"  {k:<22} {rates[k]:9.1f} tasks/s   median {median(v) / len(batches) * 1000:8.1f} ms/meta-batch   peak +{mems[k]:.0f} MB"
+            f"  {k:<22} {rates[k]:9.1f} tasks/s   median {median(v) / len(batches) * 1000:8.1f} ms per "
+            f"{per} tasks   peak {'+' if device.type != 'cuda' else ''}{mems[k]:.0f} {unit}"
         )
     a = rates["(a) vectorised"]
     print(f"  ratio (a)/(b) = {a / rates['(b) per-user loop']:.1f}x (target >= 5x)")
@@ -258,29 +303,32 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- 2. meta overhead ----------------------------------------------------------------------
     header("2. meta overhead: one meta-step vs (local steps + 1) plain forward-backward passes")
+    params = dict(learner.head.named_parameters())
 
     def plain(rows: str):
         def run():
             for b in batches:
                 tt = learner.task_tensors(b)
-                x, y, m = (
-                    (tt.support_x, tt.support_y, tt.support_m)
+                side, y, m = (
+                    (tt.support, tt.support_y, tt.support_m)
                     if rows == "s"
-                    else (tt.query_x, tt.query_y, tt.query_m)
+                    else (tt.query, tt.query_y, tt.query_m)
                 )
-                pred = learner.net.head(tt.user, x)
+                pred = learner.head.predict(params, tt.user, side)
                 loss = masked_mean((pred - y) ** 2, m).mean()
                 opt.zero_grad()
                 loss.backward()
+            sync()
 
         return run
 
     t = time_interleaved({"meta": step(False), "s": plain("s"), "q": plain("q")}, args.repeats)
     ideal = args.steps * median(t["s"]) + median(t["q"])
     multiple = median(t["meta"]) / ideal
+    nb = len(batches)
     print(
-        f"  meta-step {median(t['meta']) / len(batches) * 1000:.1f} ms, plain fwd-bwd support {median(t['s']) / len(batches) * 1000:.1f} ms, "
-        f"query {median(t['q']) / len(batches) * 1000:.1f} ms"
+        f"  meta-step {median(t['meta']) / nb * 1000:.1f} ms, plain forward-backward: support "
+        f"{median(t['s']) / nb * 1000:.1f} ms, query {median(t['q']) / nb * 1000:.1f} ms"
     )
     print(
         f"  measured multiple of the ideal ({args.steps} x support + 1 x query) = {multiple:.2f}x (target <= 2x)"

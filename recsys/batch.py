@@ -75,10 +75,15 @@ def encode_frame(
     rec._require_fitted()
     if on_unknown not in ("error", "ignore"):
         raise ScoringInputError(f"on_unknown must be 'error' or 'ignore', got {on_unknown!r}")
+    if not isinstance(user_col, str):
+        raise ScoringInputError(f"user_col must be a column name, got {user_col!r}")
+    if frame is not None and not isinstance(frame, pl.DataFrame) and type(frame).__name__ != "DataFrame":
+        raise ScoringInputError(f"expected a polars or pandas DataFrame, got {type(frame).__name__}")
     try:
         frame = to_polars(frame)
-    except TypeError as exc:
-        raise ScoringInputError(str(exc)) from None
+    except Exception as exc:  # pandas -> Arrow conversion: mixed types in a column, duplicate names...
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ScoringInputError(f"cannot read the ratings table ({type(exc).__name__}: {first})") from None
     if frame is None or frame.height == 0:
         raise ScoringInputError("no ratings given: the input table is empty")
     space = rec.space
@@ -98,6 +103,12 @@ def encode_frame(
             f"unknown column(s) {unknown_cols}; the model's user features are {feature_names}"
         )
     feats = [c for c in feature_names if c in frame.columns]
+    for col, what in ((user_col, "user keys"), (ITEM, "item ids"), (RATING, "ratings")):
+        dtype = frame.schema.get(col)
+        if dtype is not None and (dtype.is_nested() or dtype == pl.Object):
+            raise ScoringInputError(
+                f"column {col!r} must hold {what}, one per row; got values of type {dtype}"
+            )
 
     if RATING not in frame.columns:
         frame = frame.with_columns(pl.lit(1.0).alias(RATING))
@@ -105,6 +116,10 @@ def encode_frame(
     if frame[user_col].null_count():
         raise ScoringInputError(_row_hint(frame, frame[user_col].is_null(), user_col, f"no {user_col}"))
     raw_rating = frame[RATING]
+    if raw_rating.dtype.is_temporal():
+        raise ScoringInputError(
+            _row_hint(frame, raw_rating.is_not_null(), user_col, "a rating that is not a number")
+        )
     if raw_rating.dtype == pl.Boolean or not (raw_rating.dtype.is_numeric() or raw_rating.dtype == pl.Null):
         as_float = raw_rating.cast(pl.Float64, strict=False)
         bad = as_float.is_null() & raw_rating.is_not_null()
@@ -187,6 +202,8 @@ def recommend_frame(
         raise ScoringInputError(f"n must be a positive integer, got {n!r}")
     if not isinstance(exclude_rated, (bool, np.bool_)):
         raise ScoringInputError(f"exclude_rated must be true or false, got {exclude_rated!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ScoringInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     enc = encode_frame(rec, frame, user_col=user_col, on_unknown=on_unknown)
     ids = rec.space.items.ids
     has_titles = any(t is not None for t in rec.space.titles)

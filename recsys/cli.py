@@ -271,6 +271,13 @@ def train(
         ),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.safetensors.")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Train with N processes (DistributedDataParallel via torchrun: gloo on CPU, NCCL on GPU). "
+            "Multi-node: launch `torchrun ... -m recsys train` yourself (see recsys/distributed.py)."
+        ),
+    ] = 1,
     tracking_uri: TrackingUriOpt = None,
     experiment: ExperimentOpt = None,
     mlflow: MlflowOpt = True,
@@ -291,10 +298,20 @@ def train(
     next to the model without adaptation and the item-mean predictor. The run is tracked in MLflow
     (params, per-epoch metrics, artifacts, the pyfunc model) unless --no-mlflow.
     """
+    from recsys import distributed
     from recsys.tracking.mlflow_run import run_params
     from recsys.tracking.registry import version_tags
     from recsys.workflows import default_protocol, load_data, summary_text, train_model
 
+    if nproc > 1 and distributed.world_size_from_env() == 1:
+        argv = sys.argv[1:]
+        keep = [a for i, a in enumerate(argv) if not a.startswith("--nproc") and argv[i - 1] != "--nproc"]
+        raise typer.Exit(distributed.relaunch(nproc, keep))
+    rank, world = distributed.init_from_env(device or "cpu")
+    if device:
+        device = distributed.local_device(device)
+    if world > 1 and rank != 0:
+        mlflow, register = False, None  # rank 0 tracks and saves for everyone
     if register and not mlflow:
         raise typer.BadParameter(
             "--register needs MLflow tracking (drop --no-mlflow)", param_hint="--register"
@@ -327,6 +344,9 @@ def train(
             resume=resume,
             callbacks=[tr.epoch_callback] if tr.active else None,
         )
+        distributed.shutdown()
+        if rank != 0:
+            return
         rec.save(out)
         typer.echo(summary_text(rec))
         typer.echo(f"model saved to {out}")
@@ -347,6 +367,10 @@ def _read_ratings_file(path: Path) -> tuple[dict, dict | None]:
         raise ScoringInputError(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:
         raise ScoringInputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise ScoringInputError(f"{path}: not UTF-8 text (byte {exc.start}); expected a JSON file") from None
+    except (OSError, ValueError, RecursionError) as exc:  # a folder, unreadable, absurd numbers or nesting
+        raise ScoringInputError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
     if isinstance(raw, dict) and "ratings" in raw:
         ratings, features = raw["ratings"], raw.get("user_features")
     else:
@@ -457,11 +481,14 @@ def recommend_batch(
         batch_size=batch_size,
         show_progress=True,
     )
-    with atomic_write(out, "wb") as fh:
-        if out.suffix.lower() == ".csv":
-            result.write_csv(fh)
-        else:
-            result.write_parquet(fh)
+    try:
+        with atomic_write(out, "wb") as fh:
+            if out.suffix.lower() == ".csv":
+                result.write_csv(fh)
+            else:
+                result.write_parquet(fh)
+    except OSError as exc:
+        raise RecsysError(f"{out}: cannot write the recommendations ({exc.strerror or exc})") from None
     users = result[user_col].n_unique() if result.height else 0
     typer.echo(f"wrote {result.height:,} recommendations for {users:,} users to {out}")
 
@@ -538,6 +565,8 @@ def evaluate(
         columns=column_map(user_col, item_col, rating_col, time_col),
     )
     rec = _load_model(model, tracking_uri) if model else None
+    if rec is not None:
+        rec.check_dataset(ds)  # a model trained on another feature spec: a clear error, before any work
     cfg = _build_config(config) if config or rec is None else None
     settings = EvalSettings(
         protocols=_csv_list(protocol),

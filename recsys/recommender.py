@@ -31,13 +31,14 @@ from recsys.data.schema import ITEM, RATING, USER
 from recsys.data.spec import FieldKind, FieldSpec
 from recsys.data.tasks import UserLog
 from recsys.errors import (
+    DataError,
     FeatureMismatchError,
     ModelFileError,
     RecsysError,
     ScoringInputError,
     UnknownItemError,
 )
-from recsys.features.space import FeatureSpace, coerce_ids
+from recsys.features.space import ITEM_ID_FIELD, FeatureSpace, coerce_ids
 from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache, clamp_to_scale, score_catalogue
 from recsys.meta.trainer import MetaTrainer, evaluate_rating_tasks, validation_tasks
@@ -78,6 +79,85 @@ def infer_fields(frame: pl.DataFrame, key: str) -> list[FieldSpec]:
         else:
             out.append(FieldSpec(name, FieldKind.CATEGORICAL))
     return out
+
+
+def _id_strings(values: Sequence[Any]) -> pl.Series:
+    """Item ids as given, as strings for the catalogue lookup (which converts them to the catalogue's
+    id type): integers and strings as written; anything else (None, booleans, floats, tuples...) is
+    never an id and becomes null, i.e. unknown."""
+    out: list[str | None] = []
+    for v in values:
+        if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+            out.append(str(int(v)))
+        elif isinstance(v, str):
+            out.append(str(v))
+        else:
+            out.append(None)
+    return pl.Series("id", out, dtype=pl.String)
+
+
+def _is_list_like(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
+
+
+def _feature_number(user: int, name: str, value: Any) -> Any:
+    """A numeric user feature as a float: NaN is missing, infinite or overflowing values are errors,
+    values that are not numbers are left for the encoder (which maps them to unknown)."""
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except OverflowError:
+        raise ScoringInputError(f"user {user}: user feature '{name}' is too large: {value!r}") from None
+    except (TypeError, ValueError):
+        return value
+    if math.isnan(x):
+        return None
+    if math.isinf(x):
+        raise ScoringInputError(f"user {user}: user feature '{name}' is not finite: {value!r}")
+    return x
+
+
+def _check_training_frame(inter: pl.DataFrame, rating_scale: tuple[float, float] | None) -> None:
+    """Interactions given to ``fit`` as a frame (not through the readers): ids present, ratings numbers,
+    finite and on the scale. Errors name the first bad row."""
+    for col in (USER, ITEM):
+        nulls = inter[col].is_null()
+        if nulls.any():
+            raise DataError(
+                f"interactions: {int(nulls.sum())} row(s) without {col}",
+                field=col,
+                expected="an id on every row",
+                got=f"null at row {int(nulls.arg_true()[0])}",
+            )
+        if inter[col].dtype.is_nested() or inter[col].dtype in (pl.Binary, pl.Object):
+            raise DataError(
+                "interactions: unsupported id type",
+                field=col,
+                expected="integer or string ids",
+                got=str(inter[col].dtype),
+            )
+    if RATING not in inter.columns:
+        return
+    r = inter[RATING]
+    if r.dtype == pl.Boolean or not r.dtype.is_numeric():
+        raise DataError(
+            "interactions: ratings are not numbers", field=RATING, expected="numbers", got=str(r.dtype)
+        )
+    values = r.cast(pl.Float64)
+    bad = values.is_null() | values.is_nan() | values.is_infinite()
+    if rating_scale is not None:
+        bad = bad | (values < rating_scale[0]) | (values > rating_scale[1])
+    bad = bad.fill_null(True)
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        scale = f" in [{rating_scale[0]:g}, {rating_scale[1]:g}]" if rating_scale else ""
+        raise DataError(
+            f"interactions: {int(bad.sum())} rating(s) missing, not finite or off the scale",
+            field=RATING,
+            expected=f"a finite rating{scale}",
+            got=f"{r[row]!r} at row {row}",
+        )
 
 
 @dataclass
@@ -154,6 +234,7 @@ class ColdStartRecommender:
         for col in (USER, ITEM):
             if col not in inter.columns:
                 raise FeatureMismatchError(f"interactions need a '{col}' column; got {inter.columns}")
+        _check_training_frame(inter, rating_scale)
         implicit = RATING not in inter.columns
         if implicit:  # no ratings: train the ranking objective alone, every interaction a positive
             cfg = self.config = cfg.override(
@@ -355,24 +436,50 @@ class ColdStartRecommender:
         if not manifest_path.exists():
             raise ModelFileError(f"{folder}: no manifest.json; not a recsys model folder")
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as exc:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
             raise ModelFileError(f"{manifest_path}: damaged ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise ModelFileError(f"{manifest_path}: damaged (not a JSON object)")
         if manifest.get("format") != FORMAT_VERSION:
             raise ModelFileError(
-                f"{folder}: model format {manifest.get('format')} unsupported (expected {FORMAT_VERSION})"
+                f"{folder}: model format {manifest.get('format')!r} unsupported (expected {FORMAT_VERSION})"
             )
-        for name, digest in manifest.get("files", {}).items():
+        files = manifest.get("files")
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+        ):
+            raise ModelFileError(f"{manifest_path}: damaged (no table of file checksums)")
+        unlisted = [name for name in MODEL_FILES if name not in files]
+        if unlisted:
+            raise ModelFileError(f"{manifest_path}: no checksum for {unlisted}; the model cannot be verified")
+        for name, digest in files.items():
+            if Path(name).name != name or name in (".", ".."):
+                raise ModelFileError(f"{manifest_path}: unexpected file name {name!r}")
             file = folder / name
-            if not file.exists():
+            if not file.is_file():
                 raise ModelFileError(f"{file}: missing")
             if sha256_file(file) != digest:
                 raise ModelFileError(f"{file}: checksum mismatch (truncated or modified since it was saved)")
         try:
-            config = RecommenderConfig.from_dict(json.loads((folder / "config.json").read_text()))
-            features = json.loads((folder / "features.json").read_text())
-            history = json.loads((folder / "history.json").read_text())
-        except (json.JSONDecodeError, RecsysError) as exc:
+            return cls._from_files(folder)
+        except ModelFileError:
+            raise
+        except Exception as exc:  # consistent checksums but contents the engine cannot use
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ModelFileError(
+                f"{folder}: damaged or inconsistent model files ({type(exc).__name__}: {first})"
+            ) from None
+
+    @classmethod
+    def _from_files(cls, folder: Path) -> ColdStartRecommender:
+        import json
+
+        try:
+            config = RecommenderConfig.from_dict(json.loads((folder / "config.json").read_text("utf-8")))
+            features = json.loads((folder / "features.json").read_text("utf-8"))
+            history = json.loads((folder / "history.json").read_text("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecsysError) as exc:
             raise ModelFileError(f"{folder}: damaged model file ({exc})") from None
         tensors, _ = load_tensors(folder / "model.safetensors")
         arrays = {k[len("features.") :]: v.numpy() for k, v in tensors.items() if k.startswith("features.")}
@@ -384,27 +491,86 @@ class ColdStartRecommender:
             rec.learner.load_state_dict(state)
         except RuntimeError as exc:
             raise ModelFileError(f"{folder}: weights do not match the config ({exc})") from None
-        rec.history = history.get("history", [])
-        rec.info = history.get("info", {})
+        rec._check_space(folder)
+        rec.history = list(history.get("history", []))
+        rec.info = dict(history.get("info", {}))
         if history.get("summary"):
             rec.summary = FitSummary(**history["summary"])
         return rec
+
+    def _check_space(self, where: Path | str) -> None:
+        """The loaded feature space is self-consistent (an edited features.json is caught here)."""
+        space = self.space
+        n = space.n_items
+        sizes = {
+            "titles": len(space.titles),
+            "popularity": len(space.popularity),
+            "item_table": space.item_table.n_rows,
+        }
+        wrong = {k: v for k, v in sizes.items() if v != n}
+        if space.user_table.n_rows != len(space.users) + 1:
+            wrong["user_table"] = space.user_table.n_rows
+        if wrong:
+            raise ModelFileError(f"{where}: inconsistent feature files ({n} catalogue items, but {wrong})")
+        scale = space.rating_scale
+        if scale is not None and not (
+            len(scale) == 2
+            and all(isinstance(x, (int, float)) and math.isfinite(x) for x in scale)
+            and scale[0] < scale[1]
+        ):
+            raise ModelFileError(f"{where}: invalid rating scale {scale!r}")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> ColdStartRecommender:
         """A recommender from a training checkpoint (its current weights)."""
         tensors, meta = load_tensors(path)
-        if meta.get("kind") != "recsys-checkpoint":
+        if not isinstance(meta, dict) or meta.get("kind") != "recsys-checkpoint":
             raise ModelFileError(f"{path}: not a recsys checkpoint")
-        rec = cls(RecommenderConfig.from_dict(meta["config"]))
-        arrays = {k[len("features.") :]: v.numpy() for k, v in tensors.items() if k.startswith("features.")}
-        rec._build(FeatureSpace.from_json(meta["features"], arrays), float(meta["info"]["rating_mean"]))
-        rec.learner.load_state_dict(
-            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        )
-        rec.info = meta["info"]
-        rec.history = meta["state"]["history"]
+        try:
+            rec = cls(RecommenderConfig.from_dict(meta["config"]))
+            arrays = {
+                k[len("features.") :]: v.numpy() for k, v in tensors.items() if k.startswith("features.")
+            }
+            rec._build(FeatureSpace.from_json(meta["features"], arrays), float(meta["info"]["rating_mean"]))
+            rec.learner.load_state_dict(
+                {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+            )
+            rec._check_space(path)
+            rec.info = meta["info"]
+            rec.history = meta["state"]["history"]
+        except ModelFileError:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ModelFileError(f"{path}: damaged checkpoint ({type(exc).__name__}: {first})") from None
         return rec
+
+    def check_dataset(self, dataset: Dataset) -> None:
+        """Refuse data whose feature spec differs from the model's: a user or item field the model was
+        trained on that the dataset lacks, or declares with another kind, is a FeatureMismatchError
+        naming it (fields the model does not use are ignored)."""
+        self._require_fitted()
+        sides = (
+            ("user", self.space.user_encoder, dataset.spec.user_fields, dataset.users),
+            ("item", self.space.item_encoder, dataset.spec.item_fields, dataset.items),
+        )
+        for side, encoder, fields, table in sides:
+            declared = {f.name: f.kind for f in fields}
+            for fe in encoder.fields:
+                if fe.name == ITEM_ID_FIELD:
+                    continue
+                kind = fe.spec.kind.value
+                if table is None or fe.name not in declared:
+                    has = "no table" if table is None else f"the fields {sorted(declared)}"
+                    raise FeatureMismatchError(
+                        f"the model was trained with {side} field '{fe.name}' ({kind}); "
+                        f"the data '{dataset.name}' has {side} {has}"
+                    )
+                if declared[fe.name] is not fe.spec.kind:
+                    raise FeatureMismatchError(
+                        f"{side} field '{fe.name}': the model was trained on {kind} values, "
+                        f"the data '{dataset.name}' declares it {declared[fe.name].value}"
+                    )
 
     # ---- scoring -------------------------------------------------------------------------------
     @property
@@ -414,12 +580,38 @@ class ColdStartRecommender:
 
     def title(self, item_id: Any) -> str | None:
         self._require_fitted()
-        idx = int(self.space.items.lookup([item_id])[0])
+        idx = int(self._lookup([item_id])[0])
         return self.space.titles[idx] if idx >= 0 else None
+
+    def _lookup(self, ids: Sequence[Any]) -> np.ndarray:
+        """Catalogue indices of item ids given by a caller (ints or strings), -1 where unknown.
+
+        Anything but an integer or a string is unknown. Homogeneous keys (all integers in int64 range,
+        or all strings) go to the index as they are; mixed or odd ones as strings, converted there."""
+        if len(ids) == 0:
+            return np.zeros(0, np.int64)
+        types = {type(v) for v in ids}
+        if types <= {int} and all(-(2**63) <= v < 2**63 for v in ids):
+            return self.space.items.lookup(list(ids))
+        if types <= {str}:
+            return self.space.items.lookup(list(ids))
+        return self.space.items.lookup(_id_strings(ids))
+
+    @property
+    def device(self) -> torch.device:
+        return getattr(self, "_device", torch.device("cpu"))
+
+    def to(self, device: str | torch.device) -> ColdStartRecommender:
+        """Score on ``device`` (``cpu``, ``cuda``, ``cuda:N``); the catalogue cache is rebuilt there."""
+        self._require_fitted()
+        self._device = torch.device(device)
+        self.learner.to(self._device)
+        self._cache = None
+        return self
 
     def _catalogue_cache(self) -> CatalogueCache:
         if self._cache is None:
-            self._cache = CatalogueCache(self.learner, self.space, torch.device("cpu"))
+            self._cache = CatalogueCache(self.learner, self.space, self.device)
         return self._cache
 
     def _encode_requests(
@@ -428,6 +620,10 @@ class ColdStartRecommender:
         """Padded (items [n, S], ratings [n, S]) of users' rating dicts, validated."""
         if on_unknown not in ("error", "ignore"):
             raise ScoringInputError(f"on_unknown must be 'error' or 'ignore', got {on_unknown!r}")
+        if not _is_list_like(requests):
+            raise ScoringInputError(
+                f"expected a list of rating dicts (one per user), got {type(requests).__name__}"
+            )
         scale = self.space.rating_scale
         rows_items, rows_ratings = [], []
         for n, ratings in enumerate(requests):
@@ -443,7 +639,10 @@ class ColdStartRecommender:
                 v = ratings[key]
                 if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
                     raise ScoringInputError(f"user {n}: rating of item {key!r} is not a number: {v!r}")
-                v = float(v)
+                try:
+                    v = float(v)
+                except OverflowError:
+                    raise ScoringInputError(f"user {n}: rating of item {key!r} is too large") from None
                 if not math.isfinite(v):
                     raise ScoringInputError(f"user {n}: rating of item {key!r} is not finite: {v}")
                 if scale is not None and not scale[0] <= v <= scale[1]:
@@ -451,7 +650,7 @@ class ColdStartRecommender:
                         f"user {n}: rating {v:g} of item {key!r} is outside the scale [{scale[0]:g}, {scale[1]:g}]"
                     )
                 values.append(v)
-            idx = self.space.items.lookup(keys) if keys else np.zeros(0, np.int64)
+            idx = self._lookup(keys)
             unknown = [k for k, i in zip(keys, idx, strict=True) if i < 0]
             if unknown:
                 if on_unknown == "error":
@@ -462,10 +661,13 @@ class ColdStartRecommender:
                     )
                 log.warning("user %d: ignoring %d unknown item id(s)", n, len(unknown))
             keep = idx >= 0
-            rows_items.append(idx[keep])
-            rows_ratings.append(
-                np.asarray(values, dtype=np.float32)[keep] if keys else np.zeros(0, np.float32)
-            )
+            kept_idx = idx[keep]
+            kept_ratings = np.asarray(values, dtype=np.float32)[keep] if keys else np.zeros(0, np.float32)
+            # the same item under two keys (1 and "1"): the last rating counts, as in a ratings table
+            _, last_rev = np.unique(kept_idx[::-1], return_index=True)
+            last = np.sort(len(kept_idx) - 1 - last_rev)
+            rows_items.append(kept_idx[last])
+            rows_ratings.append(kept_ratings[last])
         width = max([len(r) for r in rows_items] + [1])
         items = np.full((len(requests), width), -1, dtype=np.int64)
         ratings_arr = np.zeros((len(requests), width), dtype=np.float32)
@@ -489,7 +691,7 @@ class ColdStartRecommender:
         recommendations (the ranking head's where the model has one, else the predicted ratings).
         """
         self._require_fitted()
-        if user_features is not None and len(user_features) != len(requests):
+        if _is_list_like(requests) and _is_list_like(user_features) and len(user_features) != len(requests):
             raise ScoringInputError(
                 f"{len(requests)} rating dicts but {len(user_features)} user-feature dicts"
             )
@@ -505,8 +707,14 @@ class ColdStartRecommender:
         on_unknown: str = "error",
     ) -> np.ndarray:
         """Predicted ratings (on the data's scale) of ``items`` for a new user with ``ratings``."""
+        if isinstance(items, (str, bytes, dict)):
+            raise ScoringInputError(f"items must be a list of item ids, got {type(items).__name__}")
+        try:
+            items = list(items)
+        except TypeError:
+            raise ScoringInputError(f"items must be a list of item ids, got {type(items).__name__}") from None
         scores, _ = self.score_users([ratings], [user_features], on_unknown=on_unknown)
-        idx = self.space.items.lookup(list(items))
+        idx = self._lookup(items)
         if (idx < 0).any():
             bad = [i for i, j in zip(items, idx, strict=True) if j < 0][:5]
             raise UnknownItemError(f"cannot predict unknown item id(s) {bad}")
@@ -543,6 +751,8 @@ class ColdStartRecommender:
         """:meth:`recommend` for many new users in one vectorised pass."""
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise ScoringInputError(f"n must be a positive integer, got {n!r}")
+        if not isinstance(exclude_rated, (bool, np.bool_)):
+            raise ScoringInputError(f"exclude_rated must be True or False, got {exclude_rated!r}")
         scores, support = self.score_users(list_of_ratings, user_features, on_unknown=on_unknown, what="rank")
         from recsys.evaluation.metrics import top_k
 
@@ -578,9 +788,14 @@ class ColdStartRecommender:
         ``what`` as in :meth:`score_users` (``"rank"`` orders recommendations).
         """
         self._require_fitted()
-        if user_features is not None and len(user_features) != len(items):
-            raise ScoringInputError(f"{len(items)} users but {len(user_features)} user-feature dicts")
-        users = self.space.encode_user_features(list(user_features or [None] * len(items)))
+        if what not in ("rating", "rank"):
+            raise ScoringInputError(f"what must be 'rating' or 'rank', got {what!r}")
+        if steps is not None and (
+            isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0
+        ):
+            raise ScoringInputError(f"steps must be a non-negative integer, got {steps!r}")
+        items, ratings = self._check_padded(items, ratings)
+        users = self._encode_user_features(user_features, len(items))
         scores, ranks = score_catalogue(
             self.learner,
             self.space,
@@ -588,12 +803,66 @@ class ColdStartRecommender:
             np.asarray(ratings, dtype=np.float32),
             users,
             cache=self._catalogue_cache(),
+            device=self.device,
             steps=steps,
             rank=True,
+            only_rank=what == "rank",
         )
-        if what == "rank" and self.learner.head.has_rank:
-            return ranks
+        if what == "rank":
+            return ranks if self.learner.head.has_rank else clamp_to_scale(ranks, self.space.rating_scale)
         return clamp_to_scale(scores, self.space.rating_scale)
+
+    def _check_padded(self, items: Any, ratings: Any) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            items = np.asarray(items)
+            ratings = np.asarray(ratings, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ScoringInputError(f"support arrays: {exc}") from None
+        if items.ndim != 2 or ratings.shape != items.shape or not np.issubdtype(items.dtype, np.integer):
+            raise ScoringInputError(
+                f"support arrays must be integer items [n, S] and ratings of the same shape, "
+                f"got {items.dtype} {items.shape} and {ratings.shape}"
+            )
+        if items.size and (items.min() < -1 or items.max() >= self.space.n_items):
+            raise ScoringInputError(f"support item indices must be in [-1, {self.space.n_items})")
+        if not np.isfinite(ratings[items >= 0]).all():
+            raise ScoringInputError("support ratings must be finite")
+        return items.astype(np.int64, copy=False), ratings
+
+    def _user_feature_dicts(self, user_features: Any, n: int) -> list[dict[str, Any] | None]:
+        """Validated per-user feature dicts: a list of dicts (or None), numeric fields as floats."""
+        if user_features is None:
+            return [None] * n
+        if not _is_list_like(user_features):
+            raise ScoringInputError(
+                f"user_features must be a list with one dict (or None) per user, got {type(user_features).__name__}"
+            )
+        if len(user_features) != n:
+            raise ScoringInputError(f"{n} users but {len(user_features)} user-feature dicts")
+        numeric = {
+            f.name
+            for f in self.space.user_encoder.fields
+            if f.spec.kind in (FieldKind.NUMERIC, FieldKind.DENSE)
+        }
+        out: list[dict[str, Any] | None] = []
+        for u, feats in enumerate(user_features):
+            if feats is None:
+                out.append(None)
+                continue
+            if not isinstance(feats, dict):
+                raise ScoringInputError(
+                    f"user {u}: user features must be a dict feature name -> value, got {type(feats).__name__}"
+                )
+            out.append({k: _feature_number(u, k, v) if k in numeric else v for k, v in feats.items()})
+        return out
+
+    def _encode_user_features(self, user_features: Any, n: int):
+        with np.errstate(over="ignore", invalid="ignore"):
+            users = self.space.encode_user_features(self._user_feature_dicts(user_features, n))
+        if users.dense.size and not np.isfinite(users.dense).all():
+            row = int(np.nonzero(~np.isfinite(users.dense).all(axis=1))[0][0])
+            raise ScoringInputError(f"user {row}: a numeric user feature is too large to encode")
+        return users
 
     def recommend_frame(self, ratings: Any, n: int = 20, **kwargs: Any) -> pl.DataFrame:
         """Top-``n`` for every user of a ratings table (polars or pandas; see :mod:`recsys.batch`)."""

@@ -68,11 +68,11 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(synthetic_small, tmp_
     original = MetaTrainer._step
     calls = {"n": 0}
 
-    def crashing(self, batch):
+    def crashing(self, batch, *args):
         calls["n"] += 1
         if calls["n"] == 23:  # mid-way through the second epoch, after a checkpoint at step 20
             raise KeyboardInterrupt("simulated crash")
-        return original(self, batch)
+        return original(self, batch, *args)
 
     monkeypatch.setattr(MetaTrainer, "_step", crashing)
     with pytest.raises(KeyboardInterrupt):

@@ -240,20 +240,14 @@ def load_files(
 
 
 def _inferred_table(path: Path, key: str) -> TableSpec:
+    """A side table's spec with field kinds inferred from its values (read and validated by read_raw:
+    a missing, empty, garbled or non-UTF-8 file is a DataError naming it)."""
+    from recsys.data.readers import ROW, read_raw
     from recsys.data.spec import FieldKind, FieldSpec
+    from recsys.errors import DataError
 
-    if not path.exists():
-        from recsys.errors import DataError
-
-        raise DataError("file not found", path=str(path))
-    if path.suffix in (".parquet", ".pq"):
-        frame = pl.read_parquet(path)
-    else:
-        sep = "\t" if path.suffix in (".tsv", ".tab") else ","
-        frame = pl.read_csv(path, separator=sep, infer_schema_length=10_000)
+    frame = read_raw(TableSpec(path=str(path)), None).drop(ROW)
     if key not in frame.columns:
-        from recsys.errors import DataError
-
         raise DataError(
             "missing key column", path=str(path), field=key, expected=f"a '{key}' column; got {frame.columns}"
         )
@@ -261,17 +255,30 @@ def _inferred_table(path: Path, key: str) -> TableSpec:
     for name, dtype in frame.schema.items():
         if name == key:
             continue
+        values = frame[name]
         if name == "title":
             fields.append(FieldSpec(name, FieldKind.TEXT))
         elif isinstance(dtype, pl.List):
             fields.append(FieldSpec(name, FieldKind.MULTI))
-        elif dtype.is_numeric():
+        elif dtype.is_numeric() or (dtype == pl.String and _all_numbers(values)):
             fields.append(FieldSpec(name, FieldKind.NUMERIC))
-        elif frame[name].cast(pl.String).str.contains("|", literal=True).mean() > 0.05:
+        elif (
+            dtype == pl.String
+            and (values.str.contains("|", literal=True).fill_null(False).mean() or 0) > 0.05
+        ):
             fields.append(FieldSpec(name, FieldKind.MULTI, separator="|"))
         else:
             fields.append(FieldSpec(name, FieldKind.CATEGORICAL))
     return TableSpec(path=str(path), key=key, fields=fields)
+
+
+def _all_numbers(values: pl.Series) -> bool:
+    """Every non-empty value of a string column parses as a number (and there is at least one)."""
+    text = values.str.strip_chars().replace("", None)
+    return (
+        text.null_count() < len(text)
+        and text.cast(pl.Float64, strict=False).null_count() == text.null_count()
+    )
 
 
 def _default_columns(path: Path, given: dict[str, str]) -> dict[str, str]:
@@ -279,9 +286,17 @@ def _default_columns(path: Path, given: dict[str, str]) -> dict[str, str]:
     from recsys.data.readers import read_raw
 
     cols = {USER: USER, ITEM: ITEM} | {k: v for k, v in given.items() if v}
-    header = read_raw(TableSpec(path=str(path)), None).columns if path.suffix != ".parquet" else None
-    if header is None:
-        header = pl.read_parquet_schema(path).keys()
+    if path.suffix in (".parquet", ".pq"):
+        try:
+            header = list(pl.read_parquet_schema(path).keys())
+        except Exception as exc:  # polars raises several types for damaged files
+            from recsys.errors import DataError
+
+            raise DataError(
+                f"not a readable Parquet file ({type(exc).__name__}: {str(exc)[:120]})", path=str(path)
+            ) from None
+    else:
+        header = read_raw(TableSpec(path=str(path)), None).columns
     for optional in (RATING, TIMESTAMP):
         if optional not in cols and optional in header:
             cols[optional] = optional

@@ -7,13 +7,16 @@ CSV/Parquet logs are scanned lazily and collected with polars' streaming engine.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
@@ -64,23 +67,34 @@ def _check_utf8(path: Path, data: bytes) -> None:
 
 def _locate_ragged(path: Path, text: str, spec: TableSpec) -> DataError:
     """Find the first line whose field count differs from the header (error path only)."""
-    reader = csv.reader(io.StringIO(text), delimiter=spec.separator, quotechar=spec.quote_char or None)
+    quote = spec.quote_char or None
+    reader = csv.reader(
+        io.StringIO(text, newline=""), delimiter=spec.separator, quotechar=quote, quoting=csv.QUOTE_MINIMAL
+    )
     expected = None
-    for lineno, row in enumerate(reader, start=1):
-        if not row:
-            continue
-        if expected is None:
-            expected = len(spec.names) if (spec.names and not spec.header) else len(row)
-            if spec.header:
+    try:
+        for row in reader:
+            if not row:
                 continue
-        if len(row) != expected:
-            return DataError(
-                "wrong number of fields",
-                path=str(path),
-                line=lineno,
-                expected=f"{expected} fields separated by {spec.separator!r}",
-                got=f"{len(row)} fields",
-            )
+            if expected is None:
+                expected = len(spec.names) if (spec.names and not spec.header) else len(row)
+                if spec.header:
+                    continue
+            if len(row) != expected:
+                return DataError(
+                    "wrong number of fields",
+                    path=str(path),
+                    line=reader.line_num,
+                    expected=f"{expected} fields separated by {spec.separator!r}",
+                    got=f"{len(row)} fields",
+                )
+    except csv.Error as exc:  # a stray quote or carriage return: the line is garbled
+        return DataError(
+            f"garbled line ({exc})",
+            path=str(path),
+            line=reader.line_num,
+            expected=f"delimited text separated by {spec.separator!r}",
+        )
     return DataError(
         "could not be parsed as delimited text", path=str(path), expected=f"separator {spec.separator!r}"
     )
@@ -189,6 +203,39 @@ def _first_bad(frame: pl.DataFrame, mask: pl.Series) -> int | None:
     return int(idx[0]) if len(idx) else None
 
 
+def _unsupported_type(dtype: pl.DataType) -> bool:
+    """Column types no field can hold: nested values (lists, structs), binary blobs, durations, times."""
+    return dtype.is_nested() or dtype in (pl.Binary, pl.Object, pl.Time) or isinstance(dtype, pl.Duration)
+
+
+@contextlib.contextmanager
+def _converting(path: Path, field_name: str, expected: str) -> Iterator[None]:
+    """Turn a failed polars conversion of a column into a DataError naming the file and the field."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (pl.exceptions.PolarsError, ValueError, TypeError, OverflowError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"cannot read the column ({first[:120]})", path=str(path), field=field_name, expected=expected
+        ) from None
+
+
+def _check_scalar(raw: pl.Series, path: Path, field_name: str, expected: str) -> None:
+    if _unsupported_type(raw.dtype):
+        raise DataError(
+            "unsupported column type", path=str(path), field=field_name, expected=expected, got=raw.dtype
+        )
+
+
+def _ids(raw: pl.Series, path: Path, field_name: str) -> pl.Series:
+    expected = "integer or string ids"
+    _check_scalar(raw, path, field_name, expected)
+    with _converting(path, field_name, expected):
+        return _cast_ids(raw)
+
+
 def _cast_ids(series: pl.Series) -> pl.Series:
     """Keep ids as given: integers when every value is an integer literal, strings otherwise."""
     if series.dtype in (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64):
@@ -204,8 +251,13 @@ def _numeric(
     frame: pl.DataFrame, column: str, path: Path, spec: TableSpec, field_name: str, *, required: bool
 ) -> pl.Series:
     raw = frame[column]
+    if _unsupported_type(raw.dtype) or raw.dtype.is_temporal():
+        raise DataError(
+            "unsupported column type", path=str(path), field=field_name, expected="numbers", got=raw.dtype
+        )
     if raw.dtype.is_numeric():
-        values = raw.cast(pl.Float64)
+        with _converting(path, field_name, "numbers"):
+            values = raw.cast(pl.Float64)
     else:
         values = raw.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
         bad = _first_bad(
@@ -250,6 +302,7 @@ def read_interactions(
     rating_scale: tuple[float, float] | None = None,
     implicit: bool = False,
     report: ReadReport | None = None,
+    streaming: bool | None = None,
 ) -> pl.DataFrame:
     """Read an interaction log into the canonical schema, validated and de-duplicated.
 
@@ -262,6 +315,16 @@ def read_interactions(
         return read_melu_interactions(spec, base_dir)
     path = resolve(spec.path, base_dir)
     cols = spec.columns or {USER: USER, ITEM: ITEM, RATING: RATING, TIMESTAMP: TIMESTAMP}
+    if streaming is None:
+        streaming = _worth_streaming(path, spec)
+    if streaming and not implicit:
+        from recsys.data.streaming import collect_deduplicated
+
+        frame, rows = collect_deduplicated(path, cols, rating_scale=rating_scale, separator=spec.separator)
+        if report is not None:
+            report.rows_read += rows
+            report.duplicates_dropped += rows - frame.height
+        return frame
     frame = read_raw(spec, base_dir)
     required = {k: v for k, v in cols.items() if k in (USER, ITEM)}
     if USER not in cols or ITEM not in cols:
@@ -290,7 +353,7 @@ def read_interactions(
         ids = raw
         if spec.id_prefix and ids.dtype == pl.String:
             ids = ids.str.strip_prefix(spec.id_prefix)
-        out[canonical] = _cast_ids(ids).alias(canonical)
+        out[canonical] = _ids(ids, path, column).alias(canonical)
 
     if RATING in optional_present and not implicit:
         ratings = _numeric(
@@ -308,6 +371,16 @@ def read_interactions(
                     expected=f"a rating in [{lo:g}, {hi:g}]",
                     got=frame[optional_present[RATING]][bad],
                 )
+        bad = _first_bad(frame, ratings.abs() > np.finfo(np.float32).max)
+        if bad is not None:
+            raise DataError(
+                "rating too large",
+                path=str(path),
+                line=_line_of(spec, int(frame[ROW][bad])),
+                field=optional_present[RATING],
+                expected="a rating that fits a 32-bit float",
+                got=frame[optional_present[RATING]][bad],
+            )
         out[RATING] = ratings.cast(pl.Float32).alias(RATING)
     if TIMESTAMP in optional_present:
         out[TIMESTAMP] = _timestamps(frame, optional_present[TIMESTAMP], path, spec)
@@ -324,17 +397,60 @@ def read_interactions(
     return result
 
 
+STREAMING_MB_ENV = "RECSYS_STREAMING_MB"
+
+
+def _worth_streaming(path: Path, spec: TableSpec) -> bool:
+    """Large plain CSV/TSV/Parquet logs go through the lazy/streaming path
+    (above ``$RECSYS_STREAMING_MB`` megabytes, default 256)."""
+    import os
+
+    if spec.format not in ("csv", "tsv", "parquet") or not path.exists():
+        return False
+    if spec.format != "parquet" and (
+        not _is_utf8(spec.encoding) or not spec.header or len(spec.separator) != 1
+    ):
+        return False
+    limit = float(os.environ.get(STREAMING_MB_ENV, "256"))
+    return path.stat().st_size > limit * 2**20
+
+
 def _timestamps(frame: pl.DataFrame, column: str, path: Path, spec: TableSpec) -> pl.Series:
     raw = frame[column]
-    if raw.dtype.is_temporal():
-        return raw.cast(pl.Datetime("us")).dt.epoch("s").alias(TIMESTAMP)
-    if raw.dtype == pl.String:
+    dates = None
+    if raw.dtype in (pl.Date,) or isinstance(raw.dtype, pl.Datetime):
+        dates = raw.cast(pl.Datetime("us"))
+    elif raw.dtype == pl.String:
         numeric = raw.str.strip_chars().cast(pl.Float64, strict=False)
         if numeric.null_count() > raw.null_count():
-            parsed = raw.str.to_datetime(strict=False, time_unit="us")
-            if parsed.null_count() == raw.null_count():
-                return parsed.dt.epoch("s").alias(TIMESTAMP)
+            try:
+                parsed = raw.str.to_datetime(strict=False, time_unit="us")
+            except pl.exceptions.PolarsError:  # no date format fits: reported as "not a number" below
+                parsed = None
+            if parsed is not None and parsed.null_count() == raw.null_count():
+                dates = parsed
+    if dates is not None:
+        bad = _first_bad(frame, dates.is_null())
+        if bad is not None:
+            raise DataError(
+                "missing value (truncated line?)",
+                path=str(path),
+                line=_line_of(spec, int(frame[ROW][bad])),
+                field=column,
+                expected="a timestamp",
+            )
+        return dates.dt.epoch("s").alias(TIMESTAMP)
     values = _numeric(frame, column, path, spec, column, required=True)
+    bad = _first_bad(frame, values.abs() >= 2.0**62)
+    if bad is not None:
+        raise DataError(
+            "timestamp out of range",
+            path=str(path),
+            line=_line_of(spec, int(frame[ROW][bad])),
+            field=column,
+            expected="seconds since 1970 (or an ISO date)",
+            got=raw[bad],
+        )
     return values.cast(pl.Int64).alias(TIMESTAMP)
 
 
@@ -361,7 +477,7 @@ def read_side_table(spec: TableSpec, base_dir: str | Path | None, key_name: str)
     ids = frame[key]
     if spec.id_prefix and ids.dtype == pl.String:
         ids = ids.str.strip_prefix(spec.id_prefix)
-    columns: dict[str, pl.Series] = {key_name: _cast_ids(ids).alias(key_name)}
+    columns: dict[str, pl.Series] = {key_name: _ids(ids, path, key).alias(key_name)}
     for f in spec.fields:
         columns[f.name] = _field_values(frame, f, path, spec).alias(f.name)
     out = pl.DataFrame(columns)
@@ -375,6 +491,17 @@ def read_side_table(spec: TableSpec, base_dir: str | Path | None, key_name: str)
 
 
 def _field_values(frame: pl.DataFrame, f: FieldSpec, path: Path, spec: TableSpec) -> pl.Series:
+    """One field's values; a column of a type the field cannot hold is a DataError naming it."""
+    for column in f.from_flags or [f.column]:
+        raw = frame[column]
+        lists_ok = f.kind is FieldKind.MULTI and not f.from_flags and isinstance(raw.dtype, pl.List)
+        if not lists_ok:
+            _check_scalar(raw, path, column, f"one {f.kind.value} value per row")
+    with _converting(path, f.column, f"{f.kind.value} values"):
+        return _field_values_unchecked(frame, f, path, spec)
+
+
+def _field_values_unchecked(frame: pl.DataFrame, f: FieldSpec, path: Path, spec: TableSpec) -> pl.Series:
     if f.from_flags:
         flags = [frame[c].cast(pl.String).str.strip_chars() == "1" for c in f.from_flags]
         tokens = pl.DataFrame({c: s for c, s in zip(f.from_flags, flags, strict=True)})

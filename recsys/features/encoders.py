@@ -30,6 +30,7 @@ class Vocabulary:
 
     def __init__(self, tokens: list[str]) -> None:
         self.tokens = list(tokens)
+        self._dict: dict[str, int] | None = None
         self._frame = pl.DataFrame(
             {
                 "token": pl.Series(self.tokens, dtype=pl.String),
@@ -52,6 +53,10 @@ class Vocabulary:
 
     def encode(self, values: pl.Series) -> np.ndarray:
         """Local ids of a string series (nulls and unseen tokens -> 0)."""
+        if len(values) <= 64:  # a scoring request: dictionary lookups, no join
+            if self._dict is None:
+                self._dict = {t: i for i, t in enumerate(self.tokens, start=1)}
+            return np.array([self._dict.get(v, 0) for v in values.cast(pl.String).to_list()], dtype=np.int64)
         frame = pl.DataFrame({"token": values.cast(pl.String)})
         joined = frame.join(self._frame, on="token", how="left", maintain_order="left")
         return joined["id"].fill_null(0).to_numpy().astype(np.int64)

@@ -18,6 +18,7 @@ from recsys.errors import FeatureMismatchError
 from recsys.features.encoders import EncodedTable, TableEncoder
 
 ITEM_ID_FIELD = "__item_id"
+SMALL_LOOKUP = 256  # requests up to this many ids use a dict instead of a polars join
 
 
 class IdIndex:
@@ -27,16 +28,40 @@ class IdIndex:
         self.ids = ids.alias("id")
         self.dtype = ids.dtype
         self._frame = pl.DataFrame({"id": self.ids, "idx": np.arange(len(ids), dtype=np.int64)})
+        self._dict: dict | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def lookup(self, values: pl.Series | list | np.ndarray) -> np.ndarray:
         """Indices of raw ids, -1 where unknown. Values are matched as the index's dtype."""
+        if not isinstance(values, pl.Series) and len(values) <= SMALL_LOOKUP:
+            return self._lookup_small(values)
         s = values if isinstance(values, pl.Series) else pl.Series(list(values))
         s = coerce_ids(s, self.dtype)
         joined = pl.DataFrame({"id": s}).join(self._frame, on="id", how="left", maintain_order="left")
         return joined["idx"].fill_null(-1).to_numpy().astype(np.int64)
+
+    def _lookup_small(self, values) -> np.ndarray:
+        """Dictionary lookups for a handful of ids (a scoring request), avoiding a polars join."""
+        if self._dict is None:
+            self._dict = dict(zip(self.ids.to_list(), range(len(self.ids)), strict=True))
+        numeric = self.dtype != pl.String
+        out = np.empty(len(values), dtype=np.int64)
+        for k, v in enumerate(values):
+            if numeric:
+                if isinstance(v, str):
+                    try:
+                        v = int(v.strip())
+                    except ValueError:
+                        out[k] = -1
+                        continue
+                elif isinstance(v, float) and v.is_integer():
+                    v = int(v)
+            elif v is not None and not isinstance(v, str):
+                v = str(v)
+            out[k] = self._dict.get(v, -1) if isinstance(v, (int, str, np.integer)) else -1
+        return out
 
     def to_list(self) -> list:
         return self.ids.to_list()

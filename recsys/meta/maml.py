@@ -115,7 +115,9 @@ class MetaLearner(nn.Module):
         if self._catalogue is None:
             raise RuntimeError("set_catalogue() must be called before using the ranking loss")
         device = next(self.parameters()).device
-        idx, off, dense = (t.to(device) for t in self._catalogue)
+        if self._catalogue[0].device != device:  # moved once, not at every step
+            self._catalogue = tuple(t.to(device) for t in self._catalogue)
+        idx, off, dense = self._catalogue
         items = self.net.embed_items(idx, off, dense)
         return self.head.item_side(items, torch.arange(items.shape[0], device=device))
 
@@ -257,6 +259,10 @@ class MetaLearner(nn.Module):
         has = (n > 0).to(per_task.dtype)
         return (per_task * has).sum() / has.sum().clamp_min(1.0)
 
+    def forward(self, batch: TaskBatch) -> torch.Tensor:
+        """The meta-loss of a batch (so the learner can be wrapped by DistributedDataParallel)."""
+        return self.meta_loss(batch)
+
     def meta_loss(self, batch: TaskBatch, *, loop: bool = False) -> torch.Tensor:
         tt = self.task_tensors(batch)
         use_rank = self.cfg.rank_weight > 0 and batch.rank_items.shape[1] > 0
@@ -276,6 +282,9 @@ class MetaLearner(nn.Module):
         """Fast weights per task, each with a leading [T] dimension."""
         fast, frozen = self.split_params()
         fn = partial(self._adapt_one, steps=steps, first_order=True)
+        if user.shape[0] == 1:  # one user (an online request): the same function without vmap's overhead
+            one = fn(fast, frozen, user[0], {k: v[0] for k, v in s_side.items()}, sy[0], sm[0])
+            return {k: v.unsqueeze(0) for k, v in one.items()}
         # vmap gives every output a leading [T] dim, also when steps == 0 (the shared init, expanded)
         return vmap(fn, in_dims=(None, None, 0, 0, 0, 0))(fast, frozen, user, s_side, sy, sm)
 
@@ -288,4 +297,6 @@ class MetaLearner(nn.Module):
         def one(f: Params, u: torch.Tensor) -> torch.Tensor:
             return fn({**frozen, **f}, f.get(USER_KEY, u), side)
 
+        if user.shape[0] == 1:
+            return one({k: v[0] for k, v in fast.items()}, user[0]).unsqueeze(0)
         return vmap(one, in_dims=({k: 0 for k in fast}, 0))(fast, user)

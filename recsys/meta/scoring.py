@@ -85,18 +85,21 @@ def score_catalogue(
     steps: int | None = None,
     batch_size: int = 128,
     rank: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    only_rank: bool = False,
+) -> np.ndarray | tuple[np.ndarray | None, np.ndarray]:
     """Predicted ratings [n_users, n_items] of the whole catalogue (and, with ``rank=True``, the
     catalogue ranking scores too) for users given by padded support lists.
 
     ``support_items`` / ``support_ratings``: [n, S] with -1 items as padding (S may be 0: pure cold
-    start). ``users``: their encoded features, row i = user i.
+    start). ``users``: their encoded features, row i = user i. ``only_rank``: skip the ratings
+    (returned as None) when only the ranking is needed.
     """
     device = torch.device(device)
     steps = default_steps(learner, steps)
     cache = cache or CatalogueCache(learner, space, device)
     n = len(support_items)
-    ratings = np.zeros((n, space.n_items), dtype=np.float32)
+    rank = rank or only_rank
+    ratings = None if only_rank else np.zeros((n, space.n_items), dtype=np.float32)
     ranks = np.zeros((n, space.n_items), dtype=np.float32) if rank else None
     if support_items.shape[1] == 0:
         support_items = np.full((n, 1), -1, dtype=np.int64)
@@ -118,10 +121,14 @@ def score_catalogue(
             if getattr(learner.head, "uses_item_item", False):
                 s_side["ii_rows"] = learner.head.item_item_rows(s_items, None)
             fast = learner.adapt(user_vec, s_side, s_y, s_m, steps)
-            ratings[sl] = learner.score(fast, user_vec, cache.side, "predict").float().cpu().numpy()
+            predicted = None
+            if ratings is not None or not learner.head.has_rank:
+                predicted = learner.score(fast, user_vec, cache.side, "predict").float().cpu().numpy()
+                if ratings is not None:
+                    ratings[sl] = predicted
             if ranks is not None:
                 if learner.head.has_rank:
                     ranks[sl] = learner.score(fast, user_vec, cache.side, "rank").float().cpu().numpy()
                 else:
-                    ranks[sl] = ratings[sl]
+                    ranks[sl] = predicted
     return (ratings, ranks) if rank else ratings

@@ -23,12 +23,13 @@ import torch
 
 from recsys.config import TrainConfig
 from recsys.data.tasks import TaskSet, UserLog, build_batch, iterate_batches, sample_tasks
-from recsys.errors import TrainingError
+from recsys.errors import ModelFileError, TrainingError
 from recsys.evaluation import metrics as M
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import predict_tasks, score_catalogue
 from recsys.utils.checkpoint import flatten_optimizer, load_tensors, save_tensors, unflatten_optimizer
+from recsys.utils.io import remove_stale_temps
 from recsys.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,13 @@ class TrainState:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed process group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def validation_tasks(log: UserLog, cfg: TrainConfig) -> TaskSet:
@@ -150,6 +158,16 @@ class MetaTrainer:
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
         learner.to(self.device)
+        self.rank, self.world = distributed_rank_world()
+        # DistributedDataParallel (gloo on CPU, NCCL on GPU) when launched with torchrun; the plain
+        # learner otherwise. Every rank draws the same global meta-batches and takes its share.
+        self.model: torch.nn.Module = learner
+        if self.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                learner,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
         t = space.item_table
         learner.set_catalogue(
             torch.from_numpy(t.indices), torch.from_numpy(t.offsets), torch.from_numpy(t.dense)
@@ -166,7 +184,7 @@ class MetaTrainer:
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        if self.checkpoint is None:
+        if self.checkpoint is None or self.rank != 0:  # rank 0 writes for everyone
             return
         tensors = {f"model.{k}": v for k, v in self.learner.state_dict().items()}
         opt_tensors, opt_meta = flatten_optimizer(self.optimizer.state_dict(), "optim")
@@ -190,7 +208,21 @@ class MetaTrainer:
         save_tensors(self.checkpoint, tensors, meta)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        tensors, meta = load_tensors(path)
+        tensors, meta = load_tensors(path)  # safetensors only: a pickle or a torn file is a ModelFileError
+        if not isinstance(meta, dict) or meta.get("kind") != "recsys-checkpoint":
+            raise ModelFileError(
+                f"{path}: not a recsys training checkpoint; remove it or train without --resume"
+            )
+        try:
+            self._restore(tensors, meta)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ModelFileError(
+                f"{path}: checkpoint does not match this model and data ({type(exc).__name__}: {first}); "
+                "remove it or train without --resume"
+            ) from None
+
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         self.learner.load_state_dict(model_state)
         self.learner.to(self.device)
@@ -208,9 +240,12 @@ class MetaTrainer:
         self.state = TrainState(**meta["state"])
 
     # ---- training ------------------------------------------------------------------------------
-    def _step(self, batch) -> torch.Tensor:
+    def _step(self, batch, weight: float = 1.0) -> torch.Tensor:
+        """One meta-step. ``weight`` scales this process's share of a distributed global batch."""
         self.learner.train()
-        loss = self.learner.meta_loss(batch)
+        loss = self.model(batch)
+        if weight != 1.0:
+            loss = loss * weight
         self.optimizer.zero_grad(set_to_none=True)
         if self.sparse_optimizer is not None:
             self.sparse_optimizer.zero_grad(set_to_none=True)
@@ -221,20 +256,25 @@ class MetaTrainer:
         else:
             norm = torch.nn.utils.get_total_norm(grads)
         found_inf = (~torch.isfinite(norm) | ~torch.isfinite(loss.detach())).float()
+        # a skipped step reports a NaN loss (also when only the gradient was non-finite), so fit()
+        # counts it as skipped; no host sync here
+        reported = torch.where(found_inf > 0, torch.full_like(loss.detach(), math.nan), loss.detach())
         if self.sparse_optimizer is not None:
             # SparseAdam cannot skip on device: check on the host (one sync per step)
             if bool(found_inf.item()):
-                return loss.detach()
+                return reported
             self.sparse_optimizer.step()
         self.optimizer.found_inf = found_inf  # fused Adam skips the whole update when set
         self.optimizer.grad_scale = None
         self.optimizer.step()
-        return loss.detach()
+        return reported
 
     def fit(
         self, train_log: UserLog, val_log: UserLog | None = None, *, resume_from: str | Path | None = None
     ):
         cfg = self.cfg
+        if self.checkpoint is not None and self.rank == 0:
+            remove_stale_temps(self.checkpoint)  # left by a run killed while writing a checkpoint
         if resume_from is not None and Path(resume_from).exists():
             self.load_checkpoint(resume_from)
             log.info("resumed at epoch %d step %d", self.state.epoch, self.state.step_in_epoch)
@@ -257,6 +297,8 @@ class MetaTrainer:
                 log_uniform=cfg.support_distribution == "log-uniform",
             )
             batches = list(iterate_batches(tasks, cfg.meta_batch_size, rng))
+            if self.world > 1:  # every rank needs at least one task of every batch
+                batches = [b for b in batches if len(b) >= self.world]
             skip = self.state.step_in_epoch
             st = self.state
             if skip == 0:
@@ -267,6 +309,11 @@ class MetaTrainer:
             for i, sub in enumerate(batches):
                 if i < skip:
                     continue
+                share = 1.0
+                if self.world > 1:  # this rank's tasks; loss weighted so gradients average to the global mean
+                    n_global = len(sub)
+                    sub = sub.take(np.arange(self.rank, n_global, self.world))
+                    share = len(sub) * self.world / n_global
                 batch = build_batch(
                     train_log,
                     self.space,
@@ -277,7 +324,7 @@ class MetaTrainer:
                 )
                 if self.device.type == "cuda":
                     batch = batch.pin_memory().to(self.device, non_blocking=True)
-                loss = self._step(batch)
+                loss = self._step(batch, share)
                 self.state.step_in_epoch = i + 1
                 self.state.global_step += 1
                 value = float(loss)  # cheap on CPU; on GPU the progress read is the only sync
@@ -290,10 +337,15 @@ class MetaTrainer:
                     consecutive_bad += 1
                     log.warning("non-finite loss at epoch %d step %d: step skipped", epoch + 1, i + 1)
                     if consecutive_bad >= cfg.max_nonfinite_steps:
+                        kept = self.checkpoint is not None and self.checkpoint.exists()
                         raise TrainingError(
-                            f"{consecutive_bad} consecutive non-finite losses (epoch {epoch + 1}, step {i + 1}); "
-                            f"training stopped, the last good checkpoint is kept"
-                            + (f" at {self.checkpoint}" if self.checkpoint else "")
+                            f"{consecutive_bad} consecutive non-finite losses or gradients (epoch {epoch + 1}, "
+                            f"step {i + 1}); training stopped"
+                            + (
+                                f", the last good checkpoint is kept at {self.checkpoint} (resume with --resume)"
+                                if kept
+                                else ""
+                            )
                         )
                 bar.update(1)
                 bar.set_postfix(loss=f"{st.running_loss / max(st.running_count, 1):.4f}")
@@ -301,6 +353,7 @@ class MetaTrainer:
                     self.checkpoint
                     and cfg.checkpoint_every
                     and self.state.global_step % cfg.checkpoint_every == 0
+                    and consecutive_bad == 0  # during a run of skipped steps the last good one stays
                 ):
                     self.save_checkpoint()
             bar.close()

@@ -9,10 +9,12 @@ therefore sees either the old file or the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -59,8 +61,44 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    pause = _test_write_pause(Path(path))
     with atomic_write(path, "wb") as fh:
+        if pause:  # test hook only: hold a half-written temporary file so a test can kill us here
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+            time.sleep(pause)
+            data = data[len(data) // 2 :]
         fh.write(data)
+
+
+def _test_write_pause(path: Path) -> float:
+    """Test hook: ``RECSYS_TEST_WRITE_PAUSE="NAME=SECONDS"`` makes every write of a file named NAME
+    stop for SECONDS half-way through its temporary file (the crash tests kill the process there).
+    Unset, as in normal use, it does nothing."""
+    spec = os.environ.get("RECSYS_TEST_WRITE_PAUSE")
+    if not spec:
+        return 0.0
+    name, _, seconds = spec.rpartition("=")
+    try:
+        return float(seconds) if name == path.name else 0.0
+    except ValueError:
+        return 0.0
+
+
+def stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Temporary siblings :func:`atomic_write` left for ``path`` when a process died mid-write."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+
+
+def remove_stale_temps(path: str | os.PathLike) -> int:
+    """Delete the temporary files a killed writer of ``path`` left behind; returns how many."""
+    removed = 0
+    for tmp in stale_temps(path):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed += 1
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
