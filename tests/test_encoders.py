@@ -122,3 +122,14 @@ def test_feature_space_round_trip(synthetic_small) -> None:
     assert again.items.to_list() == space.items.to_list()
     u = [{"occupation": "occ1", "age": "age2"}, None]
     assert again.encode_user_features(u).indices.tolist() == space.encode_user_features(u).indices.tolist()
+
+
+def test_numeric_field_given_text_is_a_feature_mismatch() -> None:
+    import pytest
+
+    from recsys.errors import FeatureMismatchError
+
+    enc = TableEncoder.fit("item_id", SPECS, _items())
+    bad = _items().with_columns(pl.Series("price", ["cheap", "10", None]))
+    with pytest.raises(FeatureMismatchError, match="price"):
+        enc.encode(bad)

@@ -204,3 +204,26 @@ def test_side_table_missing_field_column(tmp_path: Path) -> None:
     spec = TableSpec(path=str(p), fields=[FieldSpec("gender")])
     with pytest.raises(DataError, match="gender"):
         read_side_table(spec, None, "user_id")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'name = "a"\nrating_scale = "abc"\n[interactions]\npath = "x.csv"\n',
+        'name = "a"\n[interactions]\npath = "x.csv"\nseparator = 5\n',
+        'name = "a"\n[interactions]\npath = "x.csv"\n[items]\npath = "i.csv"\nfields = [{ name = "p", kind = "numeric", buckets = "x" }]\n',
+    ],
+    ids=["rating-scale-string", "separator-int", "buckets-string"],
+)
+def test_spec_values_of_the_wrong_type_are_spec_errors(tmp_path: Path, text: str) -> None:
+    p = tmp_path / "spec.toml"
+    p.write_text(text)
+    with pytest.raises(SpecError):
+        DatasetSpec.from_toml(p)
+
+
+def test_spec_file_not_utf8_is_a_spec_error(tmp_path: Path) -> None:
+    p = tmp_path / "spec.toml"
+    p.write_bytes(b'name = "caf\xe9"\n')
+    with pytest.raises(SpecError, match="UTF-8"):
+        DatasetSpec.from_toml(p)

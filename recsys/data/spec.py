@@ -90,6 +90,12 @@ class FieldSpec:
             self.column = self.name
         if self.kind is FieldKind.MULTI and self.separator is None and self.from_flags is None:
             self.separator = "|"
+        if not isinstance(self.buckets, int) or isinstance(self.buckets, bool):
+            raise SpecError(f"field '{self.name}': buckets must be an integer, got {self.buckets!r}")
+        for name in ("separator", "column"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise SpecError(f"field '{self.name}': {name} must be a string, got {value!r}")
         if self.buckets < 1:
             raise SpecError(f"field '{self.name}': buckets must be at least 1, got {self.buckets}")
 
@@ -135,6 +141,9 @@ class TableSpec:
         self.fields = [f if isinstance(f, FieldSpec) else _field_from_dict(f) for f in self.fields]
         if self.quote_char == "":
             self.quote_char = None
+        for name in ("path", "separator", "encoding"):
+            if not isinstance(getattr(self, name), str):
+                raise SpecError(f"table '{self.path}': {name} must be a string, got {getattr(self, name)!r}")
         if self.format is None:
             self.format = _guess_format(self.path, self.separator)
         if self.format == "tsv":
@@ -193,14 +202,18 @@ class DatasetSpec:
         path = Path(path)
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise SpecError(f"spec file not found: {path}") from None
+        except UnicodeDecodeError:
+            raise SpecError(f"{path}: not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise SpecError(f"{path}: invalid TOML: {exc}") from None
         try:
             return cls.from_dict(raw)
         except SpecError as exc:
             raise SpecError(f"{path}: {exc}") from None
+        except (TypeError, ValueError) as exc:  # a value of the wrong type (rating_scale = "abc"...)
+            raise SpecError(f"{path}: a value has the wrong type ({exc})") from None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DatasetSpec:

@@ -115,6 +115,8 @@ class Evaluation:
         self.s = settings
         self.config = config or (model.config if model else RecommenderConfig())
         self.model = model
+        if model is not None:
+            model.check_dataset(ds)  # a model trained on another feature spec fails here, clearly
         self.model_name = model_name
         self.cells: dict[tuple[str, str, str, str], Cell] = {}
         self.tuning: dict[str, dict[str, Any]] = {}

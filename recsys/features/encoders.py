@@ -145,7 +145,7 @@ class FieldEncoder:
 
     def _bucket_tokens(self, values: pl.Series) -> pl.Series:
         assert self.edges is not None
-        x = values.cast(pl.Float64).to_numpy()
+        x = _as_numbers(values, self.name)
         b = np.searchsorted(np.asarray(self.edges), x, side="right")
         tokens = np.array([f"b{i}" for i in range(len(self.edges) + 1)], dtype=object)[b]
         return pl.Series(self.name, tokens, dtype=pl.String).set(pl.Series(np.isnan(x)), None)
@@ -187,7 +187,7 @@ class FieldEncoder:
         return self.vocab.encode(values), np.ones(len(values), dtype=np.int64)
 
     def encode_dense(self, values: pl.Series) -> np.ndarray:
-        x = values.cast(pl.Float64).to_numpy().astype(np.float64)
+        x = _as_numbers(values, self.name)
         z = (x - self.mean) / self.std
         return np.nan_to_num(z, nan=0.0).astype(np.float32)
 
@@ -293,3 +293,19 @@ class TableEncoder:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TableEncoder:
         return cls(raw["key"], [FieldEncoder.from_dict(f) for f in raw["fields"]])
+
+
+def _as_numbers(values: pl.Series, name: str) -> np.ndarray:
+    """Float values of a numeric field; text that is not a number is a FeatureMismatchError."""
+    if values.dtype == pl.String:
+        cast = values.str.strip_chars().cast(pl.Float64, strict=False)
+        if cast.null_count() > values.null_count():
+            bad = values.filter(cast.is_null() & values.is_not_null()).head(1).to_list()
+            raise FeatureMismatchError(f"numeric field '{name}' got a value that is not a number: {bad[0]!r}")
+        values = cast
+    try:
+        return values.cast(pl.Float64).to_numpy().astype(np.float64)
+    except pl.exceptions.PolarsError as exc:
+        raise FeatureMismatchError(
+            f"numeric field '{name}' got values of type {values.dtype} ({exc})"
+        ) from None
