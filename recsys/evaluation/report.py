@@ -124,38 +124,51 @@ def plot_curves(report: dict[str, Any], out: Path) -> list[Path]:
         metrics = [m for m in ("mae", "recall@20", "ndcg@10") if any(m in r for r in pr)]
         if not metrics:
             continue
-        fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
         methods = list(dict.fromkeys(r["method"] for r in pr))
+        colours = plt.get_cmap("tab20")
+        fig, axes = plt.subplots(1, len(metrics), figsize=(5.4 * len(metrics), 4.4), squeeze=False)
+        handles: dict[str, Any] = {}
         for ax, metric in zip(axes[0], metrics, strict=True):
-            for method in methods:
+            for n, method in enumerate(methods):
                 pts = sorted((int(r["k"]), r[metric]) for r in pr if r["method"] == method and metric in r)
                 if not pts:
                     continue
                 ks = [p[0] for p in pts]
-                mean = [p[1]["mean"] for p in pts]
-                style = "-" if "meta" in method or "(" not in method else "--"
-                width = 2.4 if method == "meta-learner" else 1.2
-                line = ax.plot(ks, mean, style, marker="o", ms=3, lw=width, label=method)[0]
+                main = method == "meta-learner"
+                ablation = method.startswith("meta-learner (")
+                line = ax.plot(
+                    ks,
+                    [p[1]["mean"] for p in pts],
+                    "--" if ablation else "-",
+                    marker="o",
+                    ms=3,
+                    lw=2.8 if main else 1.2,
+                    color="black" if main else colours(n % 20),
+                    label=method,
+                    zorder=3 if main else 2,
+                )[0]
                 ax.fill_between(
                     ks,
                     [p[1]["low"] for p in pts],
                     [p[1]["high"] for p in pts],
                     color=line.get_color(),
-                    alpha=0.12,
+                    alpha=0.1,
                 )
+                handles.setdefault(method, line)
             ax.set_xscale("log")
             ax.set_xticks(sorted({int(r["k"]) for r in pr}))
             ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
             ax.set_xlabel("K (ratings the new user gave)")
-            ax.set_title(
-                f"{LABELS.get(metric, metric)} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)"
-            )
+            better = "lower" if metric in LOWER_IS_BETTER else "higher"
+            ax.set_title(f"{LABELS.get(metric, metric)} ({better} is better)")
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=7, loc="best")
-        fig.suptitle(f"Cold-start curve — {report['dataset']}, {protocol} protocol")
-        fig.tight_layout()
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=4, fontsize=8, frameon=False)
+        fig.suptitle(
+            f"Cold-start curve — {report['dataset']}, {protocol} protocol (bands: 95% bootstrap intervals)"
+        )
+        fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(handles) + 3) // 4), 1, 1))
         path = out / f"cold_start_curve_{protocol}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
     return written
