@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,11 +12,11 @@ import pytest
 
 os.environ.setdefault("RECSYS_PROGRESS", "0")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-# tracked CLI runs in tests write to a throw-away store, never into the working tree
-os.environ.setdefault(
-    "MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='recsys-mlflow-')}/mlflow.db"
-)
-os.environ.setdefault("RECSYS_MLFLOW_SPOOL", tempfile.mkdtemp(prefix="recsys-spool-"))
+# tracked CLI runs in tests write to a throw-away store, never into the working tree; removed at exit
+_SCRATCH = tempfile.mkdtemp(prefix="recsys-tests-")
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_SCRATCH}/mlflow.db")
+os.environ.setdefault("RECSYS_MLFLOW_SPOOL", os.path.join(_SCRATCH, "spool"))
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

@@ -9,9 +9,11 @@ tests/test_batch.py and tests/test_serving.py hold the cases that were covered b
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -53,7 +55,9 @@ def tiny_model() -> ColdStartRecommender:
 
 @functools.cache
 def tiny_model_dir() -> Path:
-    return tiny_model().save(Path(tempfile.mkdtemp(prefix="recsys-reliability-")) / "model")
+    folder = tempfile.mkdtemp(prefix="recsys-reliability-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return tiny_model().save(Path(folder) / "model")
 
 
 @functools.cache
