@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 
-def find_data_root() -> Path | None:
-    """``RECSYS_DATA_DIR``, ./data or ../shared/data, whichever holds datasets (None when none does)."""
+def find_data_root(name: str) -> Path | None:
+    """The first of ``RECSYS_DATA_DIR``, ./data and ../shared/data that holds dataset ``name``."""
     candidates = [os.environ.get("RECSYS_DATA_DIR"), "data", "../shared/data"]
     for c in candidates:
-        if c and Path(c).is_dir() and any(Path(c).iterdir()):
+        if c and (Path(c) / name).is_dir() and any((Path(c) / name).iterdir()):
             return Path(c)
     return None
 
@@ -84,9 +84,20 @@ def header(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
-def fast_synthetic(n_users: int, n_items: int, per_user: int = 20, seed: int = 0, dedupe: bool = True):
+def fast_synthetic(
+    n_users: int,
+    n_items: int,
+    per_user: int = 20,
+    seed: int = 0,
+    dedupe: bool = True,
+    popularity: str = "zipf",
+):
     """A large random log with simple side features, generated in seconds (no planted structure:
-    for speed benchmarks, where only the shapes matter)."""
+    for speed benchmarks, where only the shapes matter).
+
+    ``popularity``: ``zipf`` (Zipf 1.3 item draws: a very steep head, many repeated pairs before
+    deduplication) or ``sqrt`` (item index = n_items * U^2: the most popular item reaches about 60% of
+    the users, about as in MovieLens-25M, and only a few percent of draws repeat a (user, item) pair)."""
     import polars as pl
 
     from recsys.data.dataset import Dataset
@@ -95,7 +106,12 @@ def fast_synthetic(n_users: int, n_items: int, per_user: int = 20, seed: int = 0
     rng = np.random.default_rng(seed)
     counts = np.clip(rng.geometric(1.0 / per_user, n_users), 3, max(200, 10 * per_user))
     users = np.repeat(np.arange(n_users), counts)
-    items = (rng.zipf(1.3, len(users)) - 1) % n_items
+    if popularity == "zipf":
+        items = (rng.zipf(1.3, len(users)) - 1) % n_items
+    elif popularity == "sqrt":
+        items = np.minimum((n_items * rng.random(len(users)) ** 2).astype(np.int64), n_items - 1)
+    else:
+        raise ValueError(f"unknown popularity {popularity!r}")
     frame = pl.DataFrame(
         {
             "user_id": users,

@@ -35,14 +35,15 @@ def _vm_hwm_mb() -> float:
 
 
 def generate(n: int, users: int, items: int) -> dict[str, Path]:
-    out = CACHE / f"log-{n}-{users}-{items}"
+    out = CACHE / f"log-{n}-{users}-{items}-sqrt"
     paths = {"parquet": out / "interactions.parquet", "csv": out / "interactions.csv"}
     if all(p.exists() for p in paths.values()):
         return paths
     from benchmarks.common import fast_synthetic
 
     t0 = time.perf_counter()
-    ds = fast_synthetic(users, items, per_user=max(3, n // users), seed=0, dedupe=False)  # duplicates kept
+    # MovieLens-25M-like popularity; the few repeated (user, item) pairs are kept for dedup to handle
+    ds = fast_synthetic(users, items, per_user=max(3, n // users), seed=0, dedupe=False, popularity="sqrt")
     out.mkdir(parents=True, exist_ok=True)
     # timestamps spread over five years, rows shuffled: a log is not pre-sorted by user
     rng = np.random.default_rng(1)

@@ -39,7 +39,7 @@ def load(name: str, synthetic_users: int = 0, synthetic_items: int = 0):
         return fast_synthetic(synthetic_users, synthetic_items)
     from recsys.data import load_dataset
 
-    root = find_data_root()
+    root = find_data_root(name)
     if root is not None:
         try:
             return load_dataset(name, data_root=root)

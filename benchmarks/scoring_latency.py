@@ -54,7 +54,7 @@ def movielens(n_requests: int, batch_users: int, device: str = "cpu", epochs: in
     from recsys import ColdStartRecommender
     from recsys.data import load_dataset
 
-    root = find_data_root()
+    root = find_data_root("ml-1m")
     try:
         ds = load_dataset("ml-1m", data_root=root) if root else None
     except Exception:

@@ -598,6 +598,91 @@ def evaluate(
         typer.echo(f"report written to {out}/report.md ({', '.join(report['plots'])})")
 
 
+StrategyOpt = Annotated[
+    str,
+    typer.Option(
+        help="evidence (expected information, weighted by the chance the user knows the item), popular or random."
+    ),
+]
+
+
+@app.command("onboard")
+def onboard(
+    model: Annotated[str, typer.Option("--model", help=ModelUriHelp)],
+    n: Annotated[int, typer.Option("-n", "--n", help="How many items to ask about.")] = 10,
+    strategy: StrategyOpt = "evidence",
+    user_features: Annotated[
+        str | None,
+        typer.Option(
+            "--user-features", help='JSON object of the new user\'s features, e.g. \'{"gender": "F"}\'.'
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random strategy.")] = 0,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Which items to ask a new user to rate first, in order; prints JSON (item id, title)."""
+    from recsys.errors import ScoringInputError
+
+    features = None
+    if user_features is not None:
+        try:
+            features = json.loads(user_features)
+        except json.JSONDecodeError as exc:
+            raise ScoringInputError(f"--user-features is not valid JSON ({exc.msg} at {exc.pos})") from None
+    rec = _load_model(model, tracking_uri)
+    items = rec.onboarding_items(n, features, strategy=strategy, seed=seed)
+    typer.echo(
+        json.dumps([{"item_id": i, "title": rec.title(i)} for i in items], indent=2, ensure_ascii=False)
+    )
+
+
+@app.command("evaluate-onboarding")
+def evaluate_onboarding_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", help="Built-in dataset, spec or folder.")] = "ml-100k",
+    model: Annotated[
+        str | None, typer.Option("--model", help="Take the config from this model (" + ModelUriHelp + ")")
+    ] = None,
+    config: ConfigOpt = None,
+    protocol: Annotated[str, typer.Option(help="temporal or random: which users are new.")] = "random",
+    answers: Annotated[str, typer.Option(help="Comma-separated numbers of answers K.")] = "3,5,10",
+    strategies: Annotated[
+        str, typer.Option(help="Comma-separated strategies to compare.")
+    ] = "evidence,popular,random",
+    seeds: Annotated[int, typer.Option(help="Seeds (splits and training) to run.")] = 1,
+    threshold: Annotated[float, typer.Option(help="Relevance threshold for catalogue metrics.")] = 4.0,
+    out: Annotated[Path, typer.Option("--out", help="Folder for onboarding.json and onboarding.md.")] = Path(
+        "reports/onboarding"
+    ),
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Compare onboarding strategies on new users who answer the questions they can (the items they
+    rated in the data) until they gave K answers: catalogue Recall@20 / nDCG@10 after K answers and
+    how many questions it took. Trains one model per seed on the protocol's training users."""
+    from recsys.evaluation.onboarding import evaluate_onboarding, markdown_table
+    from recsys.utils.io import atomic_write_json, atomic_write_text
+    from recsys.workflows import load_data, train_model
+
+    ds = load_data(dataset)
+    cfg = _build_config(config) if config or model is None else _load_model(model, tracking_uri).config
+    rows = []
+    for seed in range(seeds):
+        rec, _ = train_model(ds, cfg, protocol=protocol, seed=seed)
+        rows += evaluate_onboarding(
+            rec,
+            ds,
+            protocol=protocol,
+            seed=seed,
+            answers=tuple(_csv_list(answers, int)),
+            strategies=tuple(_csv_list(strategies)),
+            threshold=threshold,
+        )
+    table = markdown_table(rows)
+    atomic_write_json(out / "onboarding.json", {"dataset": ds.name, "rows": rows})
+    atomic_write_text(out / "onboarding.md", f"# Onboarding strategies: {ds.name}\n\n{table}\n")
+    typer.echo(table)
+    typer.echo(f"written to {out}/onboarding.md and onboarding.json")
+
+
 tracking_app = typer.Typer(
     help="MLflow: send kept tracking calls, promote registered models.", no_args_is_help=True
 )

@@ -771,6 +771,29 @@ class ColdStartRecommender:
             out.append([(ids[int(i)], float(scores[r, i])) for i in row])
         return out
 
+    def onboarding_items(
+        self,
+        n: int = 10,
+        user_features: dict[str, Any] | None = None,
+        *,
+        strategy: str = "evidence",
+        seed: int = 0,
+    ) -> list[Any]:
+        """The ``n`` item ids to ask a new user to rate first, in order (see :mod:`recsys.onboarding`).
+
+        ``strategy``: ``evidence`` (expected information about the user, weighted by how likely the
+        user knows the item), ``popular`` or ``random``.
+        """
+        from recsys.onboarding import onboarding_order
+
+        if user_features is not None and not isinstance(user_features, dict):
+            raise ScoringInputError(
+                f"user_features must be a dict feature name -> value, got {type(user_features).__name__}"
+            )
+        order = onboarding_order(self, n, user_features=user_features, strategy=strategy, seed=seed)
+        ids = self.space.items.ids
+        return [ids[int(i)] for i in order]
+
     # ---- vectorised scoring from padded arrays and tables (batch scoring, MLflow pyfunc) -----------
     def score_padded(
         self,

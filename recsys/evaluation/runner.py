@@ -199,14 +199,14 @@ class Evaluation:
             self.timings["train meta-learner"] = (
                 self.timings.get("train meta-learner", 0.0) + time.perf_counter() - t0
             )
-        variants = [Method(self.model_name, True, _meta_scorer(rec, self.ds), "meta")]
+        variants = [Method(self.model_name, True, meta_scorer(rec, self.ds), "meta")]
         name = self.model_name
         if "no-adaptation" in self.s.ablations:  # the meta-learned prior alone: the support is ignored
             variants.append(
                 Method(
                     f"{name} (no adaptation)",
                     True,
-                    _meta_scorer(rec, self.ds, ignore_support=True),
+                    meta_scorer(rec, self.ds, ignore_support=True),
                     "ablation",
                 )
             )
@@ -216,7 +216,7 @@ class Evaluation:
                     Method(
                         f"{name} (+{steps} gradient step{'s' * (steps > 1)} at scoring)",
                         True,
-                        _meta_scorer(rec, self.ds, steps),
+                        meta_scorer(rec, self.ds, steps),
                         "ablation",
                     )
                 )
@@ -247,7 +247,7 @@ class Evaluation:
             self.timings["train ablations"] = (
                 self.timings.get("train ablations", 0.0) + time.perf_counter() - t0
             )
-            variants.append(Method(f"{name} ({label})", True, _meta_scorer(variant, self.ds), "ablation"))
+            variants.append(Method(f"{name} ({label})", True, meta_scorer(variant, self.ds), "ablation"))
         return variants, rec.space
 
     # ---- run -------------------------------------------------------------------------------------
@@ -338,9 +338,11 @@ def _init_params(cls: type) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters)
 
 
-def _meta_scorer(
+def meta_scorer(
     rec: ColdStartRecommender, ds: Dataset, steps: int | None = None, *, ignore_support: bool = False
 ) -> Scorer:
+    """A scorer (predicted ratings, ranking scores) of a trained recommender for evaluation tasks;
+    user features come from ``ds``; ``ignore_support`` scores with the meta-learned prior alone."""
     from recsys.meta.scoring import score_catalogue
 
     features = ds.users
