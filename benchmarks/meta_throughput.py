@@ -210,6 +210,21 @@ class MeLUReference:
         self.keep_weight = copy.deepcopy(self.model.state_dict())
 
 
+def profile_vectorised(run) -> None:
+    """Top operators of path (a) by self time: where a vectorised meta-step spends it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    print("  profile of (a), operators by self CPU time:")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]:
+        print(
+            f"    {e.key:<44} {e.self_cpu_time_total / 1000:8.1f} ms  {100 * e.self_cpu_time_total / total:5.1f}%"
+        )
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="melu-ml1m")
@@ -225,6 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--synthetic-items", type=int, default=100_000)
     p.add_argument(
         "--loop-tasks", type=int, default=0, help="time (b) and (c) on the first N tasks of each batch"
+    )
+    p.add_argument(
+        "--profile", action="store_true", help="print where (a)'s time goes (torch.profiler, top operators)"
     )
     args = p.parse_args(argv)
 
@@ -300,6 +318,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  ratio (a)/(b) = {a / rates['(b) per-user loop']:.1f}x (target >= 5x)")
     if ref is not None:
         print(f"  ratio (a)/(c) = {a / rates['(c) MeLU reference']:.1f}x (target >= 30x)")
+    if args.profile:
+        profile_vectorised(step(False))
 
     # ---- 2. meta overhead ----------------------------------------------------------------------
     header("2. meta overhead: one meta-step vs (local steps + 1) plain forward-backward passes")

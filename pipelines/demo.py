@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = fetch()
     print(f"[data] {DATASET} ready in {folder}")
+    from recsys.cli import format_stats
+    from recsys.data import load_dataset
+
+    print(format_stats(load_dataset(folder).stats()))
     flags = [
         "--dataset", DATASET, "--protocol", PROTOCOL, "--eval-protocols", ",".join(EVAL_PROTOCOLS),
         "--shots", ",".join(map(str, EVAL_SHOTS)), "--seeds", str(EVAL_SEEDS), "--baselines", BASELINES,

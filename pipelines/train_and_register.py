@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, echo=print) -> PipelineResult:
     from recsys.evaluation.report import write_report
     from recsys.evaluation.runner import EvalSettings, Evaluation
     from recsys.tracking.mlflow_run import Tracker, TrackingOptions, run_params
-    from recsys.tracking.registry import champion_challenger_gate, version_tags
+    from recsys.tracking.registry import champion_challenger_gate, gate_value, version_tags
     from recsys.workflows import default_protocol, load_data, summary_text, train_model
 
     timings: dict[str, float] = {}
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace, echo=print) -> PipelineResult:
             )
         else:
             echo(f"[register] {ref.registry_uri} ({ref.model_uri})")
-            value = rec.summary.mae_adapted if rec.summary else None
+            value, _ = gate_value(rec.summary)
             decision = champion_challenger_gate(
                 tr.client,
                 name,

@@ -46,6 +46,13 @@ TimeCol = Annotated[
     str | None, typer.Option("--time-col", help="Column holding timestamps (seconds or ISO dates).")
 ]
 
+ImplicitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--implicit", help="Treat the log as implicit feedback: every rating becomes a plain interaction."
+    ),
+]
+
 
 def column_map(
     user_col: str | None, item_col: str | None, rating_col: str | None, time_col: str | None
@@ -96,7 +103,8 @@ def data_download(
     typer.echo(f"{name}: ready in {path}")
 
 
-def _format_stats(stats: dict[str, Any]) -> str:
+def format_stats(stats: dict[str, Any]) -> str:
+    """:meth:`recsys.data.dataset.Dataset.stats` as an aligned text table."""
     lines = [
         f"dataset        {stats['name']}",
         f"users          {stats['users']:,}",
@@ -139,14 +147,15 @@ def data_stats(
     item_col: ItemCol = None,
     rating_col: RatingCol = None,
     time_col: TimeCol = None,
+    implicit: ImplicitOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Users, items, interactions, density, and ratings per user and per item as quantiles."""
     from recsys.data.dataset import load_dataset
 
     ds = load_dataset(dataset, columns=column_map(user_col, item_col, rating_col, time_col))
-    stats = ds.stats()
-    typer.echo(json.dumps(stats, indent=2) if as_json else _format_stats(stats))
+    stats = (ds.as_implicit() if implicit else ds).stats()
+    typer.echo(json.dumps(stats, indent=2) if as_json else format_stats(stats))
 
 
 @data_app.command("synth")
@@ -256,6 +265,7 @@ def train(
     item_col: ItemCol = None,
     rating_col: RatingCol = None,
     time_col: TimeCol = None,
+    implicit: ImplicitOpt = False,
     out: Annotated[
         Path, typer.Option("--out", help="Folder for the trained model (and its checkpoint).")
     ] = Path("models/latest"),
@@ -324,6 +334,7 @@ def train(
         items=items,
         spec=spec,
         columns=column_map(user_col, item_col, rating_col, time_col),
+        implicit=implicit,
     )
     cfg = _build_config(config, **{"train.epochs": epochs, "train.seed": seed, "train.device": device})
     protocol = protocol or default_protocol(ds)
@@ -519,6 +530,7 @@ def evaluate(
     item_col: ItemCol = None,
     rating_col: RatingCol = None,
     time_col: TimeCol = None,
+    implicit: ImplicitOpt = False,
     protocol: Annotated[
         str, typer.Option(help="Comma-separated protocols: temporal, random, melu.")
     ] = "temporal,random",
@@ -563,6 +575,7 @@ def evaluate(
         items=items,
         spec=spec,
         columns=column_map(user_col, item_col, rating_col, time_col),
+        implicit=implicit,
     )
     rec = _load_model(model, tracking_uri) if model else None
     if rec is not None:
@@ -644,7 +657,12 @@ def evaluate_onboarding_cmd(
     ] = None,
     config: ConfigOpt = None,
     protocol: Annotated[str, typer.Option(help="temporal or random: which users are new.")] = "random",
-    answers: Annotated[str, typer.Option(help="Comma-separated numbers of answers K.")] = "3,5,10",
+    answers: Annotated[
+        str, typer.Option(help="Budgets in answers: users answer until they gave K ratings.")
+    ] = "3,5,10",
+    questions: Annotated[
+        str, typer.Option(help="Budgets in questions: users see the first N and answer those they can.")
+    ] = "10,25,50",
     strategies: Annotated[
         str, typer.Option(help="Comma-separated strategies to compare.")
     ] = "evidence,popular,random",
@@ -655,10 +673,13 @@ def evaluate_onboarding_cmd(
     ),
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
-    """Compare onboarding strategies on new users who answer the questions they can (the items they
-    rated in the data) until they gave K answers: catalogue Recall@20 / nDCG@10 after K answers and
-    how many questions it took. Trains one model per seed on the protocol's training users."""
-    from recsys.evaluation.onboarding import evaluate_onboarding, markdown_table
+    """Compare onboarding strategies on simulated new users.
+
+    Each new user answers the questions they can (the items of a random half of their ratings), and
+    is scored on the other half: catalogue Recall@20 / nDCG@10 after K answers (however many
+    questions that takes) and after the first N questions. Trains one model per seed on the
+    protocol's training users; the table averages the seeds."""
+    from recsys.evaluation.onboarding import evaluate_onboarding, markdown_table, summarise
     from recsys.utils.io import atomic_write_json, atomic_write_text
     from recsys.workflows import load_data, train_model
 
@@ -673,11 +694,12 @@ def evaluate_onboarding_cmd(
             protocol=protocol,
             seed=seed,
             answers=tuple(_csv_list(answers, int)),
+            questions=tuple(_csv_list(questions, int)),
             strategies=tuple(_csv_list(strategies)),
             threshold=threshold,
         )
-    table = markdown_table(rows)
-    atomic_write_json(out / "onboarding.json", {"dataset": ds.name, "rows": rows})
+    table = markdown_table(summarise(rows))
+    atomic_write_json(out / "onboarding.json", {"dataset": ds.name, "rows": rows, "summary": summarise(rows)})
     atomic_write_text(out / "onboarding.md", f"# Onboarding strategies: {ds.name}\n\n{table}\n")
     typer.echo(table)
     typer.echo(f"written to {out}/onboarding.md and onboarding.json")

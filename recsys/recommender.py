@@ -175,17 +175,28 @@ class FitSummary:
     best_epoch: int
     epochs_run: int
     seconds: float
+    recall20_adapted: float = math.nan
+    """Catalogue Recall@20 after adaptation (implicit feedback, where there are no ratings to predict)."""
+    recall20_no_adaptation: float = math.nan
 
     def lines(self) -> list[str]:
-        return [
+        head = [
             f"validation users: {self.validation_users} (support "
             + (f"{self.support_size} ratings" if self.support_size else "sizes drawn as in training")
-            + ", query up to 10)",
-            f"  MAE adapted to the support           {self.mae_adapted:.4f}",
-            f"  MAE no adaptation (support ignored)   {self.mae_no_adaptation:.4f}",
-            f"  MAE item mean                         {self.mae_item_mean:.4f}",
-            f"best epoch {self.best_epoch} of {self.epochs_run}, {self.seconds:.0f} s",
+            + ", query up to 10)"
         ]
+        if math.isnan(self.mae_adapted) and not math.isnan(self.recall20_adapted):  # implicit feedback
+            body = [
+                f"  Recall@20 adapted to the support           {self.recall20_adapted:.4f}",
+                f"  Recall@20 no adaptation (support ignored)   {self.recall20_no_adaptation:.4f}",
+            ]
+        else:
+            body = [
+                f"  MAE adapted to the support           {self.mae_adapted:.4f}",
+                f"  MAE no adaptation (support ignored)   {self.mae_no_adaptation:.4f}",
+                f"  MAE item mean                         {self.mae_item_mean:.4f}",
+            ]
+        return head + body + [f"best epoch {self.best_epoch} of {self.epochs_run}, {self.seconds:.0f} s"]
 
 
 class ColdStartRecommender:
@@ -361,24 +372,31 @@ class ColdStartRecommender:
         tasks = validation_tasks(val_log, self.config.train)
         adapted = evaluate_rating_tasks(self.learner, self.space, val_log, tasks)
         frozen = evaluate_rating_tasks(self.learner, self.space, val_log, tasks, ignore_support=True)
-        sums = np.bincount(train_log.items, weights=train_log.ratings, minlength=self.space.n_items)
-        counts = np.bincount(train_log.items, minlength=self.space.n_items)
-        mean = float(train_log.ratings.mean())
-        item_mean = np.where(counts > 0, sums / np.maximum(counts, 1), mean)
-        mask = tasks.query >= 0
-        target = val_log.ratings[np.maximum(tasks.query, 0)]
-        pred = item_mean[val_log.items[np.maximum(tasks.query, 0)]]
-        from recsys.evaluation.metrics import mae
+        nan = math.nan
+        item_mean_mae = nan
+        if not self.space.implicit:
+            sums = np.bincount(train_log.items, weights=train_log.ratings, minlength=self.space.n_items)
+            counts = np.bincount(train_log.items, minlength=self.space.n_items)
+            mean = float(train_log.ratings.mean())
+            item_mean = np.where(counts > 0, sums / np.maximum(counts, 1), mean)
+            mask = tasks.query >= 0
+            target = val_log.ratings[np.maximum(tasks.query, 0)]
+            pred = item_mean[val_log.items[np.maximum(tasks.query, 0)]]
+            from recsys.evaluation.metrics import mae
+
+            item_mean_mae = float(np.nanmean(mae(pred, target, mask)))
 
         return FitSummary(
             validation_users=len(tasks),
             support_size=self.config.train.validation_support,
             inner_steps=self.config.meta.inner_steps,
-            mae_adapted=adapted["mae"],
-            mae_no_adaptation=frozen["mae"],
-            mae_item_mean=float(np.nanmean(mae(pred, target, mask))),
-            rmse_adapted=adapted["rmse"],
-            ndcg3_adapted=adapted["ndcg@3"],
+            mae_adapted=adapted.get("mae", nan),
+            mae_no_adaptation=frozen.get("mae", nan),
+            mae_item_mean=item_mean_mae,
+            rmse_adapted=adapted.get("rmse", nan),
+            ndcg3_adapted=adapted.get("ndcg@3", nan),
+            recall20_adapted=adapted.get("recall@20", nan),
+            recall20_no_adaptation=frozen.get("recall@20", nan),
             best_epoch=state.best_epoch,
             epochs_run=len(state.history),
             seconds=seconds,

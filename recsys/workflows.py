@@ -32,7 +32,8 @@ def load_data(
     if spec is not None:
         return load_dataset(spec)
     if dataset is not None:
-        return load_dataset(dataset, columns=columns, rating_scale=rating_scale, implicit=implicit)
+        ds = load_dataset(dataset, columns=columns, rating_scale=rating_scale, implicit=implicit)
+        return ds.as_implicit() if implicit and not ds.implicit else ds
     if interactions is None:
         from recsys.errors import SpecError
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -102,3 +103,17 @@ def test_cli_synth_round_trip(tmp_path: Path) -> None:
 def test_help_everywhere(cmd: list[str]) -> None:
     proc = run_cli(*cmd, "--help")
     assert proc.returncode == 0 and "Usage" in proc.stdout
+
+
+SHARED = REPO.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "ml-1m" / "ratings.dat").exists(), reason="no local MovieLens-1M copy")
+def test_ml1m_download_from_a_local_copy_then_stats(tmp_path: Path) -> None:
+    """`recsys data download ml-1m --from DIR` then `recsys data stats ml-1m`: MovieLens-1M's counts."""
+    proc = run_cli("data", "download", "ml-1m", "--from", str(SHARED), "--dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("data", "stats", "ml-1m", "--json", env={"RECSYS_DATA_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert (stats["interactions"], stats["users"], stats["items"]) == (1_000_209, 6_040, 3_706)

@@ -11,7 +11,7 @@ import pytest
 from recsys.config import RecommenderConfig
 from recsys.data.tasks import UserLog
 from recsys.errors import ScoringInputError, SpecError
-from recsys.evaluation.onboarding import evaluate_onboarding, markdown_table, simulate_answers
+from recsys.evaluation.onboarding import evaluate_onboarding, markdown_table, simulate_answers, summarise
 from recsys.onboarding import _greedy_d_optimal
 from recsys.workflows import train_model
 
@@ -55,6 +55,11 @@ def test_simulated_users_answer_what_they_rated_in_question_order() -> None:
     # asking for more answers than a user can give: padding and every question asked
     items, _, asked = simulate_answers(order, log, np.array([1]), k=3)
     assert items[0].tolist() == [3, 4, -1] and asked[0] == len(order)
+    # only answerable ratings are given: user 0 may not answer about item 2
+    answerable = np.ones(len(log.items), dtype=bool)
+    answerable[1] = False  # user 0's rating of item 2
+    items, ratings, asked = simulate_answers(order, log, np.array([0]), k=2, answerable=answerable)
+    assert items[0].tolist() == [7, 5] and ratings[0].tolist() == [3.0, 5.0] and asked[0] == 4
 
 
 @pytest.fixture(scope="module")
@@ -98,20 +103,30 @@ def test_onboarding_rejects_bad_requests(trained) -> None:
         rec.onboarding_items(5, ["F"])
 
 
-def test_evaluate_onboarding_reports_every_strategy_and_k(trained) -> None:
+def test_evaluate_onboarding_reports_every_strategy_and_budget(trained) -> None:
     ds, rec = trained
-    rows = evaluate_onboarding(rec, ds, protocol="random", seed=0, answers=(2, 4), n_boot=50)
-    assert [(r["k"], r["strategy"]) for r in rows] == [
-        (k, s) for k in (2, 4) for s in ("evidence", "popular", "random")
+    rows = evaluate_onboarding(rec, ds, protocol="random", seed=0, answers=(2, 4), questions=(5,), n_boot=50)
+    strategies = ("evidence", "popular", "random")
+    assert [(r["mode"], r["k"], r["strategy"]) for r in rows] == [
+        (m, k, s) for m, ks in (("answers", (2, 4)), ("questions", (5,))) for k in ks for s in strategies
     ]
     for r in rows:
         assert r["users"] > 0
         assert 0.0 <= r["recall@20"]["mean"] <= 1.0 and 0.0 <= r["ndcg@10"]["mean"] <= 1.0
-        assert r["questions_mean"] >= r["k"]
-    asked = {(r["k"], r["strategy"]): r["questions_mean"] for r in rows}
-    # popular items are the ones users rated most: collecting answers takes fewer questions than random
-    assert asked[(4, "popular")] < asked[(4, "random")]
-    assert "| random | 4 | popular |" in markdown_table(rows)
+        if r["mode"] == "answers":
+            assert r["questions_mean"] >= r["k"] and r["answers_mean"] == r["k"]
+        else:
+            assert r["questions_mean"] <= r["k"] and 0 <= r["answers_mean"] <= r["k"]
+    # every strategy is scored on the same users (and the same held-out items)
+    assert len({(r["mode"], r["k"], r["users"]) for r in rows}) == 3
+    by = {(r["mode"], r["k"], r["strategy"]): r for r in rows}
+    # popular items are the ones users rated most: collecting answers takes fewer questions than random,
+    # and the first questions get more answers
+    assert by[("answers", 4, "popular")]["questions_mean"] < by[("answers", 4, "random")]["questions_mean"]
+    assert by[("questions", 5, "popular")]["answers_mean"] > by[("questions", 5, "random")]["answers_mean"]
+    summary = summarise(rows + [dict(r, seed=1) for r in rows])
+    assert len(summary) == len(rows) and all(r["seeds"] == 2 for r in summary)
+    assert "| random | 4 answers | popular |" in markdown_table(summary)
 
 
 def test_evaluate_onboarding_refuses_a_model_trained_on_another_split(trained) -> None:

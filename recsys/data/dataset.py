@@ -63,6 +63,17 @@ class Dataset:
     def implicit(self) -> bool:
         return self.spec.implicit or RATING not in self.interactions.columns
 
+    def as_implicit(self) -> Dataset:
+        """The same log as implicit feedback: every rating becomes an interaction (ratings dropped)."""
+        from dataclasses import replace
+
+        return replace(
+            self,
+            name=self.name if self.name.endswith("-implicit") else f"{self.name}-implicit",
+            interactions=self.interactions.drop(RATING, strict=False),
+            spec=replace(self.spec, implicit=True, rating_scale=None),
+        )
+
     @property
     def rating_scale(self) -> tuple[float, float] | None:
         if self.implicit:

@@ -73,26 +73,31 @@ def collect_deduplicated(
     """
     lf = scan_log(path, columns, separator)
     schema = lf.collect_schema()
-    has_rating, has_time = RATING in schema, TIMESTAMP in schema
+    has_time = TIMESTAMP in schema
     rows = lf.select(pl.len()).collect(engine="streaming").item()
     if has_time:
         lf = lf.sort(TIMESTAMP, maintain_order=True)
     frame = lf.unique(subset=[USER, ITEM], keep="last", maintain_order=False).collect(engine="streaming")
+    _validate(frame, path, columns, rating_scale, separator)
+    return frame, int(rows)
+
+
+def _validate(frame: pl.DataFrame, path, columns, rating_scale, separator) -> None:
+    """Raise the eager reader's line-level error where ``frame`` holds a null id, rating or time."""
     checks = {"user": frame[USER].null_count(), "item": frame[ITEM].null_count()}
-    if has_rating:
+    if RATING in frame.columns:
         r = frame[RATING]
         bad = r.is_null() | r.is_nan()
         if rating_scale is not None:
             bad = bad | (r < rating_scale[0]) | (r > rating_scale[1])
         checks["rating"] = int(bad.sum())
-    if has_time:
+    if TIMESTAMP in frame.columns:
         checks["timestamp"] = frame[TIMESTAMP].null_count()
     problems = {k: v for k, v in checks.items() if v}
     if problems:
         from recsys.data.readers import read_interactions
 
-        del frame
-        cols = columns or {c: c for c in schema.names()}
+        cols = columns or {c: c for c in frame.columns}
         read_interactions(
             TableSpec(path=str(path), columns=cols, separator=separator),
             None,
@@ -100,7 +105,6 @@ def collect_deduplicated(
             streaming=False,
         )
         raise DataError(f"invalid values ({problems})", path=str(path))
-    return frame, int(rows)
 
 
 def stream_user_log(
@@ -110,20 +114,35 @@ def stream_user_log(
     rating_scale: tuple[float, float] | None = None,
     separator: str = ",",
 ) -> StreamedLog:
-    """Ingest, validate, de-duplicate and encode a large log into a :class:`UserLog`."""
-    frame, rows = collect_deduplicated(path, columns, rating_scale=rating_scale, separator=separator)
+    """Ingest, validate, de-duplicate and encode a large log into a :class:`UserLog`.
+
+    The streaming engine reads the four canonical columns; ids become dense int32 codes at once, so
+    de-duplication (the latest timestamp wins, then the later row) and the sort by user and time run
+    on a compact integer table instead of the raw ids.
+    """
+    frame = scan_log(path, columns, separator).collect(engine="streaming")
+    rows = frame.height
+    _validate(frame, path, columns, rating_scale, separator)
     has_rating, has_time = RATING in frame.columns, TIMESTAMP in frame.columns
-    user_codes = frame[USER].rank("dense").cast(pl.Int32) - 1
-    item_codes = frame[ITEM].rank("dense").cast(pl.Int32) - 1
     user_ids = frame[USER].unique().sort()
     item_ids = frame[ITEM].unique().sort()
-    encoded = pl.DataFrame({"u": user_codes, "i": item_codes})
+    encoded = pl.DataFrame(
+        {
+            "u": frame[USER].rank("dense").cast(pl.Int32) - 1,
+            "i": frame[ITEM].rank("dense").cast(pl.Int32) - 1,
+        }
+    )
     if has_rating:
         encoded = encoded.with_columns(frame[RATING])
     if has_time:
         encoded = encoded.with_columns(frame[TIMESTAMP])
     del frame
-    encoded = encoded.sort(["u", TIMESTAMP] if has_time else ["u"])
+    # duplicates of a (user, item) pair sit together after this stable sort, the one to keep last
+    encoded = encoded.sort(["u", "i", TIMESTAMP] if has_time else ["u", "i"], maintain_order=True)
+    last = (pl.col("u") != pl.col("u").shift(-1)) | (pl.col("i") != pl.col("i").shift(-1))
+    encoded = encoded.filter(last.fill_null(True))
+    if has_time:
+        encoded = encoded.sort(["u", TIMESTAMP], maintain_order=True)
     counts = np.bincount(encoded["u"].to_numpy(), minlength=len(user_ids))
     indptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])

@@ -1,10 +1,13 @@
 """Evaluate onboarding strategies on new users, simulating their answers.
 
 Each strategy gives one question order (the same for every user, as in a sign-up flow without user
-features). A simulated new user walks down it and answers the items they rated in the data, until
-they have given K answers; their answers become the support set, the model adapts to it and ranks
-the catalogue. Reported per strategy and K: catalogue Recall@20 and nDCG@10 (relevant = the user's
-other items rated at or above the threshold, as in :mod:`recsys.evaluation.task_metrics`), and how
+features). Every new user's ratings are split once, at random, into an *answerable* half and a
+*held-out* half. A simulated user walks down the question order and answers the items of their
+answerable half, until they have given K answers; the answers become the support set, the model
+adapts to it and ranks the catalogue without the answerable half. Relevant = the held-out items
+rated at or above the threshold, so every strategy is scored against the same items: without the
+split, a strategy that asks about popular items would also remove the easiest hits from the target
+and look worse than it is. Reported per strategy and K: catalogue Recall@20 and nDCG@10 and how
 many questions it took to collect K answers. New users come from the protocol's test split, so
 nothing here was seen in training or model selection.
 """
@@ -27,10 +30,11 @@ if TYPE_CHECKING:
 
 
 def simulate_answers(
-    order: np.ndarray, log: UserLog, users: np.ndarray, k: int
+    order: np.ndarray, log: UserLog, users: np.ndarray, k: int, answerable: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(support items [n, k], support ratings [n, k], questions asked [n]) when each user answers the
-    items of ``order`` they rated, until ``k`` answers. Users who cannot give ``k`` answers from
+    items of ``order`` they rated, until ``k`` answers. ``answerable``: bool per interaction of
+    ``log``, the ratings a user may give (default all). Users who cannot give ``k`` answers from
     ``order`` get -1 padding and ``questions = len(order)``."""
     n = len(users)
     size = int(max(order.max(initial=-1), log.items.max(initial=-1))) + 1
@@ -40,6 +44,8 @@ def simulate_answers(
     owner, pos = _rows_of(log, users)
     asked = position[log.items[pos]]
     hit = asked >= 0
+    if answerable is not None:
+        hit &= answerable[pos]
     rated[owner[hit], asked[hit]] = log.ratings[pos[hit]]
     answered = ~np.isnan(rated)
     count = np.cumsum(answered, axis=1)
@@ -62,15 +68,19 @@ def evaluate_onboarding(
     protocol: str = "random",
     seed: int = 0,
     answers: tuple[int, ...] = (3, 5, 10),
+    questions: tuple[int, ...] = (10, 25, 50),
     strategies: tuple[str, ...] = STRATEGIES,
     threshold: float = 4.0,
     n_boot: int = 1000,
 ) -> list[dict[str, Any]]:
-    """One row per (strategy, K): Recall@20, nDCG@10 (mean and bootstrap interval over users), the
-    mean and median number of questions asked, and how many users answered K.
+    """One row per (mode, budget, strategy): Recall@20, nDCG@10 (mean and bootstrap interval over
+    users), questions asked and answers given (means; median questions).
 
-    ``rec`` must be trained on this protocol's split (``recsys.workflows.train_model``); test users
-    need at least K + 10 ratings, as in the evaluation protocols.
+    Two budgets: ``answers`` (users answer until they gave K ratings, however many questions it takes)
+    and ``questions`` (users see the first N questions and answer those they can; none answered is
+    pure cold start). ``rec`` must be trained on this protocol's split
+    (``recsys.workflows.train_model``); new users need 2 x 10 ratings, so that the held-out half holds
+    at least 10.
     """
     from recsys.evaluation.runner import meta_scorer
 
@@ -88,30 +98,56 @@ def evaluate_onboarding(
     log = UserLog.from_frame(test, space.items)
     ids = log.user_ids
     score = meta_scorer(rec, ds)
-    rows = []
-    # every strategy orders the whole seen catalogue, so every user can eventually give K answers
+    # one random split of every new user's ratings: answerable half / held-out half (the target)
+    rng = np.random.default_rng([seed, 97])
+    answerable = np.zeros(len(log.items), dtype=bool)
+    everyone = np.arange(log.n_users)
+    owner, pos = _rows_of(log, everyone)
+    shuffled = np.lexsort((rng.random(len(pos)), owner))  # a random order within each user
+    rank_in_user = np.empty(len(pos), dtype=np.int64)
+    rank_in_user[shuffled] = np.arange(len(pos)) - np.repeat(log.indptr[:-1], log.counts)
+    answerable[pos] = rank_in_user < log.counts[owner] // 2
+    # every strategy orders the whole seen catalogue, so the same users can give K answers under each
     n_seen = int((space.popularity > 0).sum())
     orders = {s: onboarding_order(rec, n_seen, strategy=s, seed=seed) for s in strategies}
-    for k in answers:
-        users = np.nonzero(log.counts >= k + QUERY_SIZE)[0]
-        for strategy, order in orders.items():
-            si, sr, questions = simulate_answers(order, log, users, k)
-            ok = (si >= 0).all(axis=1)
-            si, sr, questions, u = si[ok], sr[ok], questions[ok], users[ok]
-            _, ranks = score(si, sr, _Users(ids, u))
-            exclude = np.zeros(ranks.shape, dtype=bool)
-            r, c = np.nonzero(si >= 0)
-            exclude[r, si[r, c]] = True
-            relevant = _liked(log, u, ranks.shape[1], threshold, space.implicit) & ~exclude
-            m = M.catalogue_metrics(M.top_k(ranks, 20, exclude), relevant, ~exclude, ks=(10, 20))
-            row: dict[str, Any] = {"protocol": protocol, "seed": seed, "k": k, "strategy": strategy}
-            row["users"] = len(u)
-            for name in ("recall@20", "ndcg@10"):
-                mean, lo, hi = M.bootstrap_ci(m[name], n_boot=n_boot, seed=seed)
-                row[name] = {"mean": mean, "low": lo, "high": hi}
-            row["questions_mean"] = float(questions.mean()) if len(u) else float("nan")
-            row["questions_median"] = float(np.median(questions)) if len(u) else float("nan")
-            rows.append(row)
+    eligible = np.nonzero(log.counts >= 2 * QUERY_SIZE)[0]
+    rows = []
+    for mode, budgets in (("answers", answers), ("questions", questions)):
+        for k in budgets:
+            if mode == "answers":  # walk the whole order until K answers
+                results = {s: simulate_answers(o, log, eligible, k, answerable) for s, o in orders.items()}
+                ok = np.logical_and.reduce([(si >= 0).all(axis=1) for si, _, _ in results.values()])
+            else:  # the first N questions, answered where the user can
+                results = {
+                    s: simulate_answers(o[:k], log, eligible, k, answerable) for s, o in orders.items()
+                }
+                ok = np.ones(len(eligible), dtype=bool)
+            u = eligible[ok]
+            known = np.zeros((len(u), space.n_items), dtype=bool)  # the answerable half: not ranked
+            o, p = _rows_of(log, u)
+            keep = answerable[p]
+            known[o[keep], log.items[p[keep]]] = True
+            relevant = _liked(log, u, space.n_items, threshold, space.implicit) & ~known
+            for strategy, (si, sr, asked) in results.items():
+                si, sr, asked = si[ok], sr[ok], asked[ok]
+                _, ranks = score(si, sr, _Users(ids, u))
+                m = M.catalogue_metrics(M.top_k(ranks, 20, known), relevant, ~known, ks=(10, 20))
+                row: dict[str, Any] = {
+                    "protocol": protocol,
+                    "seed": seed,
+                    "mode": mode,
+                    "k": k,
+                    "strategy": strategy,
+                    "users": len(u),
+                }
+                for name in ("recall@20", "ndcg@10"):
+                    mean, lo, hi = M.bootstrap_ci(m[name], n_boot=n_boot, seed=seed)
+                    row[name] = {"mean": mean, "low": lo, "high": hi}
+                nan = float("nan")
+                row["questions_mean"] = float(asked.mean()) if len(u) else nan
+                row["questions_median"] = float(np.median(asked)) if len(u) else nan
+                row["answers_mean"] = float((si >= 0).sum(1).mean()) if len(u) else nan
+                rows.append(row)
     return rows
 
 
@@ -137,18 +173,41 @@ def _liked(log: UserLog, users: np.ndarray, n_items: int, threshold: float, impl
     return out
 
 
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of several seeds averaged per (protocol, mode, budget, strategy): the mean over seeds of
+    each figure, and for Recall@20 / nDCG@10 the lowest and highest seed mean."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["protocol"], r["mode"], r["k"], r["strategy"]), []).append(r)
+    out = []
+    for (protocol, mode, k, strategy), rs in groups.items():
+        row: dict[str, Any] = {"protocol": protocol, "mode": mode, "k": k, "strategy": strategy}
+        row["seeds"] = len(rs)
+        row["users"] = int(np.mean([r["users"] for r in rs]))
+        for name in ("recall@20", "ndcg@10"):
+            means = [r[name]["mean"] for r in rs]
+            row[name] = {"mean": float(np.mean(means)), "low": min(means), "high": max(means)}
+        for name in ("questions_mean", "questions_median", "answers_mean"):
+            row[name] = float(np.mean([r[name] for r in rs]))
+        out.append(row)
+    return out
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Rows of :func:`evaluate_onboarding` as a markdown table."""
+    """Rows of :func:`evaluate_onboarding` or :func:`summarise` as a markdown table (the bracket is the
+    bootstrap interval of one seed, or the range of the seed means of a summary)."""
     lines = [
-        "| protocol | K answers | strategy | users | Recall@20 | nDCG@10 | questions asked (mean / median) |",
-        "|---|---|---|---|---|---|---|",
+        "| protocol | budget | strategy | users | Recall@20 | nDCG@10 | questions asked (mean / median) "
+        "| answers (mean) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [
             f"{r[m]['mean']:.4f} [{r[m]['low']:.3f}, {r[m]['high']:.3f}]" for m in ("recall@20", "ndcg@10")
         ]
+        budget = f"{r['k']} answers" if r["mode"] == "answers" else f"{r['k']} questions"
         lines.append(
-            f"| {r['protocol']} | {r['k']} | {r['strategy']} | {r['users']} | {cells[0]} | {cells[1]} | "
-            f"{r['questions_mean']:.1f} / {r['questions_median']:.0f} |"
+            f"| {r['protocol']} | {budget} | {r['strategy']} | {r['users']} | {cells[0]} | {cells[1]} | "
+            f"{r['questions_mean']:.1f} / {r['questions_median']:.0f} | {r['answers_mean']:.1f} |"
         )
     return "\n".join(lines)

@@ -532,19 +532,20 @@ class Tracker:
             return
         s = rec.summary
         if s is not None:
-            self.log_metrics(
-                {
-                    "val_mae_adapted": s.mae_adapted,
-                    "val_mae_no_adaptation": s.mae_no_adaptation,
-                    "val_mae_item_mean": s.mae_item_mean,
-                    "val_rmse_adapted": s.rmse_adapted,
-                    "val_ndcg_at_3_adapted": s.ndcg3_adapted,
-                    "best_epoch": s.best_epoch,
-                    "epochs_run": s.epochs_run,
-                    "train_seconds": s.seconds if seconds is None else seconds,
-                },
-                step=s.epochs_run,
-            )
+            metrics = {
+                "val_mae_adapted": s.mae_adapted,
+                "val_mae_no_adaptation": s.mae_no_adaptation,
+                "val_mae_item_mean": s.mae_item_mean,
+                "val_rmse_adapted": s.rmse_adapted,
+                "val_ndcg_at_3_adapted": s.ndcg3_adapted,
+                "val_recall_at_20_adapted": s.recall20_adapted,
+                "val_recall_at_20_no_adaptation": s.recall20_no_adaptation,
+                "best_epoch": s.best_epoch,
+                "epochs_run": s.epochs_run,
+                "train_seconds": s.seconds if seconds is None else seconds,
+            }
+            # figures a log cannot have (MAE of implicit feedback, Recall of explicit) are left out
+            self.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=s.epochs_run)
         info = {k: v for k, v in rec.info.items() if k != "holdout"}
         holdout = rec.info.get("holdout") or {}
         self.log_params(

@@ -1,7 +1,8 @@
 """Model registry: aliases and the champion/challenger gate.
 
-Registered versions carry tags ``recsys.val_mae_adapted`` (validation-user MAE after adaptation, lower
-is better), ``recsys.data_fingerprint`` and ``recsys.validation_set`` (a digest of the data, the held-out
+Registered versions carry tags ``recsys.val_mae_adapted`` (the gate value: validation-user MAE after
+adaptation, lower is better; for implicit feedback, which has no ratings, minus the validation Recall@20,
+named by ``recsys.gate_metric``), ``recsys.data_fingerprint`` and ``recsys.validation_set`` (a digest of the data, the held-out
 users and the validation settings: two versions with the same digest were validated on the same users).
 Promotion moves the ``champion`` alias; a version that does not beat the champion gets ``challenger``.
 """
@@ -23,11 +24,25 @@ VERSION_METRIC_TAG = "recsys.val_mae_adapted"
 VALIDATION_TAG = "recsys.validation_set"
 
 
+def gate_value(summary: Any) -> tuple[float | None, str]:
+    """(value, name) the gate compares, lower is better: validation MAE after adaptation, or for
+    implicit feedback (no MAE) minus the validation Recall@20."""
+    if summary is None:
+        return None, GATE_METRIC
+    if math.isfinite(summary.mae_adapted):
+        return float(summary.mae_adapted), GATE_METRIC
+    if math.isfinite(summary.recall20_adapted):
+        return -float(summary.recall20_adapted), "neg_val_recall_at_20_adapted"
+    return None, GATE_METRIC
+
+
 def version_tags(rec: Any, data_fingerprint: str | None = None) -> dict[str, str]:
     """Tags a registered version carries so that a later gate can compare against it."""
     tags = {}
-    if rec.summary is not None:
-        tags[VERSION_METRIC_TAG] = repr(float(rec.summary.mae_adapted))
+    value, metric = gate_value(rec.summary)
+    if value is not None:
+        tags[VERSION_METRIC_TAG] = repr(value)
+        tags["recsys.gate_metric"] = metric
     holdout = rec.info.get("holdout") or {}
     t = rec.config.train
     key = (
