@@ -309,16 +309,17 @@ class ColdStartRecommender:
         if getattr(head, "uses_item_item", False):
             from recsys.models.item_item import fit_item_item
 
-            matrix, folds, lam = fit_item_item(
+            matrix, folds, chosen = fit_item_item(
                 train_log,
                 val_log,
                 space.n_items,
                 threshold=cfg.meta.rank_threshold,
                 implicit=implicit,
                 seed=cfg.train.seed,
+                kinds=cfg.model.item_item_kinds,
             )
             head.set_item_item(torch.from_numpy(matrix), torch.from_numpy(folds))
-            self.info["item_item_lambda"] = lam
+            self.info["item_item"] = chosen
         trainer = MetaTrainer(
             self.learner,
             space,

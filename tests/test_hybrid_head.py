@@ -81,3 +81,17 @@ def test_ranking_loss_excludes_support_items(data) -> None:
     assert (g[rows, s] == 0).all()  # support items get no probability mass, no gradient
     n_candidates = N - batch.support_mask.sum(1).float()
     assert loss.item() == pytest.approx(torch.log(n_candidates).mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("kinds", ["ease", "ease+cosine"])
+def test_item_item_blend_is_chosen_among_the_configured_kinds(data, kinds) -> None:
+    from recsys.models.item_item import fit_item_item
+
+    space, log = data
+    rows = np.arange(log.n_users)
+    train, val = log.subset(rows[rows % 5 != 0]), log.subset(rows[rows % 5 == 0])
+    full, folds, chosen = fit_item_item(train, val, space.n_items, threshold=4.0, implicit=False, kinds=kinds)
+    name, value = chosen.split(":")
+    assert name in kinds.split("+") and float(value) > 0
+    assert full.shape == (space.n_items, space.n_items) and folds.shape == (2, space.n_items, space.n_items)
+    assert full.dtype == np.float32 and np.isfinite(full).all() and np.abs(full).sum() > 0

@@ -1,7 +1,9 @@
-"""The item-item matrix blended into the hybrid head's ranking scores (EASE, Steck 2019).
+"""The item-item matrix blended into the hybrid head's ranking scores.
 
-Fitted on the training users' interactions; its regularisation is chosen on the validation users
-(catalogue Recall@20 with 5 support items), never on new users. Two out-of-fold copies (each fitted
+Two kinds: EASE (Steck 2019) at a few regularisation strengths, and item-kNN cosine similarities
+(implicit's ``CosineRecommender``) at a few neighbourhood sizes. Fitted on the training users'
+interactions; the kind and its parameter are chosen on the validation users (catalogue Recall@20
+with 5 support items), never on new users. Two out-of-fold copies (each fitted
 on half of the training users) serve the training tasks, so the blend is learned on item-item scores
 that did not see the task's own user.
 """
@@ -17,13 +19,20 @@ from recsys.data.tasks import UserLog, sample_tasks
 log = logging.getLogger(__name__)
 
 LAMBDAS = (500.0, 2000.0, 8000.0, 32000.0)
-DEFAULT_LAMBDA = 8000.0
+NEIGHBOURS = (100, 400)
+CANDIDATES = tuple(("ease", lam) for lam in LAMBDAS) + tuple(("cosine", k) for k in NEIGHBOURS)
+DEFAULT = ("ease", 8000.0)
 
 
-def _ease(log_: UserLog, n_items: int, lam: float) -> np.ndarray:
+def _fit(log_: UserLog, n_items: int, kind: tuple[str, float]) -> np.ndarray:
+    """The dense item-item matrix of one candidate, fitted on ``log_``."""
     from recsys.evaluation.baselines import BASELINES
 
-    return BASELINES["ease"](lam=lam).fit(log_, n_items).B
+    name, value = kind
+    if name == "ease":
+        return BASELINES["ease"](lam=value).fit(log_, n_items).B
+    similarity = BASELINES["item-knn"](K=int(value)).fit(log_, n_items).similarity
+    return np.asarray(similarity.toarray(), dtype=np.float32)
 
 
 def _spread(matrix: np.ndarray, support_items: np.ndarray | None) -> float:
@@ -44,9 +53,10 @@ def fit_item_item(
     threshold: float | None,
     implicit: bool,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """(B [n_items, n_items], out-of-fold B [2, n_items, n_items], chosen lambda), float32, scaled so
-    that users' item-item scores have unit spread.
+    kinds: str = "ease",
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(B [n_items, n_items], out-of-fold B [2, n_items, n_items], the chosen kind as ``ease:LAMBDA`` or
+    ``cosine:K``), float32, scaled so that users' item-item scores have unit spread.
 
     Out-of-fold matrix ``f`` is fitted on the training users whose log row parity is not ``f``, so a
     training task of a user in fold ``f`` never sees its own interactions through ``B``.
@@ -54,7 +64,7 @@ def fit_item_item(
     from recsys.evaluation.task_metrics import support_arrays, user_metrics
 
     support = None
-    lam, full = DEFAULT_LAMBDA, None
+    kind, full = DEFAULT, None
     if validation is not None and validation.n_users:
         eligible = np.nonzero(validation.counts > 5)[0]
         tasks = sample_tasks(
@@ -62,8 +72,8 @@ def fit_item_item(
         )
         support, _ = support_arrays(validation, tasks)
         best = -np.inf
-        for candidate in LAMBDAS:
-            matrix = _ease(train, n_items, candidate)
+        for candidate in (c for c in CANDIDATES if c[0] in kinds.split("+")):
+            matrix = _fit(train, n_items, candidate)
             x = np.zeros((len(support), n_items), dtype=np.float32)
             rows, cols = np.nonzero(support >= 0)
             x[rows, support[rows, cols]] = 1.0
@@ -78,13 +88,13 @@ def fit_item_item(
             )
             value = float(np.nanmean(m["recall@20"]))
             if value > best:
-                best, lam, full = value, candidate, matrix
-        log.info("item-item blend: EASE lambda %.0f (validation Recall@20 %.4f)", lam, best)
+                best, kind, full = value, candidate, matrix
+        log.info("item-item blend: %s %g (validation Recall@20 %.4f)", *kind, best)
     if full is None:
-        full = _ease(train, n_items, lam)
+        full = _fit(train, n_items, kind)
     scale = 1.0 / _spread(full, support)
     rows = np.arange(train.n_users)
     folds = np.empty((2, n_items, n_items), dtype=np.float32)
     for fold in (0, 1):
-        folds[fold] = _ease(train.subset(rows[rows % 2 != fold]), n_items, lam) * scale
-    return (full * scale).astype(np.float32), folds, lam
+        folds[fold] = _fit(train.subset(rows[rows % 2 != fold]), n_items, kind) * scale
+    return (full * scale).astype(np.float32), folds, f"{kind[0]}:{kind[1]:g}"
