@@ -53,7 +53,8 @@ def summarise(report: dict, metrics=METRICS) -> str:
                 continue
             best, name = pick(vals)
             m = meta[key]["mean"]
-            cells.append(f"{best:.3f} ({name}) / **{m:.3f}** ({(m / best - 1) * 100:+.1f}%)")
+            rel = f"{(m / best - 1) * 100:+.1f}%" if best else "n/a"  # e.g. no baseline hits a new item
+            cells.append(f"{best:.3f} ({name}) / **{m:.3f}** ({rel})")
         where = protocol if scenario == "new_users" else f"{protocol} / {scenario}"
         out.append(f"| {where} | {k} | " + " | ".join(cells) + " |")
     return "\n".join(out)
