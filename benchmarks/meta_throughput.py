@@ -54,15 +54,7 @@ def setup(ds, batch_size: int, n_batches: int, steps: int, support: tuple[int, i
     inter = ds.interactions
     if "state" in inter.columns:
         inter = inter.filter(inter["state"] == "warm_state")
-    space = FeatureSpace.fit(
-        inter,
-        users=ds.users,
-        items=ds.items,
-        user_fields=ds.spec.user_fields,
-        item_fields=ds.spec.item_fields,
-        use_item_id=False,
-        rating_scale=ds.rating_scale,
-    )
+    space = FeatureSpace.fit_dataset(ds, inter, use_item_id=False, rating_scale=ds.rating_scale)
     ulog = UserLog.from_frame(inter, space.items)
     users = np.nonzero(ulog.counts >= 13)[0]
     rng = np.random.default_rng(seed)
@@ -70,16 +62,8 @@ def setup(ds, batch_size: int, n_batches: int, steps: int, support: tuple[int, i
     subsets = list(iterate_batches(tasks, batch_size, rng))[:n_batches]
     batches = [build_batch(ulog, space, s) for s in subsets]
     torch.manual_seed(seed)
-    ie, ue = space.item_encoder, space.user_encoder
-    net = ColdStartNet(
-        ModelConfig(head="melu", use_item_id=False),
-        item_vocab=ie.num_embeddings,
-        item_token_fields=ie.n_token_fields,
-        item_dense=ie.n_dense,
-        user_vocab=ue.num_embeddings,
-        user_token_fields=ue.n_token_fields,
-        user_dense=ue.n_dense,
-        rating_mean=3.6,
+    net = ColdStartNet.for_space(
+        ModelConfig(head="melu", use_item_id=False), space, rating_mean=3.6, n_items=0
     )
     learner = MetaLearner(
         net, MetaConfig(inner_steps=steps, inner_lr=5e-3, first_order=False, rank_weight=0.0)

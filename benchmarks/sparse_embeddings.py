@@ -59,18 +59,7 @@ def _trainer(space: FeatureSpace, sparse: bool, device: str = "cpu") -> MetaTrai
         }
     )
     torch.manual_seed(0)
-    ie, ue = space.item_encoder, space.user_encoder
-    net = ColdStartNet(
-        cfg.model,
-        item_vocab=ie.num_embeddings,
-        item_token_fields=ie.n_token_fields,
-        item_dense=ie.n_dense,
-        user_vocab=ue.num_embeddings,
-        user_token_fields=ue.n_token_fields,
-        user_dense=ue.n_dense,
-        rating_mean=3.0,
-        n_items=space.n_items,
-    )
+    net = ColdStartNet.for_space(cfg.model, space, rating_mean=3.0)
     return MetaTrainer(MetaLearner(net, cfg.meta), space, cfg.train)
 
 

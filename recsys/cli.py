@@ -153,8 +153,10 @@ def data_stats(
     """Users, items, interactions, density, and ratings per user and per item as quantiles."""
     from recsys.data.dataset import load_dataset
 
-    ds = load_dataset(dataset, columns=column_map(user_col, item_col, rating_col, time_col))
-    stats = (ds.as_implicit() if implicit else ds).stats()
+    ds = load_dataset(
+        dataset, columns=column_map(user_col, item_col, rating_col, time_col), implicit=implicit
+    )
+    stats = ds.stats()
     typer.echo(json.dumps(stats, indent=2) if as_json else format_stats(stats))
 
 

@@ -354,18 +354,7 @@ class ColdStartRecommender:
         torch.manual_seed(self.config.train.seed)
         if self.config.train.num_threads:
             torch.set_num_threads(self.config.train.num_threads)
-        ie, ue = space.item_encoder, space.user_encoder
-        net = ColdStartNet(
-            self.config.model,
-            item_vocab=ie.num_embeddings,
-            item_token_fields=ie.n_token_fields,
-            item_dense=ie.n_dense,
-            user_vocab=ue.num_embeddings,
-            user_token_fields=ue.n_token_fields,
-            user_dense=ue.n_dense,
-            rating_mean=rating_mean,
-            n_items=space.n_items,
-        )
+        net = ColdStartNet.for_space(self.config.model, space, rating_mean=rating_mean)
         self.space = space
         self.learner = MetaLearner(net, self.config.meta)
 

@@ -32,8 +32,7 @@ def load_data(
     if spec is not None:
         return load_dataset(spec)
     if dataset is not None:
-        ds = load_dataset(dataset, columns=columns, rating_scale=rating_scale, implicit=implicit)
-        return ds.as_implicit() if implicit and not ds.implicit else ds
+        return load_dataset(dataset, columns=columns, rating_scale=rating_scale, implicit=implicit)
     if interactions is None:
         from recsys.errors import SpecError
 

@@ -38,28 +38,11 @@ def main(out: str) -> None:
             "train.grad_clip": 0.0,
         }
     )
-    space = FeatureSpace.fit(
-        ds.interactions,
-        users=ds.users,
-        items=ds.items,
-        user_fields=ds.spec.user_fields,
-        item_fields=ds.spec.item_fields,
-    )
+    space = FeatureSpace.fit_dataset(ds)
     log = UserLog.from_frame(ds.interactions, space.items)
     log = log.subset(np.nonzero(log.counts >= 3)[0][:96])
     torch.manual_seed(0)
-    ie, ue = space.item_encoder, space.user_encoder
-    net = ColdStartNet(
-        cfg.model,
-        item_vocab=ie.num_embeddings,
-        item_token_fields=ie.n_token_fields,
-        item_dense=ie.n_dense,
-        user_vocab=ue.num_embeddings,
-        user_token_fields=ue.n_token_fields,
-        user_dense=ue.n_dense,
-        rating_mean=3.5,
-        n_items=space.n_items,
-    )
+    net = ColdStartNet.for_space(cfg.model, space, rating_mean=3.5)
     learner = MetaLearner(net, cfg.meta)
     if rank == 0:
         save_tensors(out + ".init", dict(learner.state_dict()), {})

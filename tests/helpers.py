@@ -13,13 +13,7 @@ from recsys.models.network import ColdStartNet
 
 
 def space_and_log(ds):
-    space = FeatureSpace.fit(
-        ds.interactions,
-        users=ds.users,
-        items=ds.items,
-        user_fields=ds.spec.user_fields,
-        item_fields=ds.spec.item_fields,
-    )
+    space = FeatureSpace.fit_dataset(ds)
     return space, UserLog.from_frame(ds.interactions, space.items)
 
 
@@ -31,16 +25,8 @@ def make_learner(
     dtype=torch.float32,
 ) -> MetaLearner:
     torch.manual_seed(seed)
-    ie, ue = space.item_encoder, space.user_encoder
-    net = ColdStartNet(
-        model or ModelConfig(embedding_dim=8, hidden=(16, 16), head="melu"),
-        item_vocab=ie.num_embeddings,
-        item_token_fields=ie.n_token_fields,
-        item_dense=ie.n_dense,
-        user_vocab=ue.num_embeddings,
-        user_token_fields=ue.n_token_fields,
-        user_dense=ue.n_dense,
-        rating_mean=3.5,
+    net = ColdStartNet.for_space(
+        model or ModelConfig(embedding_dim=8, hidden=(16, 16), head="melu"), space, rating_mean=3.5, n_items=0
     )
     learner = MetaLearner(net, meta or MetaConfig()).to(dtype)
     t = space.item_table

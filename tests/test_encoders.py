@@ -92,14 +92,7 @@ def test_encoder_round_trip() -> None:
 def test_feature_space_item_id_only_for_training_items(synthetic_small) -> None:
     ds = synthetic_small
     train = ds.interactions.filter(pl.col("item_id") != 1)
-    space = FeatureSpace.fit(
-        train,
-        users=ds.users,
-        items=ds.items,
-        user_fields=ds.spec.user_fields,
-        item_fields=ds.spec.item_fields,
-        title_field="title",
-    )
+    space = FeatureSpace.fit_dataset(ds, train, title_field="title")
     assert space.n_items == 120  # item 1 stays in the catalogue from the item table
     row = int(space.items.lookup([1])[0])
     bag = space.item_table.gather(np.array([row]))
@@ -111,13 +104,7 @@ def test_feature_space_item_id_only_for_training_items(synthetic_small) -> None:
 
 def test_feature_space_round_trip(synthetic_small) -> None:
     ds = synthetic_small
-    space = FeatureSpace.fit(
-        ds.interactions,
-        users=ds.users,
-        items=ds.items,
-        user_fields=ds.spec.user_fields,
-        item_fields=ds.spec.item_fields,
-    )
+    space = FeatureSpace.fit_dataset(ds)
     again = FeatureSpace.from_json(space.to_json(), space.arrays())
     assert again.items.to_list() == space.items.to_list()
     u = [{"occupation": "occ1", "age": "age2"}, None]

@@ -14,13 +14,7 @@ from recsys.features.space import FeatureSpace
 @pytest.fixture(scope="module")
 def setup(synthetic_small):
     ds = synthetic_small
-    space = FeatureSpace.fit(
-        ds.interactions,
-        users=ds.users,
-        items=ds.items,
-        user_fields=ds.spec.user_fields,
-        item_fields=ds.spec.item_fields,
-    )
+    space = FeatureSpace.fit_dataset(ds)
     return ds, space, UserLog.from_frame(ds.interactions, space.items)
 
 

@@ -183,8 +183,29 @@ def load_dataset(
     """Load a dataset by built-in name, spec file, folder or interaction file.
 
     ``columns`` maps canonical names to file columns for a plain interaction file
-    (e.g. ``{"user_id": "customer", "item_id": "sku"}``).
+    (e.g. ``{"user_id": "customer", "item_id": "sku"}``). ``implicit``: treat the log as implicit
+    feedback whatever its source (ratings dropped, see :meth:`Dataset.as_implicit`).
     """
+    ds = _load_dataset(
+        name_or_path,
+        data_root=data_root,
+        spec=spec,
+        columns=columns,
+        rating_scale=rating_scale,
+        implicit=implicit,
+    )
+    return ds.as_implicit() if implicit and not ds.implicit else ds
+
+
+def _load_dataset(
+    name_or_path: str | Path,
+    *,
+    data_root: str | Path | None,
+    spec: DatasetSpec | None,
+    columns: dict[str, str] | None,
+    rating_scale: tuple[float, float] | None,
+    implicit: bool,
+) -> Dataset:
     if spec is not None:
         return read_dataset(spec, Path(name_or_path) if name_or_path else None)
     target = str(name_or_path)

@@ -89,13 +89,21 @@ class UserLog:
         times = frame[TIMESTAMP].to_numpy().astype(np.int64) if TIMESTAMP in frame.columns else None
         return cls(users, indptr, frame["__item"].to_numpy().astype(np.int64), ratings, times)
 
+    def positions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(owner, position): every interaction of user ``rows`` in order, as its index into ``rows``
+        and its position in this log — without a loop over users."""
+        rows = np.asarray(rows, dtype=np.int64)
+        counts = self.counts[rows]
+        owner = np.repeat(np.arange(len(rows)), counts)
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return owner, np.repeat(self.indptr[rows], counts) + within
+
     def subset(self, rows: np.ndarray) -> UserLog:
         """The log restricted to user ``rows`` (in that order)."""
         rows = np.asarray(rows, dtype=np.int64)
-        counts = self.counts[rows]
         indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        take = np.repeat(self.indptr[rows], counts) + (np.arange(indptr[-1]) - np.repeat(indptr[:-1], counts))
+        np.cumsum(self.counts[rows], out=indptr[1:])
+        _, take = self.positions(rows)
         return UserLog(
             self.user_ids.gather(rows) if len(rows) else self.user_ids.head(0),
             indptr,

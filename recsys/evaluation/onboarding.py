@@ -41,7 +41,7 @@ def simulate_answers(
     position = np.full(size, -1, dtype=np.int64)
     position[order] = np.arange(len(order))
     rated = np.full((n, len(order)), np.nan, dtype=np.float32)  # ratings in question order
-    owner, pos = _rows_of(log, users)
+    owner, pos = log.positions(users)
     asked = position[log.items[pos]]
     hit = asked >= 0
     if answerable is not None:
@@ -82,7 +82,7 @@ def evaluate_onboarding(
     (``recsys.workflows.train_model``); new users need 2 x 10 ratings, so that the held-out half holds
     at least 10.
     """
-    from recsys.evaluation.runner import meta_scorer
+    from recsys.evaluation.runner import UserRef, meta_scorer
 
     split = split_protocol(ds, protocol, seed=seed, validation_fraction=rec.config.train.validation_fraction)
     holdout = rec.info.get("holdout") or {}
@@ -96,17 +96,14 @@ def evaluate_onboarding(
     space = rec.space
     test = pl.concat(list(split.test.values()))
     log = UserLog.from_frame(test, space.items)
-    ids = log.user_ids
     score = meta_scorer(rec, ds)
     # one random split of every new user's ratings: answerable half / held-out half (the target)
     rng = np.random.default_rng([seed, 97])
-    answerable = np.zeros(len(log.items), dtype=bool)
-    everyone = np.arange(log.n_users)
-    owner, pos = _rows_of(log, everyone)
-    shuffled = np.lexsort((rng.random(len(pos)), owner))  # a random order within each user
-    rank_in_user = np.empty(len(pos), dtype=np.int64)
-    rank_in_user[shuffled] = np.arange(len(pos)) - np.repeat(log.indptr[:-1], log.counts)
-    answerable[pos] = rank_in_user < log.counts[owner] // 2
+    owner = log.user_of
+    shuffled = np.lexsort((rng.random(len(owner)), owner))  # a random order within each user
+    rank_in_user = np.empty(len(owner), dtype=np.int64)
+    rank_in_user[shuffled] = np.arange(len(owner)) - log.indptr[owner]  # owner is sorted
+    answerable = rank_in_user < log.counts[owner] // 2
     # every strategy orders the whole seen catalogue, so the same users can give K answers under each
     n_seen = int((space.popularity > 0).sum())
     orders = {s: onboarding_order(rec, n_seen, strategy=s, seed=seed) for s in strategies}
@@ -124,13 +121,13 @@ def evaluate_onboarding(
                 ok = np.ones(len(eligible), dtype=bool)
             u = eligible[ok]
             known = np.zeros((len(u), space.n_items), dtype=bool)  # the answerable half: not ranked
-            o, p = _rows_of(log, u)
+            o, p = log.positions(u)
             keep = answerable[p]
             known[o[keep], log.items[p[keep]]] = True
             relevant = _liked(log, u, space.n_items, threshold, space.implicit) & ~known
             for strategy, (si, sr, asked) in results.items():
                 si, sr, asked = si[ok], sr[ok], asked[ok]
-                _, ranks = score(si, sr, _Users(ids, u))
+                _, ranks = score(si, sr, UserRef(log, u))
                 m = M.catalogue_metrics(M.top_k(ranks, 20, known), relevant, ~known, ks=(10, 20))
                 row: dict[str, Any] = {
                     "protocol": protocol,
@@ -151,23 +148,9 @@ def evaluate_onboarding(
     return rows
 
 
-class _Users:
-    def __init__(self, ids: pl.Series, rows: np.ndarray) -> None:
-        self.ids = ids.gather(rows)
-
-
-def _rows_of(log: UserLog, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(owner row, position in ``log``) of every interaction of ``users``, without a loop over users."""
-    starts = log.indptr[users]
-    lengths = log.indptr[users + 1] - starts
-    owner = np.repeat(np.arange(len(users)), lengths)
-    offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return owner, np.repeat(starts, lengths) + offset
-
-
 def _liked(log: UserLog, users: np.ndarray, n_items: int, threshold: float, implicit: bool) -> np.ndarray:
     out = np.zeros((len(users), n_items), dtype=bool)
-    owner, pos = _rows_of(log, users)
+    owner, pos = log.positions(users)
     keep = np.ones(len(pos), dtype=bool) if implicit else log.ratings[pos] >= threshold
     out[owner[keep], log.items[pos[keep]]] = True
     return out

@@ -286,7 +286,7 @@ class Evaluation:
                     ur = user_rows[tasks.users]
                     for method in progress(methods, desc=f"{protocol} s{seed} {scenario} K={k or 'all'}"):
                         t1 = time.perf_counter()
-                        scores = method.score(si, sr, _UserRef(test_log, ur))
+                        scores = method.score(si, sr, UserRef(test_log, ur))
                         self.timings[f"score {method.name}"] = self.timings.get(
                             f"score {method.name}", 0.0
                         ) + (time.perf_counter() - t1)
@@ -321,7 +321,7 @@ class Evaluation:
         return rows
 
 
-class _UserRef:
+class UserRef:
     """Which test users a scorer is asked about (for user features)."""
 
     def __init__(self, log: UserLog, rows: np.ndarray) -> None:
@@ -347,7 +347,7 @@ def meta_scorer(
 
     features = ds.users
 
-    def score(si: np.ndarray, sr: np.ndarray, users: _UserRef) -> np.ndarray:
+    def score(si: np.ndarray, sr: np.ndarray, users: UserRef) -> np.ndarray:
         space = rec.space
         if features is not None and space.user_encoder.fields:
             frame = pl.DataFrame({USER: users.ids}).join(features, on=USER, how="left", maintain_order="left")

@@ -52,12 +52,7 @@ def user_metrics(
     rows, cols = np.nonzero(s_items >= 0)
     exclude[rows, s_items[rows, cols]] = True
     relevant = np.zeros((n, n_items), dtype=bool)
-    starts, ends = log.indptr[tasks.users], log.indptr[tasks.users + 1]
-    lengths = ends - starts
-    owner = np.repeat(np.arange(n), lengths)
-    pos = np.repeat(starts, lengths) + (
-        np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    )
+    owner, pos = log.positions(tasks.users)
     liked = np.ones(len(pos), dtype=bool) if implicit else log.ratings[pos] >= threshold
     relevant[owner[liked], log.items[pos[liked]]] = True
     relevant &= ~exclude

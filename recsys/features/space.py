@@ -7,7 +7,7 @@ scoring uses exactly the mapping training used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -16,6 +16,9 @@ from recsys.data.schema import ITEM, USER
 from recsys.data.spec import FieldKind, FieldSpec
 from recsys.errors import FeatureMismatchError
 from recsys.features.encoders import EncodedTable, TableEncoder
+
+if TYPE_CHECKING:
+    from recsys.data.dataset import Dataset
 
 ITEM_ID_FIELD = "__item_id"
 SMALL_LOOKUP = 256  # requests up to this many ids use a dict instead of a polars join
@@ -105,6 +108,19 @@ class FeatureSpace:
     @property
     def unknown_user_row(self) -> int:
         return len(self.users)
+
+    @classmethod
+    def fit_dataset(cls, ds: Dataset, interactions: pl.DataFrame | None = None, **kwargs) -> FeatureSpace:
+        """:meth:`fit` on a dataset's side tables and declared fields (``interactions``: a subset of its
+        log to fit on, default all of it; ``kwargs``: the other options of :meth:`fit`)."""
+        return cls.fit(
+            ds.interactions if interactions is None else interactions,
+            users=ds.users,
+            items=ds.items,
+            user_fields=ds.spec.user_fields,
+            item_fields=ds.spec.item_fields,
+            **kwargs,
+        )
 
     @classmethod
     def fit(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from recsys.config import ModelConfig
 from recsys.models.embedding import FieldEmbedding
 from recsys.models.heads import FactorizedHead, HybridHead, MeLUHead
+
+if TYPE_CHECKING:
+    from recsys.features.space import FeatureSpace
 
 
 class ColdStartNet(nn.Module):
@@ -50,6 +55,25 @@ class ColdStartNet(nn.Module):
             self.head = HybridHead(du, di, cfg.hidden, cfg.factor_dim, rating_mean, ii, n_items)
         else:
             self.head = MeLUHead(du, di, cfg.hidden, rating_mean)
+
+    @classmethod
+    def for_space(
+        cls, cfg: ModelConfig, space: FeatureSpace, *, rating_mean: float = 0.0, n_items: int | None = None
+    ) -> ColdStartNet:
+        """A network sized for ``space``'s encoders (``n_items``: catalogue size for the hybrid head's
+        item-item blend and item offsets, default the space's; 0 turns both off)."""
+        ie, ue = space.item_encoder, space.user_encoder
+        return cls(
+            cfg,
+            item_vocab=ie.num_embeddings,
+            item_token_fields=ie.n_token_fields,
+            item_dense=ie.n_dense,
+            user_vocab=ue.num_embeddings,
+            user_token_fields=ue.n_token_fields,
+            user_dense=ue.n_dense,
+            rating_mean=rating_mean,
+            n_items=space.n_items if n_items is None else n_items,
+        )
 
     def embed_items(self, indices: torch.Tensor, offsets: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         x = self.item_embedding(indices, offsets, dense)
