@@ -47,6 +47,10 @@ class ModelConfig:
     few regularisation strengths) or ``ease+cosine`` (also cosine item-kNN with 100 or 400
     neighbours; on ML-100k validation users it lifted implicit-feedback temporal Recall@20 by 13-17%
     but was mixed elsewhere, see the README)."""
+    trend: bool = True
+    """``hybrid`` head: after training, add a time-decayed popularity prior ("what is trending") to the
+    ranking scores; its half-life (7-365 days, or all-time popularity) and weight (0 included) are
+    chosen on validation users. Without timestamps only all-time popularity is a candidate."""
     item_item_max_items: int = 20_000
     """Catalogues larger than this skip the item-item blend (it is dense, n_items^2)."""
     sparse: bool = False

@@ -27,6 +27,7 @@ import torch
 from recsys import __version__
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
+from recsys.data.readers import dedupe_interactions
 from recsys.data.schema import ITEM, RATING, USER
 from recsys.data.spec import FieldKind, FieldSpec
 from recsys.data.tasks import UserLog
@@ -246,6 +247,12 @@ class ColdStartRecommender:
             if col not in inter.columns:
                 raise FeatureMismatchError(f"interactions need a '{col}' column; got {inter.columns}")
         _check_training_frame(inter, rating_scale)
+        rows = inter.height
+        inter = dedupe_interactions(inter)
+        if inter.height < rows:
+            log.warning(
+                "interactions: %d duplicate (user, item) row(s) dropped, the latest kept", rows - inter.height
+            )
         implicit = RATING not in inter.columns
         if implicit:  # no ratings: train the ranking objective alone, every interaction a positive
             cfg = self.config = cfg.override(
@@ -333,6 +340,8 @@ class ColdStartRecommender:
         self.history = state.history
         self.learner.to("cpu")
         self._cache = None
+        if hasattr(head, "set_trend") and cfg.model.trend and val_log is not None and val_log.n_users:
+            self.info["trend"] = self._choose_trend(train_log, val_log)
         if val_log is not None and val_log.n_users:
             self.summary = self._summarise(train_log, val_log, state, time.perf_counter() - t0)
         return self
@@ -357,6 +366,48 @@ class ColdStartRecommender:
         net = ColdStartNet.for_space(self.config.model, space, rating_mean=rating_mean)
         self.space = space
         self.learner = MetaLearner(net, self.config.meta)
+
+    def _choose_trend(self, train_log: UserLog, val_log: UserLog) -> dict[str, Any]:
+        """Pick the trend prior's half-life and weight (weight 0: none) on the validation users'
+        catalogue Recall@20 + nDCG@10, and set it on the head."""
+        from recsys.models import trend
+
+        head = self.learner.head
+        tasks = validation_tasks(val_log, self.config.train)
+        threshold = self.config.meta.rank_threshold
+
+        def value(prior: np.ndarray, weight: float) -> float:
+            head.set_trend(torch.from_numpy(prior), weight)
+            m = evaluate_rating_tasks(
+                self.learner, self.space, val_log, tasks, catalogue=True, threshold=threshold
+            )
+            return m["recall@20"] + m["cat_ndcg@10"]
+
+        n = self.space.n_items
+        none = np.zeros(n, dtype=np.float32)
+        best = (value(none, 0.0), None, 0.0, none)
+        baseline = best[0]
+        for half_life in trend.candidates(train_log):
+            prior = trend.trend_prior(train_log, n, half_life)
+            for weight in trend.WEIGHTS:
+                score = value(prior, weight)
+                if score > best[0]:
+                    best = (score, half_life, weight, prior)
+        score, half_life, weight, prior = best
+        head.set_trend(torch.from_numpy(prior), weight)
+        log.info(
+            "trend prior: %s (validation Recall@20 + nDCG@10 %.4f, without %.4f)",
+            trend.describe(half_life, weight),
+            score,
+            baseline,
+        )
+        return {
+            "half_life_days": half_life,
+            "weight": weight,
+            "chosen": trend.describe(half_life, weight),
+            "validation_recall20_plus_ndcg10": round(score, 5),
+            "validation_without": round(baseline, 5),
+        }
 
     def _summarise(self, train_log: UserLog, val_log: UserLog, state, seconds: float) -> FitSummary:
         tasks = validation_tasks(val_log, self.config.train)
@@ -496,7 +547,7 @@ class ColdStartRecommender:
         rec._build(space, float(history.get("info", {}).get("rating_mean", 0.0)))
         state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
-            rec.learner.load_state_dict(state)
+            rec._load_weights(state)
         except RuntimeError as exc:
             raise ModelFileError(f"{folder}: weights do not match the config ({exc})") from None
         rec._check_space(folder)
@@ -505,6 +556,14 @@ class ColdStartRecommender:
         if history.get("summary"):
             rec.summary = FitSummary(**history["summary"])
         return rec
+
+    OPTIONAL_WEIGHTS = ("net.head.trend", "net.head.trend_weight")
+    """Buffers that models saved before they existed lack; they load as their defaults (no prior)."""
+
+    def _load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        defaults = self.learner.state_dict()
+        state = {k: defaults[k] for k in self.OPTIONAL_WEIGHTS if k in defaults and k not in state} | state
+        self.learner.load_state_dict(state)
 
     def _check_space(self, where: Path | str) -> None:
         """The loaded feature space is self-consistent (an edited features.json is caught here)."""
@@ -540,9 +599,7 @@ class ColdStartRecommender:
                 k[len("features.") :]: v.numpy() for k, v in tensors.items() if k.startswith("features.")
             }
             rec._build(FeatureSpace.from_json(meta["features"], arrays), float(meta["info"]["rating_mean"]))
-            rec.learner.load_state_dict(
-                {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-            )
+            rec._load_weights({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
             rec._check_space(path)
             rec.info = meta["info"]
             rec.history = meta["state"]["history"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from recsys import ColdStartRecommender
+from recsys.config import RecommenderConfig
 from recsys.errors import ModelFileError, ScoringInputError, UnknownItemError
 from recsys.meta.trainer import MetaTrainer
 
@@ -168,3 +169,23 @@ def test_summary_reports_baseline_comparison(trained) -> None:
     hist = json.loads((path / "history.json").read_text())
     assert len(hist["history"]) == 2 and hist["summary"]["mae_adapted"] == pytest.approx(s.mae_adapted)
     assert pl.DataFrame(hist["history"]).height == 2
+
+
+def test_duplicate_pairs_in_a_fitted_frame_cause_no_nonfinite_steps():
+    """Regression: a frame given to fit() with the same (user, item) twice put the item in a task's
+    support and among its ranking positives at once; log p = -inf made steps non-finite (skipped)."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    frame = pl.DataFrame(
+        {
+            "user_id": rng.integers(0, 60, n),
+            "item_id": rng.integers(0, 40, n),
+            "rating": rng.integers(1, 6, n).astype(float),
+            "timestamp": rng.integers(0, 10**8, n),
+        }
+    )
+    assert frame.unique(subset=["user_id", "item_id"]).height < n  # duplicates are there
+    cfg = RecommenderConfig().override(**{"train.epochs": 2, "train.patience": 0})
+    rec = ColdStartRecommender(cfg).fit(frame)
+    assert [h["skipped_steps"] for h in rec.history] == [0, 0]
+    assert rec.info["train_interactions"] <= frame.unique(subset=["user_id", "item_id"]).height

@@ -8,6 +8,7 @@ bootstrap intervals.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import time
@@ -57,9 +58,11 @@ class EvalSettings:
     """Query draws averaged in the melu protocol."""
     ablations: list[str] = field(default_factory=lambda: ["no-adaptation", "5-steps", "second-order"])
     """Meta-learner variants. Re-scoring the trained model: ``no-adaptation`` (support ignored: the
-    meta-learned prior alone), ``1-step`` / ``5-steps`` (gradient steps added at scoring time).
-    Retrained on the first seed only (to bound the run time): ``second-order`` / ``first-order``
-    (5 MAML steps in training), ``melu`` (MeLU's architecture), ``no-item-item``."""
+    meta-learned prior alone), ``no-trend`` (the trend prior's weight set to 0), ``1-step`` /
+    ``5-steps`` (gradient steps added at scoring time). Retrained on the first seed only (to bound
+    the run time): ``second-order`` / ``first-order`` (5 MAML steps in training), ``meta-sgd`` (5
+    second-order steps with learned per-parameter inner rates), ``melu`` (MeLU's architecture),
+    ``no-item-item``."""
     tune: bool = True
     """Tune baselines' grids on validation users (else their defaults)."""
     tune_shots: int = 5
@@ -210,6 +213,14 @@ class Evaluation:
                     "ablation",
                 )
             )
+        trend_weight = getattr(rec.learner.head, "trend_weight", None)
+        if "no-trend" in self.s.ablations and trend_weight is not None and float(trend_weight) != 0:
+            plain = copy.deepcopy(rec)
+            plain.learner.head.trend_weight.zero_()
+            plain._cache = None
+            variants.append(
+                Method(f"{name} (without trend prior)", True, meta_scorer(plain, self.ds), "ablation")
+            )
         for label, steps in (("1-step", 1), ("5-steps", 5)):
             if label in self.s.ablations and steps != rec.config.meta.inner_steps:
                 variants.append(
@@ -226,6 +237,10 @@ class Evaluation:
                 {"meta.inner_steps": 5, "meta.first_order": False},
             ),
             "first-order": ("MAML 5 steps, first-order", {"meta.inner_steps": 5, "meta.first_order": True}),
+            "meta-sgd": (
+                "Meta-SGD 5 steps, second-order",
+                {"meta.inner_steps": 5, "meta.first_order": False, "meta.meta_sgd": True},
+            ),
             "melu": (
                 "MeLU architecture, 5 steps",
                 {

@@ -253,8 +253,10 @@ class MetaLearner(nn.Module):
         support.scatter_(1, batch.support_items, batch.support_mask)
         logp = torch.log_softmax(ranks.masked_fill(support, float("-inf")), dim=-1)
         pos = logp.gather(1, batch.rank_items)
-        pos = torch.where(batch.rank_mask, pos, torch.zeros_like(pos))
-        n = batch.rank_mask.sum(-1)
+        # a positive that is also a support item (a duplicated interaction) has log p = -inf: not a target
+        valid = batch.rank_mask & ~support.gather(1, batch.rank_items)
+        pos = torch.where(valid, pos, torch.zeros_like(pos))
+        n = valid.sum(-1)
         per_task = -pos.sum(-1) / n.clamp_min(1)
         has = (n > 0).to(per_task.dtype)
         return (per_task * has).sum() / has.sum().clamp_min(1.0)

@@ -162,7 +162,8 @@ class HybridHead(Head):
     learned rating weighting ``g`` and scale ``alpha``. During training each task uses a ``B`` fitted
     on the *other* half of the training users (out of fold), so the blend weight is learned on
     scores that generalise. Trained with a softmax over the catalogue. Inner gradient steps, when
-    configured, refine ``w_u`` and ``z_u`` from there.
+    configured, refine ``w_u`` and ``z_u`` from there. After training, a time-decayed popularity
+    prior (:mod:`recsys.models.trend`) may be added with a weight chosen on validation users.
     """
 
     has_rank = True
@@ -205,6 +206,10 @@ class HybridHead(Head):
         # data-driven item baseline (damped mean rating minus the global mean) added to b_i; zero for
         # items without training ratings, whose bias then comes from their content alone
         self.register_buffer("item_offset", torch.zeros(n_catalogue))
+        # time-decayed popularity prior (recsys.models.trend) added to the ranking scores with a weight
+        # chosen on validation users after training; weight 0 (no prior) while training
+        self.register_buffer("trend", torch.zeros(n_catalogue))
+        self.register_buffer("trend_weight", torch.zeros(()))
         self.ii_scale = nn.Parameter(torch.tensor(1.0))
         self.ii_rate = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.ii_gate = nn.Linear(d, 1)  # per-user trust in the item-item scores, from the support summary
@@ -233,6 +238,10 @@ class HybridHead(Head):
 
     def set_item_offsets(self, offsets: torch.Tensor) -> None:
         self.item_offset.copy_(offsets)
+
+    def set_trend(self, prior: torch.Tensor, weight: float) -> None:
+        self.trend.copy_(prior)
+        self.trend_weight.fill_(weight)
 
     def set_item_item(self, matrix: torch.Tensor, folds: torch.Tensor | None = None) -> None:
         self.item_item.copy_(matrix)
@@ -298,4 +307,6 @@ class HybridHead(Head):
         score = side["psi"] @ p["fast.z"] + side["c"]
         if "fast.ii" in p and "idx" in side:
             score = score + p["ii_scale"] * p["fast.ii"][side["idx"]]
+        if "idx" in side and self.trend.numel():
+            score = score + self.trend_weight * self.trend[side["idx"]]
         return score

@@ -1,0 +1,126 @@
+"""The time-decayed popularity prior of the hybrid head: its arithmetic, the head's use of it, and its
+selection on validation users (recency chosen where the log drifts, nothing forced where it cannot)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from recsys.config import RecommenderConfig
+from recsys.data.tasks import UserLog
+from recsys.models import trend
+from recsys.recommender import ColdStartRecommender
+
+DAY = 86_400
+
+
+def _log(items: list[int], days: list[float] | None) -> UserLog:
+    n = len(items)
+    return UserLog(
+        user_ids=pl.Series("user_id", [0]),
+        indptr=np.array([0, n]),
+        items=np.array(items),
+        ratings=np.ones(n, dtype=np.float32),
+        times=None if days is None else (np.array(days) * DAY).astype(np.int64),
+    )
+
+
+def test_prior_counts_recent_interactions_more_with_a_half_life():
+    # item 0: two interactions 20 days before the end; item 1: one on the last day; item 2: none
+    log = _log([0, 0, 1], [0.0, 0.0, 20.0])
+    all_time = trend.trend_prior(log, 3, None)
+    recent = trend.trend_prior(log, 3, 1.0)
+    raw = np.log1p([2.0, 1.0, 0.0])
+    np.testing.assert_allclose(all_time, (raw - raw.mean()) / raw.std(), rtol=1e-5)
+    assert all_time[0] > all_time[1] > all_time[2]
+    # with a 1-day half-life item 0's weight is 2 * 0.5**20: item 1 now leads
+    raw = np.log1p([2 * 0.5**20, 1.0, 0.0])
+    np.testing.assert_allclose(recent, (raw - raw.mean()) / raw.std(), rtol=1e-4, atol=1e-6)
+    assert recent[1] > recent[0]
+    assert abs(float(recent.mean())) < 1e-6
+
+
+def test_without_timestamps_only_all_time_popularity_is_a_candidate():
+    log = _log([0, 1], None)
+    assert trend.candidates(log) == [None]
+    with pytest.raises(ValueError, match="timestamps"):
+        trend.trend_prior(log, 2, 7.0)
+    assert trend.candidates(_log([0, 1], [0.0, 1.0])) == list(trend.HALF_LIVES_DAYS)
+
+
+def _drifting_log(seed: int = 0) -> tuple[pl.DataFrame, list[int]]:
+    """Users join one a day; what they rate drifts through the catalogue (a window of 12 of 60 items
+    that moves with the join date). The last 40 joiners are the validation users."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    n_users, n_items = 240, 60
+    for u in range(n_users):
+        centre = u * (n_items - 12) / n_users
+        window = np.arange(int(centre), int(centre) + 12)
+        chosen = rng.choice(window, size=10, replace=False)
+        for j, item in enumerate(chosen):
+            rows.append((u, int(item), float(rng.integers(4, 6)), u * DAY + j * 60))
+    frame = pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row")
+    return frame, list(range(n_users - 40, n_users))
+
+
+def _fit(frame: pl.DataFrame, validation: list[int], **overrides) -> ColdStartRecommender:
+    cfg = RecommenderConfig().override(
+        **{"train.epochs": 3, "train.patience": 0, "model.embedding_dim": 8, "model.factor_dim": 8}
+        | overrides
+    )
+    return ColdStartRecommender(cfg).fit(frame, validation_users=validation)
+
+
+def test_recency_is_chosen_on_a_drifting_log_and_lifts_validation_ranking():
+    frame, validation = _drifting_log()
+    rec = _fit(frame, validation)
+    chosen = rec.info["trend"]
+    assert chosen["weight"] > 0
+    assert chosen["half_life_days"] is not None  # recent, not all-time, popularity
+    assert chosen["validation_recall20_plus_ndcg10"] > chosen["validation_without"]
+    head = rec.learner.head
+    assert float(head.trend_weight) == chosen["weight"]
+    # the newest items (the validation users' window) lead the prior
+    newest = rec.space.items.lookup(pl.Series([59, 58, 57]))
+    oldest = rec.space.items.lookup(pl.Series([0, 1, 2]))
+    assert head.trend[newest].min() > head.trend[oldest].max()
+
+
+def test_the_head_adds_exactly_weight_times_prior_to_ranking_scores():
+    frame, validation = _drifting_log()
+    rec = _fit(frame, validation)
+    ratings = {int(frame["item_id"][0]): 5.0}
+    with_prior = dict(rec.recommend(ratings, n=60, exclude_rated=False))
+    head = rec.learner.head
+    weight = float(head.trend_weight)
+    assert weight > 0
+    prior = head.trend.clone()
+    head.set_trend(prior, 0.0)
+    without = dict(rec.recommend(ratings, n=60, exclude_rated=False))
+    items = list(with_prior)
+    index = rec.space.items.lookup(pl.Series(items))
+    expected = np.array([without[i] for i in items]) + weight * prior[index].numpy()
+    np.testing.assert_allclose([with_prior[i] for i in items], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_trend_off_in_the_config_sets_no_prior(tmp_path):
+    frame, validation = _drifting_log()
+    rec = _fit(frame, validation, **{"model.trend": False})
+    assert "trend" not in rec.info
+    assert float(rec.learner.head.trend_weight) == 0.0
+
+
+def test_saved_model_keeps_the_chosen_prior(tmp_path):
+    frame, validation = _drifting_log()
+    rec = _fit(frame, validation)
+    rec.save(tmp_path / "m")
+    back = ColdStartRecommender.load(tmp_path / "m")
+    assert torch.equal(back.learner.head.trend, rec.learner.head.trend)
+    assert float(back.learner.head.trend_weight) == float(rec.learner.head.trend_weight)
+    a = rec.recommend({3: 5.0, 4: 4.0}, n=10)
+    b = back.recommend({3: 5.0, 4: 4.0}, n=10)
+    assert [i for i, _ in a] == [i for i, _ in b]
+    np.testing.assert_allclose([s for _, s in a], [s for _, s in b], rtol=1e-5)
