@@ -237,7 +237,10 @@ def _echo_run(tr) -> None:
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="Config file (TOML or JSON) with [model], [meta], [train] sections."),
+    typer.Option(
+        "--config",
+        help="Config file (TOML or JSON) with model, meta and train sections (see recsys/config.py).",
+    ),
 ]
 
 

@@ -82,6 +82,9 @@ class MetaLearner(nn.Module):
             params = dict(net.head.named_parameters())
             for name in self.adapt_names:
                 self.inner_lrs[self._lr_key(name)] = nn.Parameter(torch.full_like(params[name], cfg.inner_lr))
+            # per-user vectors a head derives from the support (e.g. the hybrid head's fold-in) adapt too
+            for name, shape in net.head.fast_shapes().items():
+                self.inner_lrs[self._lr_key(name)] = nn.Parameter(torch.full(shape, cfg.inner_lr))
         self._catalogue: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property

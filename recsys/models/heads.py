@@ -66,6 +66,11 @@ class Head(nn.Module):
     ) -> Params:
         return {}
 
+    def fast_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the per-user vectors from :meth:`init_fast` that inner gradient steps refine
+        (Meta-SGD learns an inner rate for each of their entries)."""
+        return {}
+
     def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
         raise NotImplementedError
 
@@ -222,6 +227,9 @@ class HybridHead(Head):
 
     def adaptable(self, mode: str) -> list[str]:
         return []  # adaptation acts on the per-user vectors from init_fast
+
+    def fast_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"fast.w": (self.d + 1,), "fast.z": (self.d,)}
 
     def param_groups(self) -> dict[str, list[str]]:
         """Head parameter names of the rating path and of the ranking path (disjoint)."""
