@@ -1,7 +1,8 @@
 """Print the README's results tables from a report.json written by `recsys evaluate`.
 
 For each protocol (and scenario) and K: the best baseline per metric next to the meta-learner, with
-the relative difference; then the ablation rows of the meta-learner.
+the relative difference; then, when the report has meta-learner variants, the ablation table: each
+variant's difference to the best baseline, averaged over K = 3, 5, 10.
 
 Usage: ``python -m pipelines.summarise_report reports/latest/report.json``
 """
@@ -21,12 +22,64 @@ METRICS = (
 )
 
 
-def summarise(report: dict, metrics=METRICS) -> str:
-    kinds = report.get("methods", {})
-    rows = report["results"]
+def _groups(report: dict) -> dict[tuple, list]:
     groups: dict[tuple, list] = {}
-    for r in rows:
+    for r in report["results"]:
         groups.setdefault((r["protocol"], r["scenario"], r["k"]), []).append(r)
+    return groups
+
+
+def _best_baseline(report: dict, group: list, key: str, pick) -> tuple[float, str] | None:
+    kinds = report.get("methods", {})
+    vals = [
+        (r[key]["mean"], r["method"])
+        for r in group
+        if kinds.get(r["method"], {}).get("kind", "baseline") == "baseline"
+        and not r["method"].startswith("meta-learner")
+        and key in r
+        and not math.isnan(r[key]["mean"])
+    ]
+    return pick(vals) if vals else None
+
+
+def ablations(report: dict, metrics=METRICS[:3], ks: tuple[str, ...] = ("3", "5", "10")) -> str:
+    """Each meta-learner variant's relative difference to the best baseline, mean over ``ks``."""
+    groups = _groups(report)
+    protocols = list(dict.fromkeys(p for p, _, _ in groups))
+    variants = list(
+        dict.fromkeys(
+            r["method"] for g in groups.values() for r in g if r["method"].startswith("meta-learner")
+        )
+    )
+    if len(variants) < 2:
+        return ""
+    header = [f"{p} {label}" for p in protocols for _, label, _ in metrics]
+    out = ["| variant | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    for variant in variants:
+        cells = []
+        for protocol in protocols:
+            for key, _, pick in metrics:
+                diffs = []
+                for (p, _, k), group in groups.items():
+                    row = next((r for r in group if r["method"] == variant), None)
+                    best = _best_baseline(report, group, key, pick)
+                    if (
+                        p != protocol
+                        or k not in ks
+                        or row is None
+                        or key not in row
+                        or not best
+                        or not best[0]
+                    ):
+                        continue
+                    diffs.append((row[key]["mean"] / best[0] - 1) * 100)
+                cells.append(f"{sum(diffs) / len(diffs):+.1f}%" if diffs else "–")
+        out.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def summarise(report: dict, metrics=METRICS) -> str:
+    groups = _groups(report)
     out = [
         "| protocol | K | "
         + " | ".join(f"{label}: best baseline / meta-learner" for _, label, _ in metrics)
@@ -34,24 +87,16 @@ def summarise(report: dict, metrics=METRICS) -> str:
         "|---|---|" + "---|" * len(metrics),
     ]
     for (protocol, scenario, k), group in groups.items():
-        base = [
-            r
-            for r in group
-            if kinds.get(r["method"], {}).get("kind", "baseline") == "baseline"
-            and not r["method"].startswith("meta-learner")
-        ]
         meta = next((r for r in group if r["method"] == "meta-learner"), None)
         if meta is None:
             continue
         cells = []
         for key, _, pick in metrics:
-            vals = [
-                (r[key]["mean"], r["method"]) for r in base if key in r and not math.isnan(r[key]["mean"])
-            ]
-            if not vals or key not in meta:
+            found = _best_baseline(report, group, key, pick)
+            if found is None or key not in meta:
                 cells.append("–")
                 continue
-            best, name = pick(vals)
+            best, name = found
             m = meta[key]["mean"]
             rel = f"{(m / best - 1) * 100:+.1f}%" if best else "n/a"  # e.g. no baseline hits a new item
             cells.append(f"{best:.3f} ({name}) / **{m:.3f}** ({rel})")
@@ -64,7 +109,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("report", type=Path)
     args = p.parse_args(argv)
-    print(summarise(json.loads(args.report.read_text())))
+    report = json.loads(args.report.read_text())
+    print(summarise(report))
+    table = ablations(report)
+    if table:
+        print("\nAblations (difference to the best baseline, mean over K = 3, 5, 10):\n")
+        print(table)
 
 
 if __name__ == "__main__":
