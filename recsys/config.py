@@ -73,7 +73,8 @@ class MetaConfig:
     first_order: bool = False
     """First-order MAML: the meta-gradient does not flow through the inner updates."""
     meta_sgd: bool = False
-    """Meta-SGD: learn a per-parameter inner learning rate."""
+    """Meta-SGD: learn a per-parameter inner learning rate (for the ``hybrid`` head, one per entry of the
+    user vectors its fold-in gives; mixed on ML-100k validation users, see the README)."""
     loss: Literal["mse", "mae", "huber"] = "mse"
     """Loss on ratings used in the inner loop and on the query set."""
     rating_weight: float = 1.0
