@@ -43,9 +43,11 @@ def _best_baseline(report: dict, group: list, key: str, pick) -> tuple[float, st
 
 
 def ablations(report: dict, metrics=METRICS[:3], ks: tuple[str, ...] = ("3", "5", "10")) -> str:
-    """Each meta-learner variant's relative difference to the best baseline, mean over ``ks``."""
+    """Each meta-learner variant's relative difference to the best baseline, mean over ``ks`` (a
+    protocol without those K, such as MeLU's with K = all, uses the K it has), one column group per
+    protocol and scenario."""
     groups = _groups(report)
-    protocols = list(dict.fromkeys(p for p, _, _ in groups))
+    wheres = list(dict.fromkeys((p, sc) for p, sc, _ in groups))
     variants = list(
         dict.fromkeys(
             r["method"] for g in groups.values() for r in g if r["method"].startswith("meta-learner")
@@ -53,24 +55,24 @@ def ablations(report: dict, metrics=METRICS[:3], ks: tuple[str, ...] = ("3", "5"
     )
     if len(variants) < 2:
         return ""
-    header = [f"{p} {label}" for p in protocols for _, label, _ in metrics]
+
+    def label(where: tuple[str, str]) -> str:
+        return where[0] if where[1] == "new_users" else f"{where[0]} / {where[1]}"
+
+    header = [f"{label(w)} {name}" for w in wheres for _, name, _ in metrics]
     out = ["| variant | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for variant in variants:
         cells = []
-        for protocol in protocols:
+        for where in wheres:
+            present = {k for p, sc, k in groups if (p, sc) == where}
+            use = [k for k in ks if k in present] or sorted(present)
             for key, _, pick in metrics:
                 diffs = []
-                for (p, _, k), group in groups.items():
+                for k in use:
+                    group = groups[(*where, k)]
                     row = next((r for r in group if r["method"] == variant), None)
                     best = _best_baseline(report, group, key, pick)
-                    if (
-                        p != protocol
-                        or k not in ks
-                        or row is None
-                        or key not in row
-                        or not best
-                        or not best[0]
-                    ):
+                    if row is None or key not in row or not best or not best[0]:
                         continue
                     diffs.append((row[key]["mean"] / best[0] - 1) * 100)
                 cells.append(f"{sum(diffs) / len(diffs):+.1f}%" if diffs else "–")
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     print(summarise(report))
     table = ablations(report)
     if table:
-        print("\nAblations (difference to the best baseline, mean over K = 3, 5, 10):\n")
+        print("\nAblations (difference to the best baseline, mean over K = 3, 5, 10 where present):\n")
         print(table)
 
 

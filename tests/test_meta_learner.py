@@ -62,7 +62,7 @@ def _loss_at(learner, batch, name: str, index: tuple, value: float) -> float:
         old = param[index].item()
         param[index] = value
     try:
-        return float(learner.meta_loss(batch))
+        return float(learner.meta_loss(batch).detach())
     finally:
         with torch.no_grad():
             param[index] = old
