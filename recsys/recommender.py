@@ -42,7 +42,13 @@ from recsys.errors import (
 from recsys.features.space import ITEM_ID_FIELD, FeatureSpace, coerce_ids
 from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache, clamp_to_scale, score_catalogue
-from recsys.meta.trainer import MetaTrainer, evaluate_rating_tasks, validation_tasks
+from recsys.meta.trainer import (
+    MetaTrainer,
+    catalogue_quality,
+    catalogue_scores,
+    evaluate_rating_tasks,
+    validation_tasks,
+)
 from recsys.models.network import ColdStartNet
 from recsys.utils.checkpoint import load_tensors, save_tensors
 from recsys.utils.io import atomic_write_json, sha256_file
@@ -375,16 +381,16 @@ class ColdStartRecommender:
         head = self.learner.head
         tasks = validation_tasks(val_log, self.config.train)
         threshold = self.config.meta.rank_threshold
-
-        def value(prior: np.ndarray, weight: float) -> float:
-            head.set_trend(torch.from_numpy(prior), weight)
-            m = evaluate_rating_tasks(
-                self.learner, self.space, val_log, tasks, catalogue=True, threshold=threshold
-            )
-            return m["recall@20"] + m["cat_ndcg@10"]
-
         n = self.space.n_items
         none = np.zeros(n, dtype=np.float32)
+        # the prior adds weight * prior[item] to every user's ranking scores: score once without it
+        head.set_trend(torch.from_numpy(none), 0.0)
+        scores = catalogue_scores(self.learner, self.space, val_log, tasks)
+
+        def value(prior: np.ndarray, weight: float) -> float:
+            m = catalogue_quality(scores + weight * prior, self.space, val_log, tasks, threshold)
+            return m["recall@20"] + m["cat_ndcg@10"]
+
         best = (value(none, 0.0), None, 0.0, none)
         baseline = best[0]
         for half_life in trend.candidates(train_log):

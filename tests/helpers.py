@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import torch
 
 from recsys.config import MetaConfig, ModelConfig
@@ -10,6 +11,20 @@ from recsys.data.tasks import TaskBatch, UserLog, build_batch, sample_tasks
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
 from recsys.models.network import ColdStartNet
+
+
+def random_log_with_duplicates(n: int, *, distinct_times: bool) -> pl.DataFrame:
+    """``n`` random ratings of 60 users on 40 items (seed 0), so (user, item) pairs repeat; timestamps
+    all distinct (a permutation) or drawn at random."""
+    rng = np.random.default_rng(0)
+    return pl.DataFrame(
+        {
+            "user_id": rng.integers(0, 60, n),
+            "item_id": rng.integers(0, 40, n),
+            "rating": rng.integers(1, 6, n).astype(float),
+            "timestamp": rng.permutation(n) + 1000 if distinct_times else rng.integers(0, 10**8, n),
+        }
+    )
 
 
 def space_and_log(ds):

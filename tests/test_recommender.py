@@ -14,6 +14,7 @@ from recsys import ColdStartRecommender
 from recsys.config import RecommenderConfig
 from recsys.errors import ModelFileError, ScoringInputError, UnknownItemError
 from recsys.meta.trainer import MetaTrainer
+from tests.helpers import random_log_with_duplicates
 
 FAST = {
     "train.epochs": 2,
@@ -174,16 +175,8 @@ def test_summary_reports_baseline_comparison(trained) -> None:
 def test_duplicate_pairs_in_a_fitted_frame_cause_no_nonfinite_steps():
     """Regression: a frame given to fit() with the same (user, item) twice put the item in a task's
     support and among its ranking positives at once; log p = -inf made steps non-finite (skipped)."""
-    rng = np.random.default_rng(0)
     n = 2000
-    frame = pl.DataFrame(
-        {
-            "user_id": rng.integers(0, 60, n),
-            "item_id": rng.integers(0, 40, n),
-            "rating": rng.integers(1, 6, n).astype(float),
-            "timestamp": rng.integers(0, 10**8, n),
-        }
-    )
+    frame = random_log_with_duplicates(n, distinct_times=False)
     assert frame.unique(subset=["user_id", "item_id"]).height < n  # duplicates are there
     cfg = RecommenderConfig().override(**{"train.epochs": 2, "train.patience": 0})
     rec = ColdStartRecommender(cfg).fit(frame)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 
 from recsys.data.readers import read_interactions
@@ -14,20 +13,12 @@ from recsys.data.streaming import stream_user_log
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError
 from tests.conftest import write
+from tests.helpers import random_log_with_duplicates
 
 
 @pytest.fixture
 def log_with_duplicates(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    n = 3000
-    frame = pl.DataFrame(
-        {
-            "user_id": rng.integers(0, 60, n),
-            "item_id": rng.integers(0, 40, n),
-            "rating": rng.integers(1, 6, n).astype(float),
-            "timestamp": rng.permutation(n) + 1000,
-        }
-    )
+    frame = random_log_with_duplicates(3000, distinct_times=True)
     frame.write_csv(tmp_path / "log.csv")
     frame.write_parquet(tmp_path / "log.parquet")
     return tmp_path

@@ -112,27 +112,48 @@ def evaluate_rating_tasks(
             "ndcg@3": float(np.nanmean(M.query_ndcg(preds, target, mask, 3))),
         }
     if catalogue or space.implicit:
-        from recsys.evaluation.task_metrics import support_arrays, user_metrics
-
-        si, sr = support_arrays(log, tasks)
-        rows = space.user_rows(log.user_ids.gather(tasks.users))
-        scores = score_catalogue(
-            learner, space, si, sr, space.user_table.gather(rows), device=device, steps=steps, rank=True
-        )
-        m = user_metrics(
-            scores,
-            log,
-            tasks,
-            predicts_ratings=False,
-            implicit=space.implicit,
-            threshold=threshold if threshold is not None else -np.inf,
-            scale=space.rating_scale,
-        )
-        out |= {
-            "recall@20": float(np.nanmean(m["recall@20"])),
-            "cat_ndcg@10": float(np.nanmean(m["ndcg@10"])),
-        }
+        scores = catalogue_scores(learner, space, log, tasks, device=device, steps=steps)
+        out |= catalogue_quality(scores, space, log, tasks, threshold)
     return out
+
+
+def catalogue_scores(
+    learner: MetaLearner,
+    space: FeatureSpace,
+    log: UserLog,
+    tasks: TaskSet,
+    *,
+    device: torch.device | str = "cpu",
+    steps: int | None = None,
+) -> np.ndarray:
+    """Catalogue ranking scores [n_tasks, n_items] of each task's user adapted to its support."""
+    from recsys.evaluation.task_metrics import support_arrays
+
+    si, sr = support_arrays(log, tasks)
+    rows = space.user_rows(log.user_ids.gather(tasks.users))
+    _, ranks = score_catalogue(
+        learner, space, si, sr, space.user_table.gather(rows), device=device, steps=steps, only_rank=True
+    )
+    return ranks
+
+
+def catalogue_quality(
+    scores: np.ndarray, space: FeatureSpace, log: UserLog, tasks: TaskSet, threshold: float | None
+) -> dict[str, float]:
+    """Mean catalogue Recall@20 and nDCG@10 of ranking ``scores`` (support excluded); relevant = the
+    user's other items rated at or above ``threshold`` (every interaction for implicit feedback)."""
+    from recsys.evaluation.task_metrics import user_metrics
+
+    m = user_metrics(
+        scores,
+        log,
+        tasks,
+        predicts_ratings=False,
+        implicit=space.implicit,
+        threshold=threshold if threshold is not None else -np.inf,
+        scale=space.rating_scale,
+    )
+    return {"recall@20": float(np.nanmean(m["recall@20"])), "cat_ndcg@10": float(np.nanmean(m["ndcg@10"]))}
 
 
 class MetaTrainer:
