@@ -553,6 +553,13 @@ def evaluate(
     config: ConfigOpt = None,
     threshold: Annotated[float, typer.Option(help="Relevance threshold for catalogue metrics.")] = 4.0,
     tune: Annotated[bool, typer.Option(help="Tune baseline grids on validation users.")] = True,
+    nested: Annotated[
+        bool,
+        typer.Option(
+            "--nested",
+            help="Model selection: apply the protocol again inside each split's training users and report on those pseudo-new users; the real new users are never touched (temporal, random).",
+        ),
+    ] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for report.json, report.md and plots.")] = Path(
         "reports/latest"
     ),
@@ -596,6 +603,7 @@ def evaluate(
         threshold=threshold,
         ablations=[] if ablations == "none" else _csv_list(ablations),
         tune=tune,
+        nested=nested,
     )
     with _tracker(mlflow, tracking_uri, experiment, fallback_local, run_name, "evaluate") as tr:
         _echo_run(tr)

@@ -314,6 +314,12 @@ class ColdStartRecommender:
             "train_interactions": len(train_log.items),
         }
         head = self.learner.head
+        if cfg.model.item_id_init == "als" and not resume:
+            from recsys.models.item_init import init_item_ids_from_als
+
+            self.info["item_id_init"] = init_item_ids_from_als(
+                self.learner.net, space, train_log, seed=cfg.train.seed
+            )
         if hasattr(head, "set_item_offsets") and not implicit:
             sums = np.bincount(train_log.items, weights=train_log.ratings, minlength=space.n_items)
             counts = np.bincount(train_log.items, minlength=space.n_items)

@@ -122,3 +122,31 @@ def test_model_trained_on_a_split_records_its_fingerprint(synthetic_small) -> No
     seen = set(rec.space.users.to_list())
     assert seen.isdisjoint(set(split.test_users.to_list()))
     assert pl.Series(rec.space.items.to_list()).len() == rec.space.n_items
+
+
+@pytest.mark.parametrize("protocol", ["temporal", "random"])
+def test_nested_evaluation_never_touches_the_splits_new_users(synthetic_small, protocol) -> None:
+    from recsys.evaluation.runner import EvalSettings, Evaluation
+
+    ds = synthetic_small
+    outer = split_protocol(ds, protocol, seed=0)
+    ev = Evaluation(ds, EvalSettings(protocols=[protocol], nested=True))
+    inner_ds, inner = ev._split(protocol, 0)
+    outer_new = set(outer.test_users.to_list())
+    assert outer_new.isdisjoint(inner_ds.interactions["user_id"].to_list())
+    assert set(inner.test_users.to_list()) <= set(outer.train["user_id"].to_list())
+    assert set(inner.validation_users.to_list()) <= set(inner.train["user_id"].to_list())
+    assert inner.fingerprint() != outer.fingerprint()
+    if protocol == "temporal":
+        assert inner.cutoff <= outer.cutoff
+    plain_ds, plain = Evaluation(ds, EvalSettings(protocols=[protocol]))._split(protocol, 0)
+    assert plain_ds is ds and plain.fingerprint() == outer.fingerprint()
+
+
+def test_nested_evaluation_refuses_the_melu_protocol(synthetic_small) -> None:
+    from recsys.errors import SpecError
+    from recsys.evaluation.runner import EvalSettings, Evaluation
+
+    ev = Evaluation(synthetic_small, EvalSettings(protocols=["melu"], nested=True))
+    with pytest.raises(SpecError, match="nested"):
+        ev._split("melu", 0)

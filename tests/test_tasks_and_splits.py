@@ -57,6 +57,45 @@ def test_temporal_support_is_first_k_and_query_later(setup) -> None:
         assert sorted(ts.query[t].tolist()) == list(range(hi - 4, hi))
 
 
+def test_query_order_last_gives_only_temporal_support_tasks_the_latest_query(setup) -> None:
+    _, _, log = setup
+    users = np.nonzero(log.counts >= 20)[0]
+    ts = sample_tasks(
+        log,
+        users,
+        np.random.default_rng(3),
+        support_size=4,
+        query_size=5,
+        support_order="mixed",
+        query_order="last",
+    )
+    n_temporal = n_random = n_random_last = 0
+    for t in range(len(ts)):
+        u = ts.users[t]
+        lo, hi = log.indptr[u], log.indptr[u + 1]
+        support, query = ts.support[t].tolist(), sorted(ts.query[t].tolist())
+        if support == list(range(lo, lo + 4)):  # first 4 by time (a random draw almost never is)
+            n_temporal += 1
+            assert query == list(range(hi - 5, hi))
+        else:
+            n_random += 1
+            n_random_last += query == list(range(hi - 5, hi))
+    assert n_temporal > 0.3 * len(ts) and n_random > 0.3 * len(ts)
+    assert n_random_last < 0.1 * n_random  # random-support tasks keep a random query
+
+
+def test_query_order_last_without_timestamps_is_a_random_query(setup) -> None:
+    from dataclasses import replace
+
+    _, _, log = setup
+    untimed = replace(log, times=None)
+    users = np.nonzero(log.counts >= 20)[0]
+    kwargs = dict(support_size=4, query_size=5, support_order="temporal")
+    last = sample_tasks(untimed, users, np.random.default_rng(3), query_order="last", **kwargs)
+    rand = sample_tasks(untimed, users, np.random.default_rng(3), query_order="random", **kwargs)
+    assert np.array_equal(last.query, rand.query)
+
+
 def test_sampling_is_seeded_and_resampled(setup) -> None:
     _, _, log = setup
     users = np.arange(log.n_users)

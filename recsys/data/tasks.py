@@ -191,8 +191,9 @@ def sample_tasks(
     ``support_size``: a fixed K, an inclusive range (lo, hi) drawn uniformly (``log_uniform``: uniformly
     in log K) per user, or one K per user. Each user keeps at least ``min_query`` ratings for the query; ``query_size=None`` puts all
     remaining ratings in the query. ``support_order='temporal'`` takes the first K ratings by time,
-    ``'mixed'`` does so for a random half of the users; ``query_order='last'`` takes the latest
-    remaining ones, ``'random'`` a random subset.
+    ``'mixed'`` does so for a random half of the users; ``query_order='last'`` gives users whose support
+    is temporal the latest remaining ratings as the query (random-support users keep a random one;
+    a log without timestamps gets random queries), ``'random'`` a random subset for everyone.
     """
     users = np.asarray(users, dtype=np.int64)
     n_tasks = len(users)
@@ -218,17 +219,25 @@ def sample_tasks(
     k_of = np.where(in_tasks, k[np.maximum(task_of_user[log.user_of], 0)], 0)
     q_of = np.where(in_tasks, q[np.maximum(task_of_user[log.user_of], 0)], 0)
     n = len(log.items)
+    in_time = np.arange(n, dtype=np.float64)  # the log is in time order within a user
     if support_order == "temporal":
-        keys = np.arange(n, dtype=np.float64)  # the log is in time order within a user
+        keys, temporal_rows = in_time, np.ones(n, dtype=bool)
     elif support_order == "mixed":
-        temporal_user = rng.random(log.n_users) < 0.5
-        keys = np.where(temporal_user[log.user_of], np.arange(n, dtype=np.float64), rng.random(n) * n)
+        temporal_rows = (rng.random(log.n_users) < 0.5)[log.user_of]
+        keys = np.where(temporal_rows, in_time, rng.random(n) * n)
     else:
-        keys = rng.random(n)
+        keys, temporal_rows = rng.random(n), np.zeros(n, dtype=bool)
     srank = rank_within_users(log, keys, in_tasks)
     is_support = in_tasks & (srank < k_of)
     rest = in_tasks & ~is_support
-    qkeys = -np.arange(n, dtype=np.float64) if query_order == "last" else rng.random(n)
+    if query_order == "last" and log.times is None:
+        query_order = "random"  # "latest" means nothing without timestamps
+    if query_order == "last" and temporal_rows.all():
+        qkeys = -in_time
+    elif query_order == "last":
+        qkeys = np.where(temporal_rows, -in_time, rng.random(n) * n)
+    else:
+        qkeys = rng.random(n)
     qrank = rank_within_users(log, qkeys, rest)
     is_query = rest & (qrank < q_of)
     support = _pad_by_rank(log, is_support, srank, task_of_user, n_tasks)

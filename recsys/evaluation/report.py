@@ -74,6 +74,12 @@ def markdown(report: dict[str, Any]) -> str:
         "Recall@k = hits / min(k, relevant) (Liang et al., 2018).",
         "",
     ]
+    if s.get("nested"):
+        lines += [
+            "**Nested (model selection) run:** each protocol was applied again inside its training users; "
+            "the users below are pseudo-new *training* users, the split's real new users were not touched.",
+            "",
+        ]
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["protocol"], r["scenario"], r["k"]), []).append(r)

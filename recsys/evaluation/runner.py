@@ -13,7 +13,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,10 @@ class EvalSettings:
     """Support size of the validation tasks used for tuning."""
     n_boot: int = 1000
     """Bootstrap resamples for the intervals."""
+    nested: bool = False
+    """Model selection mode: apply each protocol again *inside* its training users and report on those
+    pseudo-new users, so configs can be compared without touching the split's new users (temporal
+    and random protocols only)."""
 
 
 Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -185,7 +189,9 @@ class Evaluation:
         self.tuning.setdefault(cls.name, {})[str(seed)] = best_params
         return best_params
 
-    def _meta_methods(self, split: ProtocolSplit, seed: int) -> tuple[list[Method], FeatureSpace]:
+    def _meta_methods(
+        self, ds: Dataset, split: ProtocolSplit, seed: int
+    ) -> tuple[list[Method], FeatureSpace]:
         from recsys.workflows import train_model
 
         rec = self.model
@@ -198,18 +204,18 @@ class Evaluation:
                     seed,
                 )
             t0 = time.perf_counter()
-            rec, _ = train_model(self.ds, self.config, protocol=split.protocol, seed=seed)
+            rec, _ = train_model(ds, self.config, protocol=split.protocol, seed=seed)
             self.timings["train meta-learner"] = (
                 self.timings.get("train meta-learner", 0.0) + time.perf_counter() - t0
             )
-        variants = [Method(self.model_name, True, meta_scorer(rec, self.ds), "meta")]
+        variants = [Method(self.model_name, True, meta_scorer(rec, ds), "meta")]
         name = self.model_name
         if "no-adaptation" in self.s.ablations:  # the meta-learned prior alone: the support is ignored
             variants.append(
                 Method(
                     f"{name} (no adaptation)",
                     True,
-                    meta_scorer(rec, self.ds, ignore_support=True),
+                    meta_scorer(rec, ds, ignore_support=True),
                     "ablation",
                 )
             )
@@ -218,16 +224,14 @@ class Evaluation:
             plain = copy.deepcopy(rec)
             plain.learner.head.trend_weight.zero_()
             plain._cache = None
-            variants.append(
-                Method(f"{name} (without trend prior)", True, meta_scorer(plain, self.ds), "ablation")
-            )
+            variants.append(Method(f"{name} (without trend prior)", True, meta_scorer(plain, ds), "ablation"))
         for label, steps in (("1-step", 1), ("5-steps", 5)):
             if label in self.s.ablations and steps != rec.config.meta.inner_steps:
                 variants.append(
                     Method(
                         f"{name} (+{steps} gradient step{'s' * (steps > 1)} at scoring)",
                         True,
-                        meta_scorer(rec, self.ds, steps),
+                        meta_scorer(rec, ds, steps),
                         "ablation",
                     )
                 )
@@ -256,13 +260,11 @@ class Evaluation:
             if key not in self.s.ablations or seed != 0:
                 continue  # retrained variants run on the first seed only, to bound the run time
             t0 = time.perf_counter()
-            variant, _ = train_model(
-                self.ds, rec.config.override(**overrides), protocol=split.protocol, seed=seed
-            )
+            variant, _ = train_model(ds, rec.config.override(**overrides), protocol=split.protocol, seed=seed)
             self.timings["train ablations"] = (
                 self.timings.get("train ablations", 0.0) + time.perf_counter() - t0
             )
-            variants.append(Method(f"{name} ({label})", True, meta_scorer(variant, self.ds), "ablation"))
+            variants.append(Method(f"{name} ({label})", True, meta_scorer(variant, ds), "ablation"))
         return variants, rec.space
 
     # ---- run -------------------------------------------------------------------------------------
@@ -272,13 +274,25 @@ class Evaluation:
                 self._run_one(protocol, seed)
         return self
 
+    def _split(self, protocol: str, seed: int) -> tuple[Dataset, ProtocolSplit]:
+        """The dataset and split to run: the protocol's own, or (``nested``) the protocol applied again
+        to the split's training interactions, whose new users are then pseudo-new training users."""
+        if self.s.nested and protocol not in ("temporal", "random"):
+            from recsys.errors import SpecError
+
+            raise SpecError(f"nested evaluation supports the temporal and random protocols, not {protocol}")
+        fraction = self.config.train.validation_fraction
+        split = split_protocol(self.ds, protocol, seed=seed, validation_fraction=fraction)
+        if not self.s.nested:
+            return self.ds, split
+        inner = replace(self.ds, interactions=split.train)
+        return inner, split_protocol(inner, protocol, seed=seed, validation_fraction=fraction)
+
     def _run_one(self, protocol: str, seed: int) -> None:
         t0 = time.perf_counter()
-        split = split_protocol(
-            self.ds, protocol, seed=seed, validation_fraction=self.config.train.validation_fraction
-        )
-        self.splits.setdefault(protocol, []).append(split.describe())
-        methods, space = self._meta_methods(split, seed)
+        ds, split = self._split(protocol, seed)
+        self.splits.setdefault(protocol, []).append(split.describe() | {"nested": self.s.nested})
+        methods, space = self._meta_methods(ds, split, seed)
         self.n_items = space.n_items
         val = split.validation_users.implode()
         train_log = UserLog.from_frame(split.train.filter(~pl.col(USER).is_in(val)), space.items)

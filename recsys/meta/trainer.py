@@ -80,6 +80,7 @@ def validation_tasks(log: UserLog, cfg: TrainConfig) -> TaskSet:
         support_size=fixed if fixed is not None else (cfg.support_min, cfg.support_max),
         query_size=cfg.validation_query,
         support_order=cfg.support_order if cfg.validation_order == "auto" else cfg.validation_order,
+        query_order=cfg.query_order,
         log_uniform=cfg.support_distribution == "log-uniform",
         min_query=min(cfg.validation_query, 5),
     )
@@ -315,6 +316,7 @@ class MetaTrainer:
                 support_size=(cfg.support_min, cfg.support_max),
                 query_size=cfg.query_size,
                 support_order=cfg.support_order,
+                query_order=cfg.query_order,
                 log_uniform=cfg.support_distribution == "log-uniform",
             )
             batches = list(iterate_batches(tasks, cfg.meta_batch_size, rng))

@@ -1,0 +1,78 @@
+"""Item-id embeddings initialised from collaborative-filtering factors (``model.item_id_init="als"``).
+
+Before meta-training, each training item's item-id token in the rating path's embedding table gets
+that item's factors from biased matrix factorisation by ALS (explicit ratings), and in the ranking
+path's table its factors from ``implicit``'s ALS on the binarised log. The factors are rescaled to the
+tables' initial scale, so only their *directions* carry the prior; meta-training then moves them
+like any other embedding. Items without an item-id token (too rare, or new) are left as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from recsys.data.tasks import UserLog
+from recsys.features.space import ITEM_ID_FIELD, FeatureSpace
+
+logger = logging.getLogger(__name__)
+
+INIT_STD = 0.1
+"""Standard deviation of a freshly initialised embedding table (see ``FieldEmbedding``)."""
+
+
+def item_id_tokens(space: FeatureSpace) -> np.ndarray:
+    """Row of the item embedding table holding each catalogue item's item-id token (-1: unknown)."""
+    enc = space.item_encoder
+    names = [f.name for f in enc.token_fields]
+    if ITEM_ID_FIELD not in names:
+        return np.full(space.n_items, -1, dtype=np.int64)
+    j = names.index(ITEM_ID_FIELD)
+    table = space.item_table
+    F = table.n_token_fields
+    starts = table.offsets[np.arange(space.n_items) * F + j]
+    tokens = table.indices[starts].astype(np.int64)
+    tokens[tokens == enc.field_offsets[j]] = -1  # the field's unknown token
+    return tokens
+
+
+def _rescaled(factors: np.ndarray) -> torch.Tensor:
+    std = float(factors.std()) or 1.0
+    return torch.from_numpy((factors * (INIT_STD / std)).astype(np.float32))
+
+
+def als_item_factors(
+    log: UserLog, n_items: int, dim: int, *, implicit: bool, seed: int
+) -> dict[str, np.ndarray]:
+    """``{"rating": [n_items, dim], "ranking": [n_items, dim]}`` item factors fitted on ``log``."""
+    from recsys.evaluation.baselines import BiasedMF, ImplicitALS
+
+    ranking = ImplicitALS(seed=seed, factors=dim).fit(log, n_items).item_factors
+    if implicit:
+        return {"rating": ranking, "ranking": ranking}
+    rating = BiasedMF(seed=seed, factors=dim).fit(log, n_items).item_factors
+    return {"rating": rating, "ranking": ranking}
+
+
+@torch.no_grad()
+def init_item_ids_from_als(net: torch.nn.Module, space: FeatureSpace, log: UserLog, *, seed: int) -> int:
+    """Write ALS item factors into the item-id rows of ``net``'s item embedding tables.
+
+    Returns the number of items initialised (0 when the space has no item-id field).
+    """
+    tokens = item_id_tokens(space)
+    known = np.nonzero(tokens >= 0)[0]
+    if len(known) == 0:
+        return 0
+    dim = net.item_embedding.dim
+    factors = als_item_factors(log, space.n_items, dim, implicit=space.implicit, seed=seed)
+    rows = torch.from_numpy(tokens[known])
+    targets = {"rating": net.item_embedding}
+    if getattr(net, "two_paths", False):
+        targets["ranking"] = net.rank_item_embedding
+    for path, emb in targets.items():
+        emb.bag.weight[rows] = _rescaled(factors[path][known]).to(emb.bag.weight.device)
+    logger.info("item-id embeddings of %d items initialised from ALS factors", len(known))
+    return len(known)
