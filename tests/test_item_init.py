@@ -67,6 +67,9 @@ def test_fit_with_als_init_records_how_many_items_it_initialised(synthetic_small
         }
     ).fit_dataset(ds)
     assert rec.info["item_id_init"] == int((item_id_tokens(rec.space) >= 0).sum()) > 0
-    assert "item_id_init" not in ColdStartRecommender(
-        **{"model.embedding_dim": 8, "model.hidden": (16,), "train.epochs": 1}
-    ).fit_dataset(ds).info
+    assert (
+        "item_id_init"
+        not in ColdStartRecommender(**{"model.embedding_dim": 8, "model.hidden": (16,), "train.epochs": 1})
+        .fit_dataset(ds)
+        .info
+    )
