@@ -67,9 +67,27 @@ def test_fit_with_als_init_records_how_many_items_it_initialised(synthetic_small
         }
     ).fit_dataset(ds)
     assert rec.info["item_id_init"] == int((item_id_tokens(rec.space) >= 0).sum()) > 0
-    assert (
-        "item_id_init"
-        not in ColdStartRecommender(**{"model.embedding_dim": 8, "model.hidden": (16,), "train.epochs": 1})
-        .fit_dataset(ds)
-        .info
-    )
+    plain = {
+        "model.item_id_init": "random",
+        "model.embedding_dim": 8,
+        "model.hidden": (16,),
+        "train.epochs": 1,
+    }
+    assert "item_id_init" not in ColdStartRecommender(**plain).fit_dataset(ds).info
+
+
+def test_als_start_ranks_a_drifting_log_better_than_a_random_start() -> None:
+    """Each user of this log rates 10 of the 12 items around their join date; ALS factors already
+    place neighbouring items together, so after 3 epochs the validation users' catalogue ranking
+    (Recall@20 + nDCG@10, out of 2) is clearly better than from a random start (1.71 vs 1.34 when
+    written; the margin asked for is a third of that)."""
+    from tests.test_trend import _drifting_log, _fit
+
+    frame, validation = _drifting_log()
+    quality = {
+        init: _fit(frame, validation, **{"model.item_id_init": init, "model.trend": True}).info["trend"][
+            "validation_without"
+        ]
+        for init in ("als", "random")
+    }
+    assert quality["als"] > quality["random"] + 0.12

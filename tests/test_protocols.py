@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from recsys.config import RecommenderConfig
 from recsys.data import load_dataset
 from recsys.data.tasks import UserLog
 from recsys.evaluation.protocols import QUERY_SIZE, new_user_tasks, split_protocol
@@ -150,3 +151,26 @@ def test_nested_evaluation_refuses_the_melu_protocol(synthetic_small) -> None:
     ev = Evaluation(synthetic_small, EvalSettings(protocols=["melu"], nested=True))
     with pytest.raises(SpecError, match="nested"):
         ev._split("melu", 0)
+
+
+def test_retrained_ablations_of_the_new_defaults_run_and_are_named(synthetic_small) -> None:
+    from recsys.evaluation.runner import EvalSettings, Evaluation
+
+    cfg = RecommenderConfig().override(
+        **{"train.epochs": 1, "model.embedding_dim": 8, "model.hidden": (16,), "train.meta_batch_size": 64}
+    )
+    settings = EvalSettings(
+        protocols=["temporal"],
+        shots=[3],
+        baselines=[],
+        seeds=1,
+        ablations=["no-als-init", "random-query"],
+        n_boot=10,
+    )
+    ev = Evaluation(synthetic_small, settings, config=cfg).run()
+    methods = {key[3] for key in ev.cells}
+    assert methods == {
+        "meta-learner",
+        "meta-learner (item ids not initialised from ALS)",
+        "meta-learner (random query for temporal-support tasks)",
+    }

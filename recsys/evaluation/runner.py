@@ -62,7 +62,8 @@ class EvalSettings:
     ``5-steps`` (gradient steps added at scoring time). Retrained on the first seed only (to bound
     the run time): ``second-order`` / ``first-order`` (5 MAML steps in training), ``meta-sgd`` (5
     second-order steps with learned per-parameter inner rates), ``melu`` (MeLU's architecture),
-    ``no-item-item``."""
+    ``no-item-item``, ``no-als-init`` (random item-id initialisation), ``random-query`` (training
+    tasks with a temporal support get a random query, not the latest ratings)."""
     tune: bool = True
     """Tune baselines' grids on validation users (else their defaults)."""
     tune_shots: int = 5
@@ -255,6 +256,8 @@ class Evaluation:
                 },
             ),
             "no-item-item": ("without item-item blend", {"model.item_item": False}),
+            "no-als-init": ("item ids not initialised from ALS", {"model.item_id_init": "random"}),
+            "random-query": ("random query for temporal-support tasks", {"train.query_order": "random"}),
         }
         for key, (label, overrides) in retrained.items():
             if key not in self.s.ablations or seed != 0:
