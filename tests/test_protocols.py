@@ -154,7 +154,7 @@ def test_nested_evaluation_refuses_the_melu_protocol(synthetic_small) -> None:
 
 
 def test_retrained_ablations_of_the_new_defaults_run_and_are_named(synthetic_small) -> None:
-    from recsys.evaluation.runner import EvalSettings, Evaluation
+    from recsys.evaluation.runner import SEED0_LABEL, EvalSettings, Evaluation
 
     cfg = RecommenderConfig().override(
         **{"train.epochs": 1, "model.embedding_dim": 8, "model.hidden": (16,), "train.meta_batch_size": 64}
@@ -174,3 +174,13 @@ def test_retrained_ablations_of_the_new_defaults_run_and_are_named(synthetic_sma
         "meta-learner (item ids not initialised from ALS)",
         "meta-learner (random query for temporal-support tasks)",
     }
+    # with several seeds the default's seed-0 row is added: the retrained rows' like-for-like reference
+    settings.seeds, settings.ablations = 2, ["no-als-init"]
+    ev = Evaluation(synthetic_small, settings, config=cfg).run()
+    cells = {key[3]: cell for key, cell in ev.cells.items()}
+    reference = cells[f"meta-learner ({SEED0_LABEL})"]
+    retrained = cells["meta-learner (item ids not initialised from ALS)"]
+    assert reference.users == retrained.users < cells["meta-learner"].users
+    seed0 = {k: v[0] for k, v in cells["meta-learner"].values.items()}  # the first seed's values
+    for metric, values in reference.values.items():
+        np.testing.assert_array_equal(values[0], seed0[metric])
