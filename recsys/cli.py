@@ -785,10 +785,17 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # usage errors: an unknown option, a missing or malformed value
+        if isinstance(exc, _usage_error_types()) and callable(getattr(exc, "show", None)):
             exc.show()
-            sys.exit(exc.exit_code)
+            sys.exit(getattr(exc, "exit_code", 2))
         raise
+
+
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """Click's usage-error base classes: typer >= 0.2x vendors its own click, whose errors derive from
+    ``typer.TyperException`` rather than ``click.ClickException``."""
+    import click
+
+    vendored = getattr(typer, "TyperException", None)
+    return (click.ClickException,) + ((vendored,) if vendored is not None else ())

@@ -79,6 +79,19 @@ def test_cli_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["evaluate-onboarding", "--no-such-option"], ["train", "--epochs", "many"], ["nonexistent-command"]],
+)
+def test_usage_errors_print_a_usage_message_not_a_traceback(args: list[str]) -> None:
+    """Regression: typer >= 0.2x vendors click, its usage errors are not ``click.ClickException``, and
+    an unknown option escaped ``main`` as a traceback with exit status 1."""
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "Usage:" in proc.stderr and "Error" in proc.stderr
+
+
 def test_cli_synth_round_trip(tmp_path: Path) -> None:
     proc = run_cli(
         "data",
