@@ -8,7 +8,8 @@ import torch
 from recsys import ColdStartRecommender
 from recsys.config import ModelConfig
 from recsys.features.space import ITEM_ID_FIELD, FeatureSpace
-from recsys.models.item_init import INIT_STD, als_item_factors, init_item_ids_from_als, item_id_tokens
+from recsys.models.embedding import INIT_STD
+from recsys.models.item_init import als_item_factors, init_item_ids_from_als, item_id_tokens
 from recsys.models.network import ColdStartNet
 from tests.helpers import space_and_log
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+INIT_STD = 0.1
+"""Standard deviation of a freshly initialised embedding table."""
+
 
 class FieldEmbedding(nn.Module):
     def __init__(
@@ -34,7 +37,7 @@ class FieldEmbedding(nn.Module):
             include_last_offset=True,
             padding_idx=0,
         )
-        nn.init.normal_(self.bag.weight, std=0.1)
+        nn.init.normal_(self.bag.weight, std=INIT_STD)
         with torch.no_grad():
             self.bag.weight[0].zero_()
         self.dense_weight = nn.Parameter(torch.randn(n_dense, dim) * 0.1)

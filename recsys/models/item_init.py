@@ -16,11 +16,10 @@ import torch
 
 from recsys.data.tasks import UserLog
 from recsys.features.space import ITEM_ID_FIELD, FeatureSpace
+from recsys.models.embedding import INIT_STD
+from recsys.models.network import ColdStartNet
 
 logger = logging.getLogger(__name__)
-
-INIT_STD = 0.1
-"""Standard deviation of a freshly initialised embedding table (see ``FieldEmbedding``)."""
 
 
 def item_id_tokens(space: FeatureSpace) -> np.ndarray:
@@ -44,20 +43,30 @@ def _rescaled(factors: np.ndarray) -> torch.Tensor:
 
 
 def als_item_factors(
-    log: UserLog, n_items: int, dim: int, *, implicit: bool, seed: int
+    log: UserLog,
+    n_items: int,
+    dim: int,
+    *,
+    implicit: bool,
+    seed: int,
+    paths: tuple[str, ...] = ("rating", "ranking"),
 ) -> dict[str, np.ndarray]:
-    """``{"rating": [n_items, dim], "ranking": [n_items, dim]}`` item factors fitted on ``log``."""
+    """``{path: [n_items, dim]}`` item factors fitted on ``log`` for the requested ``paths``: biased MF
+    for ``rating`` (implicit's ALS on implicit feedback), implicit's ALS for ``ranking``."""
     from recsys.evaluation.baselines import BiasedMF, ImplicitALS
 
-    ranking = ImplicitALS(seed=seed, factors=dim).fit(log, n_items).item_factors
-    if implicit:
-        return {"rating": ranking, "ranking": ranking}
-    rating = BiasedMF(seed=seed, factors=dim).fit(log, n_items).item_factors
-    return {"rating": rating, "ranking": ranking}
+    out: dict[str, np.ndarray] = {}
+    if "ranking" in paths or implicit:
+        out["ranking"] = ImplicitALS(seed=seed, factors=dim).fit(log, n_items).item_factors
+    if "rating" in paths:
+        out["rating"] = (
+            out["ranking"] if implicit else BiasedMF(seed=seed, factors=dim).fit(log, n_items).item_factors
+        )
+    return {p: out[p] for p in paths}
 
 
 @torch.no_grad()
-def init_item_ids_from_als(net: torch.nn.Module, space: FeatureSpace, log: UserLog, *, seed: int) -> int:
+def init_item_ids_from_als(net: ColdStartNet, space: FeatureSpace, log: UserLog, *, seed: int) -> int:
     """Write ALS item factors into the item-id rows of ``net``'s item embedding tables.
 
     Returns the number of items initialised (0 when the space has no item-id field).
@@ -66,12 +75,14 @@ def init_item_ids_from_als(net: torch.nn.Module, space: FeatureSpace, log: UserL
     known = np.nonzero(tokens >= 0)[0]
     if len(known) == 0:
         return 0
-    dim = net.item_embedding.dim
-    factors = als_item_factors(log, space.n_items, dim, implicit=space.implicit, seed=seed)
-    rows = torch.from_numpy(tokens[known])
     targets = {"rating": net.item_embedding}
-    if getattr(net, "two_paths", False):
+    if net.two_paths:  # the ranking path has item tables of its own
         targets["ranking"] = net.rank_item_embedding
+    dim = net.item_embedding.dim
+    factors = als_item_factors(
+        log, space.n_items, dim, implicit=space.implicit, seed=seed, paths=tuple(targets)
+    )
+    rows = torch.from_numpy(tokens[known])
     for path, emb in targets.items():
         emb.bag.weight[rows] = _rescaled(factors[path][known]).to(emb.bag.weight.device)
     logger.info("item-id embeddings of %d items initialised from ALS factors", len(known))
