@@ -547,7 +547,7 @@ def evaluate(
     ablations: Annotated[
         str,
         typer.Option(
-            help="Meta-learner variants: no-adaptation, no-trend, 1-step, 5-steps (re-scored); second-order, first-order, meta-sgd, melu, no-item-item, no-als-init, random-query (retrained on seed 0); or none."
+            help="Meta-learner variants: no-adaptation, no-trend, 1-step, 5-steps (re-scored); second-order, first-order, meta-sgd, melu, no-item-item, no-als-init, random-query, global-trust (retrained on seed 0); or none."
         ),
     ] = "no-adaptation,5-steps,second-order",
     config: ConfigOpt = None,

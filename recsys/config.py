@@ -31,6 +31,11 @@ class ModelConfig:
     """``als``: start each training item's item-id embedding from its ALS factors (biased MF on ratings
     for the rating path, ``implicit``'s ALS for the ranking path), rescaled to the initial scale;
     ``random``: a normal initialisation. Chosen by nested evaluation on ML-100k (see the README)."""
+    fold_in_trust: Literal["global", "support"] = "support"
+    """``hybrid`` head: how far a new user's ratings move the ridge fold-in away from the prior.
+    ``global``: one learned shrinkage for every user; ``support``: the shrinkage is also a learned
+    (linear, zero-initialised) function of the support set: its size, the mean and spread of its
+    residuals and its items' mean factors. Chosen by nested evaluation on ML-100k (see the README)."""
     item_id_min_count: int = 1
     """Items with fewer training interactions get the unknown item id."""
     use_user_features: bool = True
@@ -150,6 +155,10 @@ class TrainConfig:
     """torch CPU threads (None: torch's default)."""
 
 
+SAVED_BEFORE_KEY: dict[tuple[str, str], Any] = {("model", "fold_in_trust"): "global"}
+"""What a saved config without the key meant (the key did not exist when it was written)."""
+
+
 @dataclass
 class RecommenderConfig:
     """Everything that defines a trained recommender."""
@@ -184,6 +193,16 @@ class RecommenderConfig:
                 section["hidden"] = tuple(int(h) for h in section["hidden"])
             built[name] = klass(**section)
         return cls(**built)
+
+    @classmethod
+    def from_saved(cls, raw: dict[str, Any]) -> RecommenderConfig:
+        """The config of a saved model or checkpoint: keys that change the network's shape and were
+        added after the file was written take the value that reproduces the saved network."""
+        raw = {k: dict(v) if isinstance(v, dict) else v for k, v in dict(raw or {}).items()}
+        for (section, key), value in SAVED_BEFORE_KEY.items():
+            if isinstance(raw.get(section), dict):
+                raw[section].setdefault(key, value)
+        return cls.from_dict(raw)
 
     @classmethod
     def from_file(cls, path: str | Path) -> RecommenderConfig:

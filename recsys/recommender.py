@@ -547,7 +547,7 @@ class ColdStartRecommender:
         import json
 
         try:
-            config = RecommenderConfig.from_dict(json.loads((folder / "config.json").read_text("utf-8")))
+            config = RecommenderConfig.from_saved(json.loads((folder / "config.json").read_text("utf-8")))
             features = json.loads((folder / "features.json").read_text("utf-8"))
             history = json.loads((folder / "history.json").read_text("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError, RecsysError) as exc:
@@ -606,7 +606,7 @@ class ColdStartRecommender:
         if not isinstance(meta, dict) or meta.get("kind") != "recsys-checkpoint":
             raise ModelFileError(f"{path}: not a recsys checkpoint")
         try:
-            rec = cls(RecommenderConfig.from_dict(meta["config"]))
+            rec = cls(RecommenderConfig.from_saved(meta["config"]))
             arrays = {
                 k[len("features.") :]: v.numpy() for k, v in tensors.items() if k.startswith("features.")
             }

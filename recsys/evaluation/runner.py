@@ -64,7 +64,8 @@ class EvalSettings:
     the run time): ``second-order`` / ``first-order`` (5 MAML steps in training), ``meta-sgd`` (5
     second-order steps with learned per-parameter inner rates), ``melu`` (MeLU's architecture),
     ``no-item-item``, ``no-als-init`` (random item-id initialisation), ``random-query`` (training
-    tasks with a temporal support get a random query, not the latest ratings)."""
+    tasks with a temporal support get a random query, not the latest ratings), ``global-trust`` (one
+    fold-in shrinkage for every user, not conditioned on the support)."""
     tune: bool = True
     """Tune baselines' grids on validation users (else their defaults)."""
     tune_shots: int = 5
@@ -259,6 +260,7 @@ class Evaluation:
             "no-item-item": ("without item-item blend", {"model.item_item": False}),
             "no-als-init": ("item ids not initialised from ALS", {"model.item_id_init": "random"}),
             "random-query": ("random query for temporal-support tasks", {"train.query_order": "random"}),
+            "global-trust": ("one global fold-in shrinkage", {"model.fold_in_trust": "global"}),
         }
         if seed == 0 and self.s.seeds > 1 and any(key in self.s.ablations for key in retrained):
             # retrained variants run on the first seed only: the default's own seed-0 row is their

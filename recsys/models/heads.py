@@ -147,6 +147,21 @@ class FactorizedHead(Head):
         return self.predict(dict(self.named_parameters()), user, self.item_side(items))
 
 
+SUPPORT_STATS = 4
+"""Scalar statistics in :func:`support_summary` (before the mean item factors)."""
+
+
+def support_summary(phi: torch.Tensor, resid: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """What the fold-in's trust sees of one user's support: [log n, n / (n + 10), residual mean,
+    residual spread, mean item factors]. ``phi`` [S, d + 1] (item factors and a 1, zero on padding),
+    ``resid`` [S] (rating minus item baseline, zero on padding), ``m`` [S] mask; padding is inert."""
+    n = m.sum().clamp_min(1.0)
+    mean = resid.sum() / n
+    spread = ((((resid - mean) * m) ** 2).sum() / n + 1e-6).sqrt()
+    stats = torch.stack([torch.log(n), n / (n + 10.0), mean, spread])
+    return torch.cat([stats, phi[..., :-1].sum(-2) / n])
+
+
 class HybridHead(Head):
     """Meta-learned fold-in: ratings from a closed-form ridge fit, ranking from a support-set encoder.
 
@@ -172,7 +187,7 @@ class HybridHead(Head):
     """
 
     has_rank = True
-    RATING = ("q_tower.", "q_bias.", "prior.", "mu", "log_lambda")
+    RATING = ("q_tower.", "q_bias.", "prior.", "mu", "log_lambda", "trust.")
 
     def __init__(
         self,
@@ -183,9 +198,11 @@ class HybridHead(Head):
         rating_mean: float = 0.0,
         n_items: int = 0,
         n_catalogue: int = 0,
+        support_trust: bool = True,
     ) -> None:
         """``user_dim`` / ``item_dim``: the size of ONE path's part of the user / item vectors;
-        ``n_items``: catalogue size for the item-item blend (0: off); ``n_catalogue``: catalogue size."""
+        ``n_items``: catalogue size for the item-item blend (0: off); ``n_catalogue``: catalogue size;
+        ``support_trust``: the fold-in's shrinkage also depends on a summary of the support set."""
         super().__init__()
         d = factor_dim
         self.d = d
@@ -198,6 +215,9 @@ class HybridHead(Head):
         self.prior = _mlp([u_in, h, d + 1])
         self.mu = nn.Parameter(torch.tensor(float(rating_mean)))
         self.log_lambda = nn.Parameter(torch.tensor([math.log(5.0), math.log(5.0)]))
+        # per-user trust: offsets to the log-shrinkage (factors, bias) from a summary of the support
+        # (see _support_summary); zero-initialised, so training starts from the global shrinkage
+        self.trust = nn.Linear(SUPPORT_STATS + d, 2) if support_trust else None
         self.r_tower = _mlp([item_dim, h, d])
         self.r_in = _mlp([item_dim, h, d])
         self.r_bias = nn.Linear(item_dim, 1)
@@ -224,6 +244,9 @@ class HybridHead(Head):
                 m.bias.zero_()
             self.ii_gate.weight.zero_()
             self.ii_gate.bias.fill_(math.log(math.e - 1.0))  # softplus -> 1
+            if self.trust is not None:
+                self.trust.weight.zero_()
+                self.trust.bias.zero_()
 
     def adaptable(self, mode: str) -> list[str]:
         return []  # adaptation acts on the per-user vectors from init_fast
@@ -289,10 +312,10 @@ class HybridHead(Head):
         u_rank = self._user_input(user[..., du:])
         m = sm.to(sy.dtype)
         w0 = _run_f(p, "prior", len(self.prior), u_rate)  # [d + 1]
-        lam = torch.exp(p["log_lambda"])
-        diag = torch.cat([lam[0].expand(self.d), lam[1:2]])
         phi = s_side["q1"] * m.unsqueeze(-1)  # padding rows -> zero
         resid = (sy - p["mu"] - s_side["b"]) * m
+        lam = torch.exp(self.log_shrinkage(p, phi, resid, m))
+        diag = torch.cat([lam[0].expand(self.d), lam[1:2]])
         a = phi.transpose(-1, -2) @ phi + torch.diag(diag)
         rhs = phi.transpose(-1, -2) @ resid + diag * w0
         # solve_ex skips the singularity check (a is positive definite): no host sync on GPU
@@ -307,6 +330,14 @@ class HybridHead(Head):
             gate = F.softplus(F.linear(z, p["ii_gate.weight"], p["ii_gate.bias"]))  # [1]
             fast["fast.ii"] = gate * (weight @ s_side["ii_rows"])  # [n_items]
         return fast
+
+    def log_shrinkage(
+        self, p: Params, phi: torch.Tensor, resid: torch.Tensor, m: torch.Tensor
+    ) -> torch.Tensor:
+        """One user's ridge log-shrinkage [factors, bias]: global, plus the learned trust offset."""
+        if self.trust is None:
+            return p["log_lambda"]
+        return p["log_lambda"] + F.linear(support_summary(phi, resid, m), p["trust.weight"], p["trust.bias"])
 
     def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
         return p["mu"] + side["b"] + side["q1"] @ p["fast.w"]
