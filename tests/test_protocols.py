@@ -184,3 +184,24 @@ def test_retrained_ablations_of_the_new_defaults_run_and_are_named(synthetic_sma
     seed0 = {k: v[0] for k, v in cells["meta-learner"].values.items()}  # the first seed's values
     for metric, values in reference.values.items():
         np.testing.assert_array_equal(values[0], seed0[metric])
+
+
+def test_no_trend_row_pools_every_seed_also_where_validation_chose_no_prior(synthetic_small) -> None:
+    """Regression: the "without trend prior" row was only added for seeds whose chosen trend weight
+    was non-zero, so it averaged a subset of the seeds' users and its MAE differed from the default's
+    although the prior never touches ratings."""
+    from recsys.evaluation.runner import EvalSettings, Evaluation
+
+    cfg = RecommenderConfig().override(
+        **{"train.epochs": 1, "model.embedding_dim": 8, "model.hidden": (16,), "model.trend": False}
+    )
+    settings = EvalSettings(
+        protocols=["random"], shots=[3], baselines=[], seeds=2, ablations=["no-trend"], n_boot=10
+    )
+    ev = Evaluation(synthetic_small, settings, config=cfg).run()
+    cells = {key[3]: cell for key, cell in ev.cells.items()}
+    default, plain = cells["meta-learner"], cells["meta-learner (without trend prior)"]
+    assert plain.users == default.users
+    for metric, values in default.values.items():
+        for a, b in zip(values, plain.values[metric], strict=True):
+            np.testing.assert_array_equal(a, b)

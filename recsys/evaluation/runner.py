@@ -223,11 +223,16 @@ class Evaluation:
                 )
             )
         trend_weight = getattr(rec.learner.head, "trend_weight", None)
-        if "no-trend" in self.s.ablations and trend_weight is not None and float(trend_weight) != 0:
-            plain = copy.deepcopy(rec)
-            plain.learner.head.trend_weight.zero_()
-            plain._cache = None
-            variants.append(Method(f"{name} (without trend prior)", True, meta_scorer(plain, ds), "ablation"))
+        if "no-trend" in self.s.ablations and trend_weight is not None:
+            # every seed contributes a row, so the variant pools the same users as the default; where
+            # validation chose weight 0 (or the prior is off) it scores exactly as the default
+            score = variants[0].score
+            if float(trend_weight) != 0:
+                plain = copy.deepcopy(rec)
+                plain.learner.head.trend_weight.zero_()
+                plain._cache = None
+                score = meta_scorer(plain, ds)
+            variants.append(Method(f"{name} (without trend prior)", True, score, "ablation"))
         for label, steps in (("1-step", 1), ("5-steps", 5)):
             if label in self.s.ablations and steps != rec.config.meta.inner_steps:
                 variants.append(
