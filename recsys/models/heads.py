@@ -172,7 +172,8 @@ class HybridHead(Head):
     Ratings: ``r = mu + b_i + <w_u, [q_i, 1]>``. The item factors ``q_i`` and biases ``b_i`` come from
     the item's embeddings (content fields and item id). A new user's ``w_u`` (factors and a user bias)
     is the ridge solution on the support residuals, shrunk towards a prior predicted from the user's
-    features, with learned shrinkage; it is a differentiable batched ``torch.linalg.solve``
+    features, with learned shrinkage (per user when ``support_trust``: a linear function of a summary of
+    the support offsets the global log-shrinkage); it is a differentiable batched ``torch.linalg.solve``
     (Bertinetto et al., ICLR 2019), so the item factors are meta-trained *for* fold-in.
 
     Ranking: ``s = <z_u, psi_i> + c_i + alpha * sum_s g(r_s) B[s, i]``, where ``z_u`` encodes the
@@ -216,7 +217,7 @@ class HybridHead(Head):
         self.mu = nn.Parameter(torch.tensor(float(rating_mean)))
         self.log_lambda = nn.Parameter(torch.tensor([math.log(5.0), math.log(5.0)]))
         # per-user trust: offsets to the log-shrinkage (factors, bias) from a summary of the support
-        # (see _support_summary); zero-initialised, so training starts from the global shrinkage
+        # (see support_summary); zero-initialised, so training starts from the global shrinkage
         self.trust = nn.Linear(SUPPORT_STATS + d, 2) if support_trust else None
         self.r_tower = _mlp([item_dim, h, d])
         self.r_in = _mlp([item_dim, h, d])
