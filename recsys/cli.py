@@ -576,10 +576,11 @@ def evaluate(
     """
     from recsys.evaluation.baselines import BASELINES
     from recsys.evaluation.report import markdown, write_report
-    from recsys.evaluation.runner import EvalSettings, Evaluation
+    from recsys.evaluation.runner import EvalSettings, Evaluation, check_ablations
     from recsys.tracking.mlflow_run import run_params
     from recsys.workflows import load_data
 
+    check_ablations([] if ablations == "none" else _csv_list(ablations))  # before loading any data
     ds = load_data(
         dataset,
         interactions=interactions,

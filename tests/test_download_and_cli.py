@@ -130,3 +130,12 @@ def test_ml1m_download_from_a_local_copy_then_stats(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)
     assert (stats["interactions"], stats["users"], stats["items"]) == (1_000_209, 6_040, 3_706)
+
+
+def test_evaluate_rejects_an_unknown_ablation_before_loading_any_data() -> None:
+    out = run_cli(
+        "evaluate", "--dataset", "no-such-dataset", "--ablations", "no-trend,no-trnd", "--no-mlflow"
+    )
+    assert out.returncode != 0
+    assert "unknown ablation(s) 'no-trnd'" in out.stderr + out.stdout
+    assert "no-such-dataset" not in out.stderr + out.stdout

@@ -205,3 +205,13 @@ def test_no_trend_row_pools_every_seed_also_where_validation_chose_no_prior(synt
     for metric, values in default.values.items():
         for a, b in zip(values, plain.values[metric], strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_ablation_names_are_an_error_not_silently_skipped(synthetic_small) -> None:
+    """Regression: a misspelt ablation (e.g. ``no-trnd``) was accepted and silently produced no row."""
+    from recsys.errors import SpecError
+    from recsys.evaluation.runner import EvalSettings, Evaluation
+
+    with pytest.raises(SpecError, match=r"unknown ablation\(s\) 'no-trnd'; known: no-adaptation"):
+        Evaluation(synthetic_small, EvalSettings(ablations=["no-trend", "no-trnd"]))
+    Evaluation(synthetic_small, EvalSettings(ablations=["no-trend", "global-trust"]))  # known: fine

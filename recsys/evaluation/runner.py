@@ -109,6 +109,46 @@ class Cell:
         self.users += len(next(iter(metrics.values())))
 
 
+RETRAINED_ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "second-order": (
+        "MAML 5 steps, second-order",
+        {"meta.inner_steps": 5, "meta.first_order": False},
+    ),
+    "first-order": ("MAML 5 steps, first-order", {"meta.inner_steps": 5, "meta.first_order": True}),
+    "meta-sgd": (
+        "Meta-SGD 5 steps, second-order",
+        {"meta.inner_steps": 5, "meta.first_order": False, "meta.meta_sgd": True},
+    ),
+    "melu": (
+        "MeLU architecture, 5 steps",
+        {
+            "model.head": "melu",
+            "meta.inner_steps": 5,
+            "meta.rank_weight": 0.0,
+            "meta.inner_lr": 0.005,
+        },
+    ),
+    "no-item-item": ("without item-item blend", {"model.item_item": False}),
+    "no-als-init": ("item ids not initialised from ALS", {"model.item_id_init": "random"}),
+    "random-query": ("random query for temporal-support tasks", {"train.query_order": "random"}),
+    "global-trust": ("one global fold-in shrinkage", {"model.fold_in_trust": "global"}),
+}
+"""Retrained meta-learner variants: name -> (row label, config overrides); seed 0 only."""
+
+RESCORED_ABLATIONS = ("no-adaptation", "no-trend", "1-step", "5-steps")
+"""Variants that re-score the trained model (every seed)."""
+
+
+def check_ablations(names: list[str]) -> None:
+    """Raise a clear error for ablation names that would otherwise silently produce no row."""
+    unknown = [a for a in names if a not in (*RESCORED_ABLATIONS, *RETRAINED_ABLATIONS)]
+    if unknown:
+        from recsys.errors import SpecError
+
+        known = ", ".join((*RESCORED_ABLATIONS, *RETRAINED_ABLATIONS))
+        raise SpecError(f"unknown ablation(s) {', '.join(map(repr, unknown))}; known: {known} (or none)")
+
+
 class Evaluation:
     """Runs the protocols and collects per-user metrics into cells."""
 
@@ -127,6 +167,7 @@ class Evaluation:
         self.model = model
         if model is not None:
             model.check_dataset(ds)  # a model trained on another feature spec fails here, clearly
+        check_ablations(settings.ablations)
         self.model_name = model_name
         self.cells: dict[tuple[str, str, str, str], Cell] = {}
         self.tuning: dict[str, dict[str, Any]] = {}
@@ -243,35 +284,11 @@ class Evaluation:
                         "ablation",
                     )
                 )
-        retrained = {
-            "second-order": (
-                "MAML 5 steps, second-order",
-                {"meta.inner_steps": 5, "meta.first_order": False},
-            ),
-            "first-order": ("MAML 5 steps, first-order", {"meta.inner_steps": 5, "meta.first_order": True}),
-            "meta-sgd": (
-                "Meta-SGD 5 steps, second-order",
-                {"meta.inner_steps": 5, "meta.first_order": False, "meta.meta_sgd": True},
-            ),
-            "melu": (
-                "MeLU architecture, 5 steps",
-                {
-                    "model.head": "melu",
-                    "meta.inner_steps": 5,
-                    "meta.rank_weight": 0.0,
-                    "meta.inner_lr": 0.005,
-                },
-            ),
-            "no-item-item": ("without item-item blend", {"model.item_item": False}),
-            "no-als-init": ("item ids not initialised from ALS", {"model.item_id_init": "random"}),
-            "random-query": ("random query for temporal-support tasks", {"train.query_order": "random"}),
-            "global-trust": ("one global fold-in shrinkage", {"model.fold_in_trust": "global"}),
-        }
-        if seed == 0 and self.s.seeds > 1 and any(key in self.s.ablations for key in retrained):
+        if seed == 0 and self.s.seeds > 1 and any(key in self.s.ablations for key in RETRAINED_ABLATIONS):
             # retrained variants run on the first seed only: the default's own seed-0 row is their
             # like-for-like reference (a seed's new users can be easier or harder than the average)
             variants.append(Method(f"{name} ({SEED0_LABEL})", True, variants[0].score, "ablation"))
-        for key, (label, overrides) in retrained.items():
+        for key, (label, overrides) in RETRAINED_ABLATIONS.items():
             if key not in self.s.ablations or seed != 0:
                 continue  # retrained variants run on the first seed only, to bound the run time
             t0 = time.perf_counter()
