@@ -23,6 +23,7 @@ from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
 from recsys.data.schema import USER
 from recsys.data.tasks import UserLog
+from recsys.errors import SpecError
 from recsys.evaluation import metrics as M
 from recsys.evaluation.baselines import BASELINES, Baseline
 from recsys.evaluation.protocols import MELU_SCENARIOS, ProtocolSplit, new_user_tasks, split_protocol
@@ -143,8 +144,6 @@ def check_ablations(names: list[str]) -> None:
     """Raise a clear error for ablation names that would otherwise silently produce no row."""
     unknown = [a for a in names if a not in (*RESCORED_ABLATIONS, *RETRAINED_ABLATIONS)]
     if unknown:
-        from recsys.errors import SpecError
-
         known = ", ".join((*RESCORED_ABLATIONS, *RETRAINED_ABLATIONS))
         raise SpecError(f"unknown ablation(s) {', '.join(map(repr, unknown))}; known: {known} (or none)")
 
@@ -182,8 +181,6 @@ class Evaluation:
         methods = []
         for name in self.s.baselines:
             if name not in BASELINES:
-                from recsys.errors import SpecError
-
                 raise SpecError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
             cls = BASELINES[name]
             t0 = time.perf_counter()
@@ -310,8 +307,6 @@ class Evaluation:
         """The dataset and split to run: the protocol's own, or (``nested``) the protocol applied again
         to the split's training interactions, whose new users are then pseudo-new training users."""
         if self.s.nested and protocol not in ("temporal", "random"):
-            from recsys.errors import SpecError
-
             raise SpecError(f"nested evaluation supports the temporal and random protocols, not {protocol}")
         fraction = self.config.train.validation_fraction
         split = split_protocol(self.ds, protocol, seed=seed, validation_fraction=fraction)
