@@ -110,7 +110,15 @@ class TrainConfig:
     weight_decay: float = 0.0
     """Adam weight decay."""
     grad_clip: float = 5.0
-    """Clip the meta-gradient's global norm (0: off)."""
+    """Clip the meta-gradient's norm (0: off)."""
+    grad_clip_scope: Literal["global", "per-path"] = "global"
+    """``global``: one norm over all meta-parameters; ``per-path``: the rating path, the ranking path
+    and the shared rest are clipped separately, so a large gradient in one path does not shrink the
+    other's step (single-path models clip globally)."""
+    weight_average: float = 0.0
+    """Decay of an exponential moving average of the meta-parameters, updated after every step
+    (warm-up ``min(decay, (1 + t) / (10 + t))`` at step t). Validation, the best epoch and the saved
+    model use the averaged weights; training continues from the live ones (0: off)."""
     support_min: int = 1
     """Smallest support set drawn for a training task."""
     support_max: int = 20

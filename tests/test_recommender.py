@@ -65,8 +65,15 @@ def test_save_load_predict_round_trip(trained) -> None:
         assert (path / name).exists()
 
 
-def test_resume_after_a_crash_matches_an_uninterrupted_run(synthetic_small, tmp_path, monkeypatch) -> None:
-    full = fit(synthetic_small)
+@pytest.mark.parametrize(
+    "over",
+    [{}, {"train.weight_average": 0.9, "train.grad_clip_scope": "per-path"}],
+    ids=["default", "weight-average"],
+)
+def test_resume_after_a_crash_matches_an_uninterrupted_run(
+    synthetic_small, tmp_path, monkeypatch, over
+) -> None:
+    full = fit(synthetic_small, **over)
     original = MetaTrainer._step
     calls = {"n": 0}
 
@@ -78,9 +85,9 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(synthetic_small, tmp_
 
     monkeypatch.setattr(MetaTrainer, "_step", crashing)
     with pytest.raises(KeyboardInterrupt):
-        fit(synthetic_small, tmp_path)
+        fit(synthetic_small, tmp_path, **over)
     monkeypatch.setattr(MetaTrainer, "_step", original)
-    resumed = fit(synthetic_small, tmp_path, resume=True)
+    resumed = fit(synthetic_small, tmp_path, resume=True, **over)
     a, b = state(full), state(resumed)
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-6, msg=name)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,66 @@ class MetaTrainer:
             self.dense_params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused
         )
         self.sparse_optimizer = torch.optim.SparseAdam(sparse, lr=cfg.lr) if sparse else None
+        self.clip_groups = self._clip_groups()
+        # exponential moving average of the meta-parameters (train.weight_average)
+        self.averaged = [(n, p) for n, p in learner.named_parameters() if p.is_floating_point()]
+        self.average: list[torch.Tensor] | None = (
+            [p.detach().clone() for _, p in self.averaged] if cfg.weight_average > 0 else None
+        )
+
+    def _clip_groups(self) -> list[list[torch.nn.Parameter]]:
+        """Parameter groups whose gradient norms are clipped separately (one group: global)."""
+        groups = self.learner.net.param_groups() if self.cfg.grad_clip_scope == "per-path" else None
+        if groups is None:
+            return [self.dense_params]
+        by_name = {f"net.{n}": g for g, names in groups.items() for n in names}
+        split: dict[str, list[torch.nn.Parameter]] = {"rating": [], "ranking": [], "shared": []}
+        named = dict(self.learner.named_parameters())
+        for p in self.dense_params:
+            name = next(n for n, q in named.items() if q is p)
+            split[by_name.get(name, "shared")].append(p)
+        return [g for g in split.values() if g]
+
+    def _clip_gradients(self) -> torch.Tensor:
+        """Clip the dense gradients (``train.grad_clip``, per ``train.grad_clip_scope``); returns a
+        norm that is non-finite when any gradient is."""
+        if self.cfg.grad_clip <= 0:
+            return torch.nn.utils.get_total_norm([p.grad for p in self.dense_params if p.grad is not None])
+        norms = [torch.nn.utils.clip_grad_norm_(g, self.cfg.grad_clip) for g in self.clip_groups]
+        return norms[0] if len(norms) == 1 else torch.stack(norms).sum()
+
+    def _update_average(self) -> None:
+        if self.average is None:
+            return
+        t = self.state.global_step
+        decay = min(self.cfg.weight_average, (1 + t) / (10 + t))
+        with torch.no_grad():
+            for avg, (_, p) in zip(self.average, self.averaged, strict=True):
+                avg.lerp_(p.detach(), 1.0 - decay)
+
+    def evaluated_state(self) -> dict[str, torch.Tensor]:
+        """The weights that are validated and kept: the live ones, or their moving average."""
+        state = self.learner.state_dict()
+        if self.average is not None:
+            state.update({n: a for (n, _), a in zip(self.averaged, self.average, strict=True)})
+        return state
+
+    @contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """Temporarily put the averaged weights in the model (no-op without averaging)."""
+        if self.average is None:
+            yield
+            return
+        live = [p.detach().clone() for _, p in self.averaged]
+        with torch.no_grad():
+            for (_, p), avg in zip(self.averaged, self.average, strict=True):
+                p.copy_(avg)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for (_, p), value in zip(self.averaged, live, strict=True):
+                    p.copy_(value)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -217,6 +278,8 @@ class MetaTrainer:
             tensors.update(sp_tensors)
         if self.best_weights is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_weights.items()})
+        if self.average is not None:
+            tensors.update({f"average.{n}": a for (n, _), a in zip(self.averaged, self.average, strict=True)})
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available() and self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
@@ -256,6 +319,10 @@ class MetaTrainer:
             )
         best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
         self.best_weights = best or None
+        if self.average is not None:  # a checkpoint written without averaging starts it here
+            self.average = [
+                tensors.get(f"average.{n}", p.detach()).to(self.device).clone() for n, p in self.averaged
+            ]
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
@@ -272,11 +339,7 @@ class MetaTrainer:
         if self.sparse_optimizer is not None:
             self.sparse_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grads = [p.grad for p in self.dense_params if p.grad is not None]
-        if self.cfg.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.dense_params, self.cfg.grad_clip)
-        else:
-            norm = torch.nn.utils.get_total_norm(grads)
+        norm = self._clip_gradients()
         found_inf = (~torch.isfinite(norm) | ~torch.isfinite(loss.detach())).float()
         # a skipped step reports a NaN loss (also when only the gradient was non-finite), so fit()
         # counts it as skipped; no host sync here
@@ -289,6 +352,7 @@ class MetaTrainer:
         self.optimizer.found_inf = found_inf  # fused Adam skips the whole update when set
         self.optimizer.grad_scale = None
         self.optimizer.step()
+        self._update_average()
         return reported
 
     def fit(
@@ -393,20 +457,23 @@ class MetaTrainer:
                 callback(epoch + 1, record)
         if self.best_weights is not None:
             self.learner.load_state_dict(self.best_weights)
+        elif self.average is not None:  # no validation: keep the averaged weights
+            self.learner.load_state_dict(self.evaluated_state())
         self.state.finished = True
         self.save_checkpoint()
         return self.state
 
     def _validate(self, val_log: UserLog, tasks: TaskSet) -> dict[str, float]:
-        return evaluate_rating_tasks(
-            self.learner,
-            self.space,
-            val_log,
-            tasks,
-            device=self.device,
-            catalogue=self.rank_loss,
-            threshold=self.learner.cfg.rank_threshold,
-        )
+        with self._averaged_weights():
+            return evaluate_rating_tasks(
+                self.learner,
+                self.space,
+                val_log,
+                tasks,
+                device=self.device,
+                catalogue=self.rank_loss,
+                threshold=self.learner.cfg.rank_threshold,
+            )
 
     def selection_value(self, record: dict[str, float]) -> float:
         """The validation figure to minimise (see ``TrainConfig.select_metric``)."""
@@ -437,7 +504,7 @@ class MetaTrainer:
         if groups is not None and "val_mae" in record and "val_cat_ndcg@10" in record:
             # independent rating and ranking paths: each keeps the epoch that validates best for it
             improved = False
-            current = self.learner.state_dict()
+            current = self.evaluated_state()
             if self.best_weights is None:
                 self.best_weights = {k: v.detach().clone() for k, v in current.items()}
             for group, value, attr in (
@@ -466,7 +533,7 @@ class MetaTrainer:
                 st.best_metric = metric
                 st.best_epoch = int(record["epoch"])
                 st.bad_epochs = 0
-                self.best_weights = {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
+                self.best_weights = {k: v.detach().clone() for k, v in self.evaluated_state().items()}
             else:
                 st.bad_epochs += 1
         st.history.append(record)
