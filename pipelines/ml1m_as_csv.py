@@ -16,6 +16,8 @@ from pathlib import Path
 
 import polars as pl
 
+from recsys.data.dataset import builtin_specs
+from recsys.data.readers import ROW, read_raw
 from recsys.utils.io import atomic_write_text
 
 SPEC = """\
@@ -44,42 +46,35 @@ fields = [
 ]
 """
 
-FILES = {
-    "ratings.dat": ("ratings.csv", ["user_id", "item_id", "rating", "timestamp"]),
-    "users.dat": ("users.csv", ["user_id", "gender", "age", "occupation", "zip"]),
-    "movies.dat": ("movies.csv", ["item_id", "title", "genres"]),
-}
-
-
-def read_grouplens(path: Path, names: list[str]) -> pl.DataFrame:
-    """A ``::``-separated, Latin-1 GroupLens file as string columns ``names``."""
-    rows = [line.split("::") for line in path.read_text(encoding="latin-1").splitlines() if line]
-    bad = next((i for i, r in enumerate(rows, 1) if len(r) != len(names)), None)
-    if bad is not None:
-        raise ValueError(
-            f"{path}, line {bad}: expected {len(names)} '::'-separated fields ({', '.join(names)})"
-        )
-    return pl.DataFrame({n: [r[i] for r in rows] for i, n in enumerate(names)})
-
 
 def export(source: Path, out: Path) -> dict[str, int]:
-    """Write ``ratings.csv``, ``users.csv``, ``movies.csv`` and ``spec.toml`` to ``out``; row counts."""
+    """Write ``ratings.csv``, ``users.csv``, ``movies.csv`` and ``spec.toml`` to ``out``; row counts.
+
+    The GroupLens files are read as raw string tables by the built-in ``ml-1m`` spec's readers (bad
+    lines are a :class:`~recsys.errors.DataError` naming the file and line)."""
+    grouplens = next(s for s in builtin_specs()["ml-1m"] if s.layout == "grouplens")
+    ratings, users, movies = (
+        read_raw(t, source).drop(ROW) for t in (grouplens.interactions, grouplens.users, grouplens.items)
+    )
+    frames = {
+        "ratings.csv": ratings.with_columns(
+            pl.col("user_id", "item_id", "timestamp").cast(pl.Int64), pl.col("rating").cast(pl.Float64)
+        ),
+        # the zip code's first two digits, as the built-in spec does
+        "users.csv": users.select(
+            pl.col("user_id").cast(pl.Int64),
+            "gender",
+            "age",
+            "occupation",
+            pl.col("zip_code").str.slice(0, 2).alias("zip"),
+        ),
+        "movies.csv": movies.with_columns(pl.col("item_id").cast(pl.Int64)),
+    }
     out.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for name, (target, columns) in FILES.items():
-        frame = read_grouplens(source / name, columns)
-        if name == "ratings.dat":
-            frame = frame.with_columns(
-                pl.col("user_id", "item_id", "timestamp").cast(pl.Int64), pl.col("rating").cast(pl.Float64)
-            )
-        elif name == "users.dat":  # the zip code's first two digits, as the built-in spec does
-            frame = frame.with_columns(pl.col("user_id").cast(pl.Int64), pl.col("zip").str.slice(0, 2))
-        else:
-            frame = frame.with_columns(pl.col("item_id").cast(pl.Int64))
+    for target, frame in frames.items():
         atomic_write_text(out / target, frame.write_csv())
-        counts[target] = frame.height
     atomic_write_text(out / "spec.toml", SPEC)
-    return counts
+    return {target: frame.height for target, frame in frames.items()}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,5 +42,5 @@ def test_export_loads_through_the_generic_spec_path(tmp_path) -> None:
 def test_a_malformed_line_names_the_file_and_line(tmp_path) -> None:
     _grouplens(tmp_path / "src")
     (tmp_path / "src" / "users.dat").write_text("1::F::1::10::48067\n2::M::56\n", encoding="latin-1")
-    with pytest.raises(ValueError, match=r"users.dat, line 2: expected 5"):
+    with pytest.raises(ValueError, match=r"users.dat, line 2: wrong number of fields; expected 5"):
         export(tmp_path / "src", tmp_path / "out")

@@ -216,12 +216,11 @@ class MetaTrainer:
         groups = self.learner.net.param_groups() if self.cfg.grad_clip_scope == "per-path" else None
         if groups is None:
             return [self.dense_params]
-        by_name = {f"net.{n}": g for g, names in groups.items() for n in names}
+        group_of = {f"net.{n}": g for g, names in groups.items() for n in names}
+        name_of = {id(p): n for n, p in self.learner.named_parameters()}
         split: dict[str, list[torch.nn.Parameter]] = {"rating": [], "ranking": [], "shared": []}
-        named = dict(self.learner.named_parameters())
         for p in self.dense_params:
-            name = next(n for n, q in named.items() if q is p)
-            split[by_name.get(name, "shared")].append(p)
+            split[group_of.get(name_of[id(p)], "shared")].append(p)
         return [g for g in split.values() if g]
 
     def _clip_gradients(self) -> torch.Tensor:
