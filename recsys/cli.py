@@ -278,12 +278,19 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs (overrides the config).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (overrides the config).")] = None,
-    protocol: Annotated[
-        str | None,
+    holdout: Annotated[
+        str,
         typer.Option(
-            help="Which users to hold out as new users: temporal, random, melu or none "
-            "(default: melu for melu-ml1m, temporal when the log has timestamps, else random)."
+            "--holdout",
+            help="Hold new users out of training for a quick honest figure: none (default: the model "
+            "learns from every user; validation users are carved out for model selection only), "
+            "temporal (the last-joined 20%% of users, and every interaction after the first of them), "
+            "random (a random 20%% of users) or melu (MeLU's split, melu-ml1m only). "
+            "Full comparisons are `recsys evaluate`'s job.",
         ),
+    ] = "none",
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", hidden=True, help="Deprecated name of --holdout.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.safetensors.")] = False,
     nproc: Annotated[
@@ -316,8 +323,13 @@ def train(
     from recsys import distributed
     from recsys.tracking.mlflow_run import run_params
     from recsys.tracking.registry import version_tags
-    from recsys.workflows import default_protocol, load_data, summary_text, train_model
+    from recsys.workflows import HOLDOUTS, load_data, summary_text, train_model
 
+    protocol = protocol or holdout
+    if protocol not in HOLDOUTS:
+        raise typer.BadParameter(
+            f"{protocol!r}; expected one of {', '.join(HOLDOUTS)}", param_hint="--holdout"
+        )
     if nproc > 1 and distributed.world_size_from_env() == 1:
         argv = sys.argv[1:]
         keep = [a for i, a in enumerate(argv) if not a.startswith("--nproc") and argv[i - 1] != "--nproc"]
@@ -342,10 +354,15 @@ def train(
         implicit=implicit,
     )
     cfg = _build_config(config, **{"train.epochs": epochs, "train.seed": seed, "train.device": device})
-    protocol = protocol or default_protocol(ds)
     out.mkdir(parents=True, exist_ok=True)
     typer.echo(
-        f"training on {ds.name} ({ds.interactions.height:,} interactions), new users held out: {protocol}"
+        f"training on {ds.name} ({ds.interactions.height:,} interactions, "
+        f"{ds.interactions['user_id'].n_unique():,} users), new users held out: "
+        + (
+            "none (every user; validation users carved out for model selection)"
+            if protocol == "none"
+            else protocol
+        )
     )
     with _tracker(mlflow, tracking_uri, experiment, fallback_local, run_name, "train") as tr:
         _echo_run(tr)

@@ -27,6 +27,12 @@ import torch
 from recsys import __version__
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
+from recsys.data.log_checks import (
+    check_trainable,
+    choose_validation_users,
+    drop_constant_timestamps,
+    single_rating_value,
+)
 from recsys.data.readers import dedupe_interactions
 from recsys.data.schema import ITEM, RATING, USER
 from recsys.data.spec import FieldKind, FieldSpec
@@ -254,11 +260,20 @@ class ColdStartRecommender:
                 raise FeatureMismatchError(f"interactions need a '{col}' column; got {inter.columns}")
         _check_training_frame(inter, rating_scale)
         rows = inter.height
-        inter = dedupe_interactions(inter)
+        inter = dedupe_interactions(drop_constant_timestamps(inter))
         if inter.height < rows:
             log.warning(
                 "interactions: %d duplicate (user, item) row(s) dropped, the latest kept", rows - inter.height
             )
+        check_trainable(inter, min_user_ratings=cfg.train.min_user_ratings)
+        only = single_rating_value(inter)
+        if only is not None:
+            log.warning(
+                "interactions: every rating is %g, so there is no rating signal to learn; "
+                "training on them as implicit feedback (every interaction a positive)",
+                only,
+            )
+            inter, rating_scale = inter.drop(RATING), None
         implicit = RATING not in inter.columns
         if implicit:  # no ratings: train the ranking objective alone, every interaction a positive
             cfg = self.config = cfg.override(
@@ -279,11 +294,13 @@ class ColdStartRecommender:
         if rating_scale is None and not implicit:
             rating_scale = (float(inter[RATING].min()), float(inter[RATING].max()))
 
-        all_users = inter[USER].unique().sort()
         if validation_users is None:
-            rng = np.random.default_rng([cfg.train.seed, 7])
-            n_val = round(cfg.train.validation_fraction * len(all_users))
-            validation_users = all_users.gather(np.sort(rng.permutation(len(all_users))[:n_val]))
+            validation_users = choose_validation_users(
+                inter,
+                cfg.train.validation_fraction,
+                np.random.default_rng([cfg.train.seed, 7]),
+                min_ratings=cfg.train.min_user_ratings,
+            )
         val_ids = pl.Series(
             list(validation_users) if not isinstance(validation_users, pl.Series) else validation_users
         )
