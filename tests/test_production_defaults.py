@@ -41,7 +41,9 @@ def make_log(
 
 def fast_config(tmp_path: Path) -> Path:
     path = tmp_path / "fast.json"
-    path.write_text(json.dumps({"model": {"embedding_dim": 8, "hidden": [16], "factor_dim": 8}, "train": {"epochs": 1}}))
+    path.write_text(
+        json.dumps({"model": {"embedding_dim": 8, "hidden": [16], "factor_dim": 8}, "train": {"epochs": 1}})
+    )
     return path
 
 
