@@ -116,17 +116,13 @@ def encode_frame(
     if frame[user_col].null_count():
         raise ScoringInputError(_row_hint(frame, frame[user_col].is_null(), user_col, f"no {user_col}"))
     raw_rating = frame[RATING]
-    if raw_rating.dtype.is_temporal():
-        raise ScoringInputError(
-            _row_hint(frame, raw_rating.is_not_null(), user_col, "a rating that is not a number")
-        )
     if raw_rating.dtype == pl.Boolean or not (raw_rating.dtype.is_numeric() or raw_rating.dtype == pl.Null):
-        as_float = raw_rating.cast(pl.Float64, strict=False)
-        bad = as_float.is_null() & raw_rating.is_not_null()
-        if bad.any() or raw_rating.dtype == pl.Boolean:
-            mask = bad if bad.any() else raw_rating.is_not_null()
-            raise ScoringInputError(_row_hint(frame, mask, user_col, "a rating that is not a number"))
-        raw_rating = as_float
+        # the API's rule (recsys.recommender.check_rating): numbers only, so "5" or true is not a rating
+        if raw_rating.is_not_null().any():
+            raise ScoringInputError(
+                _row_hint(frame, raw_rating.is_not_null(), user_col, "a rating that is not a number")
+            )
+        raw_rating = pl.Series(RATING, [None] * len(raw_rating), dtype=pl.Float64)
     frame = frame.with_columns(raw_rating.cast(pl.Float64).alias(RATING))
 
     item_null = frame[ITEM].is_null()

@@ -134,6 +134,28 @@ def _feature_number(user: int, name: str, value: Any) -> Any:
     return x
 
 
+def check_rating(user: Any, item: Any, value: Any, scale: tuple[float, float] | None) -> float:
+    """The API's rule for one rating of a new user: a number (not a boolean, not a string), finite, on
+    the model's scale. Returns it as a float; anything else is a ScoringInputError naming the user and
+    the item. The REST gateway (recsys.tracking.gateway) applies it to the raw JSON values."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ScoringInputError(
+            f"user {shown(user)}: rating of item {shown(item)} is not a number: {shown(value)}"
+        )
+    try:
+        v = float(value)
+    except OverflowError:
+        raise ScoringInputError(f"user {shown(user)}: rating of item {shown(item)} is too large") from None
+    if not math.isfinite(v):
+        raise ScoringInputError(f"user {shown(user)}: rating of item {shown(item)} is not finite: {v}")
+    if scale is not None and not scale[0] <= v <= scale[1]:
+        raise ScoringInputError(
+            f"user {shown(user)}: rating {v:g} of item {shown(item)} is outside the scale "
+            f"[{scale[0]:g}, {scale[1]:g}]"
+        )
+    return v
+
+
 def _check_timestamps(ts: pl.Series) -> None:
     """Timestamps of a frame given to ``fit``: numbers (seconds), integer strings, dates or datetimes;
     finite where present. Anything else is a DataError naming the column and the first bad row."""
@@ -758,22 +780,7 @@ class ColdStartRecommender:
             keys = list(ratings.keys())
             values = []
             for key in keys:
-                v = ratings[key]
-                if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                    raise ScoringInputError(
-                        f"user {n}: rating of item {shown(key)} is not a number: {shown(v)}"
-                    )
-                try:
-                    v = float(v)
-                except OverflowError:
-                    raise ScoringInputError(f"user {n}: rating of item {shown(key)} is too large") from None
-                if not math.isfinite(v):
-                    raise ScoringInputError(f"user {n}: rating of item {shown(key)} is not finite: {v}")
-                if scale is not None and not scale[0] <= v <= scale[1]:
-                    raise ScoringInputError(
-                        f"user {n}: rating {v:g} of item {shown(key)} is outside the scale [{scale[0]:g}, {scale[1]:g}]"
-                    )
-                values.append(v)
+                values.append(check_rating(n, key, ratings[key], scale))
             idx = self._lookup(keys)
             unknown = [k for k, i in zip(keys, idx, strict=True) if i < 0]
             if unknown:

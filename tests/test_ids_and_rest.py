@@ -8,6 +8,15 @@ unknown. A string catalogue knows strings as given and integers by their ``str()
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -18,7 +27,7 @@ from recsys.data.ids import column_ids, normalise_id, normalise_ids
 from recsys.data.readers import read_interactions
 from recsys.data.spec import TableSpec
 from recsys.data.streaming import collect_deduplicated, stream_user_log
-from recsys.errors import DataError, UnknownItemError
+from recsys.errors import DataError, ScoringInputError, UnknownItemError
 from recsys.features.space import SMALL_LOOKUP
 from tests.conftest import write
 from tests.mlflow_servers import cli
@@ -201,3 +210,164 @@ def test_a_20_mb_item_id_is_not_echoed_back_whole() -> None:
         with pytest.raises(Exception) as err:
             call()
         assert len(str(err.value)) < 500 and "xxx..." in str(err.value)
+
+
+# ---- REST: the pyfunc layer (in process) and the guard in front of MLflow's scoring server ---------------
+def _pyfunc():
+    from recsys.tracking.pyfunc import RecsysPyfunc
+
+    model = RecsysPyfunc()
+    model.rec = tiny_model()
+    return model
+
+
+def _predict_400(frame, params=None) -> str:
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException) as err:
+        _pyfunc().predict(None, frame, params)
+    assert err.value.get_http_status_code() == 400
+    return err.value.message
+
+
+@functools.cache
+def _mlflow_model():
+    """The tiny model as an MLflow models-from-code pyfunc, loaded as ``mlflow models serve`` loads it."""
+    import mlflow
+
+    from recsys.tracking.pyfunc import CODE_FILE, input_example, model_signature
+    from recsys.tracking.uris import MODEL_SUBDIR
+
+    folder = Path(tempfile.mkdtemp(prefix="recsys-rest-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    saved = tiny_model().save(folder / MODEL_SUBDIR)
+    mlflow.pyfunc.save_model(
+        path=folder / "pyfunc",
+        python_model=str(CODE_FILE),
+        artifacts={MODEL_SUBDIR: str(saved)},
+        signature=model_signature(tiny_model()),
+        input_example=input_example(tiny_model()),
+        pip_requirements=["recsys"],
+    )
+    return mlflow.pyfunc.load_model(str(folder / "pyfunc"))
+
+
+def _apps():
+    """(MLflow's scoring app as served, the same app behind recsys.tracking.gateway.guard)."""
+    from mlflow.pyfunc import scoring_server
+
+    from recsys.tracking.gateway import guard
+
+    raw = scoring_server.init(_mlflow_model())
+    return raw, guard(raw, tiny_model().space.rating_scale)
+
+
+def post(app, body: bytes | str | dict, content_type: str = "application/json") -> tuple[int, dict | str]:
+    """One ``POST /invocations`` through an ASGI app, in process: (status, decoded answer)."""
+    if isinstance(body, dict):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+
+    async def run():
+        sent: list[dict] = []
+        delivered = False
+        never = asyncio.Event()
+
+        async def receive() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await never.wait()
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": "/invocations", "raw_path": b"/invocations", "root_path": "",
+            "query_string": b"", "server": ("test", 80), "client": ("test", 1),
+            "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())],
+        }  # fmt: skip
+        with contextlib.suppress(Exception):  # raised after the server has sent its 500
+            await app(scope, receive, send)
+        status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+        payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        try:
+            return status, json.loads(payload)
+        except ValueError:
+            return status, payload.decode(errors="replace")
+
+    return asyncio.run(run())
+
+
+def rows(*data, columns=("user_id", "item_id", "rating"), params=None) -> dict:
+    body = {"dataframe_split": {"columns": list(columns), "data": [list(r) for r in data]}}
+    return body | ({"params": params} if params is not None else {})
+
+
+def test_rest_ratings_true_or_string_5_are_a_400_as_in_the_python_api() -> None:
+    raw, guarded = _apps()
+    for bad in (True, "5"):
+        with pytest.raises(ScoringInputError, match="not a number"):
+            tiny_model().recommend({1: bad})
+        assert "not a number" in _predict_400(
+            pd.DataFrame({"user_id": ["a"], "item_id": ["1"], "rating": [bad]})
+        )
+        status, answer = post(guarded, rows(["a", "1", bad]))
+        assert status == 400 and "not a number" in answer["message"], answer
+    status, answer = post(guarded, rows(["a", "1", 5], ["a", "2", 4.5]))
+    assert status == 200
+    want = tiny_model().recommend({1: 5.0, 2: 4.5}, n=10)
+    assert [p["item_id"] for p in answer["predictions"]] == [i for i, _ in want]
+    # MLflow alone casts the rating column to double first: what the guard is there for
+    assert post(raw, rows(["a", "1", True]))[0] == 200
+
+
+def test_rest_unknown_params_are_a_400_naming_the_param_and_the_valid_ones() -> None:
+    frame = pd.DataFrame({"user_id": ["a"], "item_id": ["1"], "rating": [5.0]})
+    message = _predict_400(frame, {"n": 3, "top_k": 5})
+    assert "'top_k'" in message and "n, exclude_rated, on_unknown" in message
+    status, answer = post(_apps()[1], rows(["a", "1", 5.0], params={"top_k": 5}))
+    assert status == 400 and "'top_k'" in answer["message"] and "exclude_rated" in answer["message"]
+    assert post(_apps()[1], rows(["a", "1", 5.0], params={"n": 3}))[0] == 200
+
+
+def test_rest_deeply_nested_json_is_a_400_not_a_500() -> None:
+    """MLflow's JSON decoder raises RecursionError before any model code (its handler catches only
+    decode errors): the bare scoring server answers 500; the guard answers 400."""
+    nested = '{"dataframe_split": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    status, answer = post(_apps()[1], nested)
+    assert status == 400 and "nested too deeply" in answer["message"]
+    status, answer = post(_apps()[1], "not json " + "x" * 5_000_000)
+    assert status == 400 and len(answer["message"]) < 500  # MLflow alone echoes the whole body
+
+
+def test_rest_request_size_caps_are_4xx(monkeypatch) -> None:
+    guarded = _apps()[1]
+    monkeypatch.setenv("RECSYS_SERVE_MAX_ROWS", "5")
+    six = [[f"u{k}", "1", 4.0] for k in range(6)]
+    assert "at most 5" in _predict_400(pd.DataFrame(six, columns=["user_id", "item_id", "rating"]))
+    status, answer = post(guarded, rows(*six))
+    assert status == 400 and "at most 5" in answer["message"]
+    monkeypatch.setenv("RECSYS_SERVE_MAX_RATINGS_PER_USER", "2")
+    assert "at most 2" in _predict_400(
+        pd.DataFrame([["u", str(i), 4.0] for i in (1, 2, 3)], columns=["user_id", "item_id", "rating"])
+    )
+    monkeypatch.setenv("RECSYS_SERVE_MAX_BODY_MB", "0.01")
+    status, answer = post(guarded, rows(*[["u", "1", 4.0]] * 1000))
+    assert status == 413 and "RECSYS_SERVE_MAX_BODY_MB" in answer["message"]
+
+
+def test_rest_a_20_mb_item_id_is_not_echoed_back(monkeypatch) -> None:
+    huge = "7" * 20_000_000
+    message = _predict_400(pd.DataFrame({"user_id": ["a"], "item_id": [huge], "rating": [5.0]}))
+    assert "at most 256" in message and len(message) < 500
+    monkeypatch.setenv("RECSYS_SERVE_MAX_ID_CHARS", str(10**8))  # past the length cap: unknown item
+    message = _predict_400(pd.DataFrame({"user_id": ["a"], "item_id": [huge], "rating": [5.0]}))
+    assert "unknown item" in message and len(message) < 500
+    monkeypatch.delenv("RECSYS_SERVE_MAX_ID_CHARS")
+    monkeypatch.setenv("RECSYS_SERVE_MAX_BODY_MB", "64")
+    status, answer = post(_apps()[1], rows(["a", huge, 5.0]))
+    assert status == 400 and len(answer["message"]) < 500
