@@ -231,8 +231,8 @@ def _predict_400(frame, params=None) -> str:
 
 
 @functools.cache
-def _mlflow_model():
-    """The tiny model as an MLflow models-from-code pyfunc, loaded as ``mlflow models serve`` loads it."""
+def _pyfunc_folder() -> Path:
+    """The tiny model saved as an MLflow models-from-code pyfunc (what ``log_pyfunc`` logs)."""
     import mlflow
 
     from recsys.tracking.pyfunc import CODE_FILE, input_example, model_signature
@@ -249,7 +249,15 @@ def _mlflow_model():
         input_example=input_example(tiny_model()),
         pip_requirements=["recsys"],
     )
-    return mlflow.pyfunc.load_model(str(folder / "pyfunc"))
+    return folder / "pyfunc"
+
+
+@functools.cache
+def _mlflow_model():
+    """The pyfunc loaded as ``mlflow models serve`` loads it."""
+    import mlflow
+
+    return mlflow.pyfunc.load_model(str(_pyfunc_folder()))
 
 
 def _apps():
@@ -371,3 +379,38 @@ def test_rest_a_20_mb_item_id_is_not_echoed_back(monkeypatch) -> None:
     monkeypatch.setenv("RECSYS_SERVE_MAX_BODY_MB", "64")
     status, answer = post(_apps()[1], rows(["a", huge, 5.0]))
     assert status == 400 and len(answer["message"]) < 500
+
+
+@pytest.mark.mlflow_server
+@pytest.mark.slow
+def test_rest_gateway_served_for_real_answers_nesting_and_unknown_params_with_a_400(tmp_path) -> None:
+    """``python -m recsys.tracking.gateway`` as a process (uvicorn, MLflow's scoring app behind the guard)."""
+    import subprocess
+    import sys
+
+    from tests.mlflow_servers import REPO, child_env, free_port, http, post_json, stop, wait_healthy
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "gateway.log"
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "recsys.tracking.gateway", str(_pyfunc_folder()), "--port", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=child_env(PYTHONPATH=str(REPO)),
+            start_new_session=True,
+        )
+    try:
+        wait_healthy(f"{url}/ping", proc, log)
+        nested = ('{"dataframe_split": ' + "[" * 50_000 + "]" * 50_000 + "}").encode()
+        status, text = http(f"{url}/invocations", nested)
+        assert status == 400 and "nested too deeply" in text
+        status, answer = post_json(f"{url}/invocations", rows(["a", "1", 5.0], params={"top_k": 3}))
+        assert status == 400 and "'top_k'" in answer["message"]
+        status, answer = post_json(f"{url}/invocations", rows(["a", "1", True]))
+        assert status == 400 and "not a number" in answer["message"]
+        status, answer = post_json(f"{url}/invocations", rows(["a", "1", 5.0], params={"n": 3}))
+        assert status == 200 and len(answer["predictions"]) == 3
+    finally:
+        stop(proc)

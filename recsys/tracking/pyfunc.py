@@ -8,16 +8,18 @@ A logged model holds:
   JSON, checksummed), restored by :meth:`RecsysPyfunc.load_context`;
 - a signature and an input example.
 
-Input: one row per rating of a new user: ``user_id`` (string), ``item_id`` (string; converted to the
-catalogue's id type), ``rating`` (double) and, optionally, the model's user-feature columns. A row with
+Input: one row per rating of a new user: ``user_id`` (string), ``item_id`` (string; matched by the id
+rule of :mod:`recsys.data.ids`), ``rating`` (a number) and, optionally, the model's user-feature columns. A row with
 ``item_id`` and ``rating`` both null declares a user with no ratings (pure cold start). Params: ``n``
 (long, default 10), ``exclude_rated`` (boolean, default true), ``on_unknown`` (``error`` or ``ignore``,
 default ``error``). Output: one row per user and rank: ``user_id``, ``rank``, ``item_id``, ``score``
 and ``title``.
 
-Bad input (empty table, missing columns, NaN or off-scale ratings, unknown items, bad params) raises
-``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which the MLflow scoring server answers with
-HTTP 400 and the message.
+Bad input (empty table, missing columns, NaN, non-numeric or off-scale ratings, unknown items, bad or
+unknown params, a request over the caps of :func:`check_request_size`) raises ``MlflowException`` with
+``INVALID_PARAMETER_VALUE``, which the MLflow scoring server answers with HTTP 400 and the message.
+MLflow decodes and casts the request before ``predict`` runs (nesting, body size, raw JSON types and
+unknown params never reach it): :mod:`recsys.tracking.gateway` checks those in front of it.
 """
 
 from __future__ import annotations
