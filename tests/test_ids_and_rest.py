@@ -206,6 +206,7 @@ def test_a_20_mb_item_id_is_not_echoed_back_whole() -> None:
         lambda: rec.recommend({huge: "5"}),
         lambda: rec.recommend_frame(pl.DataFrame({"user_id": ["u"], "item_id": [huge], "rating": [5.0]})),
         lambda: rec.recommend_frame(pl.DataFrame({"user_id": [huge], "item_id": ["1"], "rating": [9.0]})),
+        lambda: rec.onboarding_items(n=huge),
     ):
         with pytest.raises(Exception) as err:
             call()
