@@ -486,6 +486,7 @@ def recommend_batch(
     import polars as pl
 
     from recsys.batch import recommend_frame
+    from recsys.data.ids import column_ids
     from recsys.errors import ScoringInputError
     from recsys.utils.io import atomic_write
 
@@ -499,7 +500,12 @@ def recommend_batch(
         if suffix in (".parquet", ".pq"):
             frame = pl.read_parquet(ratings)
         elif suffix in (".csv", ".tsv", ".txt"):
-            frame = pl.read_csv(ratings, separator="\t" if suffix == ".tsv" else ",")
+            # ids as written, then integers only where every id is canonical (recsys.data.ids)
+            as_text = {user_col: pl.String, "item_id": pl.String}
+            frame = pl.read_csv(
+                ratings, separator="\t" if suffix == ".tsv" else ",", schema_overrides=as_text
+            )
+            frame = frame.with_columns(column_ids(frame[c]) for c in as_text if c in frame.columns)
         else:
             raise ScoringInputError(f"{ratings}: expected a .parquet, .csv or .tsv file")
     except (pl.exceptions.PolarsError, OSError) as exc:

@@ -34,7 +34,7 @@ from recsys.data.log_checks import (
     single_rating_value,
 )
 from recsys.data.readers import dedupe_interactions
-from recsys.data.schema import ITEM, RATING, USER
+from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.spec import FieldKind, FieldSpec
 from recsys.data.tasks import UserLog
 from recsys.errors import (
@@ -44,6 +44,7 @@ from recsys.errors import (
     RecsysError,
     ScoringInputError,
     UnknownItemError,
+    shown,
 )
 from recsys.features.space import ITEM_ID_FIELD, FeatureSpace, coerce_ids
 from recsys.meta.maml import MetaLearner
@@ -73,10 +74,33 @@ def to_polars(frame: Any) -> pl.DataFrame | None:
         import pandas as pd
 
         if isinstance(frame, pd.DataFrame):
-            return pl.from_pandas(frame)
+            return pl.from_pandas(_mixed_ids_as_strings(frame))
     except ImportError:  # pragma: no cover
         pass
     raise TypeError(f"expected a polars or pandas DataFrame, got {type(frame).__name__}")
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or type(value).__name__ == "NAType"
+
+
+def _mixed_ids_as_strings(frame: Any) -> Any:
+    """A pandas frame whose id columns (``user_id``, ``item_id``) are object columns mixing integers
+    and strings, with those columns as strings (integers by their ``str()``, the id rule of
+    :mod:`recsys.data.ids`); Arrow cannot convert such columns. Other frames are returned as they are."""
+    if not frame.columns.is_unique:
+        return frame
+    mixed = {}
+    for col in (USER, ITEM):
+        if col in frame.columns and frame[col].dtype == object:
+            values = frame[col].tolist()
+            kinds = {type(v) for v in values if not _missing(v)}
+            ids = all(
+                issubclass(k, (int, np.integer, str)) and not issubclass(k, (bool, np.bool_)) for k in kinds
+            )
+            if len(kinds) > 1 and ids:
+                mixed[col] = [None if _missing(v) else v if isinstance(v, str) else str(v) for v in values]
+    return frame.assign(**mixed) if mixed else frame
 
 
 def infer_fields(frame: pl.DataFrame, key: str) -> list[FieldSpec]:
@@ -94,21 +118,6 @@ def infer_fields(frame: pl.DataFrame, key: str) -> list[FieldSpec]:
     return out
 
 
-def _id_strings(values: Sequence[Any]) -> pl.Series:
-    """Item ids as given, as strings for the catalogue lookup (which converts them to the catalogue's
-    id type): integers and strings as written; anything else (None, booleans, floats, tuples...) is
-    never an id and becomes null, i.e. unknown."""
-    out: list[str | None] = []
-    for v in values:
-        if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
-            out.append(str(int(v)))
-        elif isinstance(v, str):
-            out.append(str(v))
-        else:
-            out.append(None)
-    return pl.Series("id", out, dtype=pl.String)
-
-
 def _is_list_like(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
 
@@ -121,14 +130,67 @@ def _feature_number(user: int, name: str, value: Any) -> Any:
     try:
         x = float(value)
     except OverflowError:
-        raise ScoringInputError(f"user {user}: user feature '{name}' is too large: {value!r}") from None
+        raise ScoringInputError(f"user {user}: user feature '{name}' is too large: {shown(value)}") from None
     except (TypeError, ValueError):
         return value
     if math.isnan(x):
         return None
     if math.isinf(x):
-        raise ScoringInputError(f"user {user}: user feature '{name}' is not finite: {value!r}")
+        raise ScoringInputError(f"user {user}: user feature '{name}' is not finite: {shown(value)}")
     return x
+
+
+def check_rating(user: Any, item: Any, value: Any, scale: tuple[float, float] | None) -> float:
+    """The API's rule for one rating of a new user: a number (not a boolean, not a string), finite, on
+    the model's scale. Returns it as a float; anything else is a ScoringInputError naming the user and
+    the item. The REST gateway (recsys.tracking.gateway) applies it to the raw JSON values."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ScoringInputError(
+            f"user {shown(user)}: rating of item {shown(item)} is not a number: {shown(value)}"
+        )
+    try:
+        v = float(value)
+    except OverflowError:
+        raise ScoringInputError(f"user {shown(user)}: rating of item {shown(item)} is too large") from None
+    if not math.isfinite(v):
+        raise ScoringInputError(f"user {shown(user)}: rating of item {shown(item)} is not finite: {v}")
+    if scale is not None and not scale[0] <= v <= scale[1]:
+        raise ScoringInputError(
+            f"user {shown(user)}: rating {v:g} of item {shown(item)} is outside the scale "
+            f"[{scale[0]:g}, {scale[1]:g}]"
+        )
+    return v
+
+
+def _check_timestamps(ts: pl.Series) -> None:
+    """Timestamps of a frame given to ``fit``: numbers (seconds), integer strings, dates or datetimes;
+    finite where present. Anything else is a DataError naming the column and the first bad row."""
+    if ts.dtype.is_temporal() and not isinstance(ts.dtype, (pl.Duration, pl.Time)):
+        return
+    if ts.dtype.is_numeric() and ts.dtype != pl.Boolean:
+        if not ts.dtype.is_float():
+            return
+        values = ts.cast(pl.Float64)
+        bad, what = values.is_nan() | values.is_infinite(), "not finite"
+    elif ts.dtype == pl.String:
+        bad = ts.str.strip_chars().cast(pl.Int64, strict=False).is_null() & ts.is_not_null()
+        what = "not whole seconds"
+    else:
+        raise DataError(
+            "interactions: timestamps are not numbers or dates",
+            field=TIMESTAMP,
+            expected="seconds since 1970 (integers) or dates",
+            got=str(ts.dtype),
+        )
+    bad = bad.fill_null(False)
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise DataError(
+            f"interactions: {int(bad.sum())} timestamp(s) {what}",
+            field=TIMESTAMP,
+            expected="seconds since 1970 (integers) or dates",
+            got=f"{shown(ts[row])} at row {row}",
+        )
 
 
 def _check_training_frame(inter: pl.DataFrame, rating_scale: tuple[float, float] | None) -> None:
@@ -150,6 +212,17 @@ def _check_training_frame(inter: pl.DataFrame, rating_scale: tuple[float, float]
                 expected="integer or string ids",
                 got=str(inter[col].dtype),
             )
+        dtype = inter[col].dtype
+        if dtype.is_float() or dtype.is_temporal() or dtype in (pl.Boolean, pl.Null) or dtype.is_decimal():
+            raise DataError(
+                "interactions: ids must be integers or strings (cast the column: "
+                "integers are matched as integers, anything else as the exact string)",
+                field=col,
+                expected="integer or string ids",
+                got=str(dtype),
+            )
+    if TIMESTAMP in inter.columns:
+        _check_timestamps(inter[TIMESTAMP])
     if RATING not in inter.columns:
         return
     r = inter[RATING]
@@ -169,7 +242,7 @@ def _check_training_frame(inter: pl.DataFrame, rating_scale: tuple[float, float]
             f"interactions: {int(bad.sum())} rating(s) missing, not finite or off the scale",
             field=RATING,
             expected=f"a finite rating{scale}",
-            got=f"{r[row]!r} at row {row}",
+            got=f"{shown(r[row])} at row {row}",
         )
 
 
@@ -678,18 +751,12 @@ class ColdStartRecommender:
         return self.space.titles[idx] if idx >= 0 else None
 
     def _lookup(self, ids: Sequence[Any]) -> np.ndarray:
-        """Catalogue indices of item ids given by a caller (ints or strings), -1 where unknown.
-
-        Anything but an integer or a string is unknown. Homogeneous keys (all integers in int64 range,
-        or all strings) go to the index as they are; mixed or odd ones as strings, converted there."""
+        """Catalogue indices of item ids given by a caller, -1 where unknown: the one id rule of
+        :mod:`recsys.data.ids` (integers and canonical decimal strings for an integer catalogue,
+        strings as given for a string catalogue, anything else unknown), for any number of ids."""
         if len(ids) == 0:
             return np.zeros(0, np.int64)
-        types = {type(v) for v in ids}
-        if types <= {int} and all(-(2**63) <= v < 2**63 for v in ids):
-            return self.space.items.lookup(list(ids))
-        if types <= {str}:
-            return self.space.items.lookup(list(ids))
-        return self.space.items.lookup(_id_strings(ids))
+        return self.space.items.lookup(list(ids))
 
     @property
     def device(self) -> torch.device:
@@ -713,7 +780,7 @@ class ColdStartRecommender:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Padded (items [n, S], ratings [n, S]) of users' rating dicts, validated."""
         if on_unknown not in ("error", "ignore"):
-            raise ScoringInputError(f"on_unknown must be 'error' or 'ignore', got {on_unknown!r}")
+            raise ScoringInputError(f"on_unknown must be 'error' or 'ignore', got {shown(on_unknown)}")
         if not _is_list_like(requests):
             raise ScoringInputError(
                 f"expected a list of rating dicts (one per user), got {type(requests).__name__}"
@@ -730,28 +797,14 @@ class ColdStartRecommender:
             keys = list(ratings.keys())
             values = []
             for key in keys:
-                v = ratings[key]
-                if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                    raise ScoringInputError(f"user {n}: rating of item {key!r} is not a number: {v!r}")
-                try:
-                    v = float(v)
-                except OverflowError:
-                    raise ScoringInputError(f"user {n}: rating of item {key!r} is too large") from None
-                if not math.isfinite(v):
-                    raise ScoringInputError(f"user {n}: rating of item {key!r} is not finite: {v}")
-                if scale is not None and not scale[0] <= v <= scale[1]:
-                    raise ScoringInputError(
-                        f"user {n}: rating {v:g} of item {key!r} is outside the scale [{scale[0]:g}, {scale[1]:g}]"
-                    )
-                values.append(v)
+                values.append(check_rating(n, key, ratings[key], scale))
             idx = self._lookup(keys)
             unknown = [k for k, i in zip(keys, idx, strict=True) if i < 0]
             if unknown:
                 if on_unknown == "error":
-                    shown = ", ".join(repr(u) for u in unknown[:5])
                     raise UnknownItemError(
-                        f"user {n}: {len(unknown)} unknown item id(s): {shown}"
-                        f"{' ...' if len(unknown) > 5 else ''} (pass on_unknown='ignore' to skip them)"
+                        f"user {n}: {len(unknown)} unknown item id(s): {UnknownItemError.listing(unknown)}"
+                        " (pass on_unknown='ignore' to skip them)"
                     )
                 log.warning("user %d: ignoring %d unknown item id(s)", n, len(unknown))
             keep = idx >= 0
@@ -810,8 +863,8 @@ class ColdStartRecommender:
         scores, _ = self.score_users([ratings], [user_features], on_unknown=on_unknown)
         idx = self._lookup(items)
         if (idx < 0).any():
-            bad = [i for i, j in zip(items, idx, strict=True) if j < 0][:5]
-            raise UnknownItemError(f"cannot predict unknown item id(s) {bad}")
+            bad = [i for i, j in zip(items, idx, strict=True) if j < 0]
+            raise UnknownItemError(f"cannot predict unknown item id(s) {UnknownItemError.listing(bad)}")
         return scores[0, idx]
 
     def recommend(
@@ -844,9 +897,9 @@ class ColdStartRecommender:
     ) -> list[list[tuple[Any, float]]]:
         """:meth:`recommend` for many new users in one vectorised pass."""
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-            raise ScoringInputError(f"n must be a positive integer, got {n!r}")
+            raise ScoringInputError(f"n must be a positive integer, got {shown(n)}")
         if not isinstance(exclude_rated, (bool, np.bool_)):
-            raise ScoringInputError(f"exclude_rated must be True or False, got {exclude_rated!r}")
+            raise ScoringInputError(f"exclude_rated must be True or False, got {shown(exclude_rated)}")
         scores, support = self.score_users(list_of_ratings, user_features, on_unknown=on_unknown, what="rank")
         from recsys.evaluation.metrics import top_k
 
@@ -906,11 +959,11 @@ class ColdStartRecommender:
         """
         self._require_fitted()
         if what not in ("rating", "rank"):
-            raise ScoringInputError(f"what must be 'rating' or 'rank', got {what!r}")
+            raise ScoringInputError(f"what must be 'rating' or 'rank', got {shown(what)}")
         if steps is not None and (
             isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0
         ):
-            raise ScoringInputError(f"steps must be a non-negative integer, got {steps!r}")
+            raise ScoringInputError(f"steps must be a non-negative integer, got {shown(steps)}")
         items, ratings = self._check_padded(items, ratings)
         users = self._encode_user_features(user_features, len(items))
         scores, ranks = score_catalogue(

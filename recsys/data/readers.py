@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recsys.data.ids import column_ids
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.spec import FieldKind, FieldSpec, TableSpec
 from recsys.errors import DataError
@@ -237,14 +238,17 @@ def _ids(raw: pl.Series, path: Path, field_name: str) -> pl.Series:
 
 
 def _cast_ids(series: pl.Series) -> pl.Series:
-    """Keep ids as given: integers when every value is an integer literal, strings otherwise."""
-    if series.dtype in (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64):
-        return series.cast(pl.Int64, strict=False) if series.dtype != pl.UInt64 else series.cast(pl.String)
-    s = series.cast(pl.String)
-    as_int = s.str.strip_chars().cast(pl.Int64, strict=False)
-    if as_int.null_count() == s.null_count():
-        return as_int
-    return s
+    """Keep ids as given: integers when every value is a canonical integer, strings (as written)
+    otherwise (the rule of :mod:`recsys.data.ids`: ``"007"`` and ``"7"`` stay two ids)."""
+    if series.dtype == pl.String:
+        padded = int((series.str.strip_chars() != series).sum())
+        if padded:
+            log.warning(
+                "%s: %d id(s) with leading or trailing spaces, kept as given (so ' 8' is not 8)",
+                series.name,
+                padded,
+            )
+    return column_ids(series)
 
 
 def _numeric(

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from recsys.data.spec import FieldKind, FieldSpec
-from recsys.errors import FeatureMismatchError, SpecError
+from recsys.errors import FeatureMismatchError, SpecError, shown
 
 UNKNOWN = "<unk>"
 
@@ -301,7 +301,9 @@ def _as_numbers(values: pl.Series, name: str) -> np.ndarray:
         cast = values.str.strip_chars().cast(pl.Float64, strict=False)
         if cast.null_count() > values.null_count():
             bad = values.filter(cast.is_null() & values.is_not_null()).head(1).to_list()
-            raise FeatureMismatchError(f"numeric field '{name}' got a value that is not a number: {bad[0]!r}")
+            raise FeatureMismatchError(
+                f"numeric field '{name}' got a value that is not a number: {shown(bad[0])}"
+            )
         values = cast
     try:
         return values.cast(pl.Float64).to_numpy().astype(np.float64)
