@@ -164,7 +164,17 @@ def check_rating(user: Any, item: Any, value: Any, scale: tuple[float, float] | 
 
 def _check_timestamps(ts: pl.Series) -> None:
     """Timestamps of a frame given to ``fit``: numbers (seconds), integer strings, dates or datetimes;
-    finite where present. Anything else is a DataError naming the column and the first bad row."""
+    finite where present. Anything else is a DataError naming the column and the first bad row. No
+    timestamp at all (every value missing) is a log without timestamps; some missing is an error."""
+    missing = ts.is_null()
+    if missing.any() and not missing.all():
+        row = int(missing.arg_true()[0])
+        raise DataError(
+            f"interactions: {int(missing.sum())} timestamp(s) missing",
+            field=TIMESTAMP,
+            expected="a timestamp on every row (or none at all)",
+            got=f"null at row {row}",
+        )
     if ts.dtype.is_temporal() and not isinstance(ts.dtype, (pl.Duration, pl.Time)):
         return
     if ts.dtype.is_numeric() and ts.dtype != pl.Boolean:

@@ -250,3 +250,18 @@ def test_evaluate_with_no_support_size_any_user_can_fill_is_one_clear_error(tmp_
         "--config", str(fast_config(tmp_path)), "--out", str(tmp_path / "report"),
     )  # fmt: skip
     assert proc.returncode == 2 and "no new user could be evaluated at any support size" in proc.stderr
+
+
+def test_a_frame_whose_timestamps_are_all_missing_trains_without_timestamps_some_missing_is_an_error() -> (
+    None
+):
+    """A null in an integer timestamp column used to become a garbage time in tasks.py."""
+    frame = make_log(30, 8, 40)
+    none = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("timestamp"))
+    rec = ColdStartRecommender(**FAST).fit(none)
+    assert rec.info["train_users"] + rec.info["validation_users"] == 30
+    some = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("timestamp")).alias("timestamp")
+    )
+    with pytest.raises(DataError, match="1 timestamp"):
+        ColdStartRecommender(**FAST).fit(some)

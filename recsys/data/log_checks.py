@@ -38,9 +38,8 @@ def drop_constant_timestamps(frame: pl.DataFrame, where: str = "interactions") -
     if frame[TIMESTAMP].n_unique() > 1:
         return frame
     value = frame[TIMESTAMP][0]
-    log.warning(
-        "%s: every timestamp is the same (%s); treating the log as one without timestamps", where, value
-    )
+    what = "no row has a timestamp" if value is None else f"every timestamp is the same ({value})"
+    log.warning("%s: %s; treating the log as one without timestamps", where, what)
     return frame.drop(TIMESTAMP)
 
 
