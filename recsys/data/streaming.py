@@ -22,6 +22,7 @@ from recsys.data.spec import TableSpec
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError
 from recsys.features.space import IdIndex
+from recsys.utils.io import check_input_file
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def scan_log(path: str | Path, columns: dict[str, str] | None = None, separator:
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", path=str(path))
+    check_input_file(path, "interactions file", None)  # regular files only (streamed: no size cap)
     if path.suffix.lower() in (".parquet", ".pq"):
         lf = pl.scan_parquet(path)
     else:
