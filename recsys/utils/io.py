@@ -4,6 +4,12 @@ Every file the engine writes that a crash could leave half-written (checkpoints,
 encoders, downloaded datasets) goes through :func:`atomic_write`: the bytes go to a temporary file in
 the same directory, are fsync'ed, then renamed over the target, and the directory is fsync'ed. A reader
 therefore sees either the old file or the new one, never a torn one.
+
+Reading goes the other way through bounded helpers: :func:`check_input_file` and
+:func:`read_bytes_bounded` accept only regular files under a size cap (a FIFO, ``/dev/zero``, a folder or,
+for a model folder, a symlink leading out of it is refused before a byte is read), and
+:func:`read_json_bounded` / :func:`loads_bounded` parse JSON with its nesting checked first, so that every
+failure is the project's own error naming the file.
 """
 
 from __future__ import annotations
