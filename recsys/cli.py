@@ -393,17 +393,12 @@ def train(
 
 def _read_ratings_file(path: Path) -> tuple[dict, dict | None]:
     from recsys.errors import ScoringInputError
+    from recsys.utils import io as io_utils
 
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScoringInputError(f"{path}: file not found") from None
-    except json.JSONDecodeError as exc:
-        raise ScoringInputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
-        raise ScoringInputError(f"{path}: not UTF-8 text (byte {exc.start}); expected a JSON file") from None
-    except (OSError, ValueError, RecursionError) as exc:  # a folder, unreadable, absurd numbers or nesting
-        raise ScoringInputError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+    # a regular JSON file of bounded size and nesting: a folder, a FIFO, /dev/zero are refused unread
+    raw = io_utils.read_json_bounded(
+        path, io_utils.MAX_REQUEST_JSON_BYTES, what="ratings file", error=ScoringInputError
+    )
     if isinstance(raw, dict) and "ratings" in raw:
         ratings, features = raw["ratings"], raw.get("user_features")
     else:

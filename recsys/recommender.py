@@ -46,7 +46,7 @@ from recsys.errors import (
     UnknownItemError,
     shown,
 )
-from recsys.features.space import ITEM_ID_FIELD, FeatureSpace, coerce_ids
+from recsys.features.space import ITEM_ID_FIELD, FeatureSpace, check_feature_arrays, coerce_ids
 from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache, clamp_to_scale, score_catalogue
 from recsys.meta.trainer import (
@@ -58,7 +58,16 @@ from recsys.meta.trainer import (
 )
 from recsys.models.network import ColdStartNet
 from recsys.utils.checkpoint import load_tensors, save_tensors
-from recsys.utils.io import atomic_write_json, sha256_file
+from recsys.utils.io import (
+    MAX_CONFIG_BYTES,
+    MAX_FEATURES_BYTES,
+    MAX_HISTORY_BYTES,
+    MAX_MANIFEST_BYTES,
+    atomic_write_json,
+    check_input_file,
+    read_json_bounded,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -601,21 +610,16 @@ class ColdStartRecommender:
         from recsys.tracking.uris import resolve_model_location
 
         folder = resolve_model_location(path)
-        import json
-
         manifest_path = folder / "manifest.json"
-        if not manifest_path.exists():
+        if not (manifest_path.exists() or manifest_path.is_symlink()):
             raise ModelFileError(f"{folder}: no manifest.json; not a recsys model folder")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-            raise ModelFileError(f"{manifest_path}: damaged ({exc})") from None
+        manifest = read_json_bounded(manifest_path, MAX_MANIFEST_BYTES, what="manifest", inside=folder)
         if not isinstance(manifest, dict):
             raise ModelFileError(f"{manifest_path}: damaged (not a JSON object)")
         if manifest.get("format") != FORMAT_VERSION:
-            raise ModelFileError(
-                f"{folder}: model format {manifest.get('format')!r} unsupported (expected {FORMAT_VERSION})"
-            )
+            shown = repr(manifest.get("format"))
+            shown = shown if len(shown) <= 40 else shown[:40] + "..."
+            raise ModelFileError(f"{folder}: model format {shown} unsupported (expected {FORMAT_VERSION})")
         files = manifest.get("files")
         if not isinstance(files, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in files.items()
@@ -628,8 +632,10 @@ class ColdStartRecommender:
             if Path(name).name != name or name in (".", ".."):
                 raise ModelFileError(f"{manifest_path}: unexpected file name {name!r}")
             file = folder / name
-            if not file.is_file():
+            if not (file.exists() or file.is_symlink()):
                 raise ModelFileError(f"{file}: missing")
+            # a regular file whose real path is inside the folder: no link out, no FIFO or device
+            check_input_file(file, "model file", None, error=ModelFileError, inside=folder)
             if sha256_file(file) != digest:
                 raise ModelFileError(f"{file}: checksum mismatch (truncated or modified since it was saved)")
         try:
@@ -644,30 +650,72 @@ class ColdStartRecommender:
 
     @classmethod
     def _from_files(cls, folder: Path) -> ColdStartRecommender:
-        import json
+        def read(name: str, max_bytes: int) -> Any:
+            return read_json_bounded(folder / name, max_bytes, what="model file", inside=folder)
 
         try:
-            config = RecommenderConfig.from_saved(json.loads((folder / "config.json").read_text("utf-8")))
-            features = json.loads((folder / "features.json").read_text("utf-8"))
-            history = json.loads((folder / "history.json").read_text("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecsysError) as exc:
+            config = RecommenderConfig.from_saved(read("config.json", MAX_CONFIG_BYTES))
+        except (RecsysError, TypeError, ValueError, AttributeError) as exc:
             raise ModelFileError(f"{folder}: damaged model file ({exc})") from None
-        tensors, _ = load_tensors(folder / "model.safetensors")
-        arrays = {k[len("features.") :]: v.numpy() for k, v in tensors.items() if k.startswith("features.")}
-        rec = cls(config)
-        space = FeatureSpace.from_json(features, arrays)
-        rec._build(space, float(history.get("info", {}).get("rating_mean", 0.0)))
-        state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        try:
-            rec._load_weights(state)
-        except RuntimeError as exc:
-            raise ModelFileError(f"{folder}: weights do not match the config ({exc})") from None
-        rec._check_space(folder)
+        features = read("features.json", MAX_FEATURES_BYTES)
+        history = read("history.json", MAX_HISTORY_BYTES)
+        tensors, _ = load_tensors(folder / "model.safetensors", inside=folder)
+        rec = cls._from_parts(
+            folder, config, features, tensors, float(history.get("info", {}).get("rating_mean", 0.0))
+        )
         rec.history = list(history.get("history", []))
         rec.info = dict(history.get("info", {}))
         if history.get("summary"):
             rec.summary = FitSummary(**history["summary"])
         return rec
+
+    @classmethod
+    def _from_parts(
+        cls,
+        where: Path | str,
+        config: RecommenderConfig,
+        features: dict[str, Any],
+        tensors: dict[str, torch.Tensor],
+        rating_mean: float,
+    ) -> ColdStartRecommender:
+        """A recommender from a saved config, feature space and tensors, checked before any allocation
+        the files alone decide: the feature arrays' types, sizes and index ranges against the encoders,
+        then every weight's shape against the network the config describes (built on the ``meta``
+        device, which allocates nothing); only then is the network built for real."""
+        arrays = {k[len("features.") :]: v.numpy() for k, v in tensors.items() if k.startswith("features.")}
+        problems = check_feature_arrays(arrays)
+        if problems:
+            raise ModelFileError(f"{where}: inconsistent feature files ({'; '.join(problems[:3])})")
+        rec = cls(config)
+        rec.space = FeatureSpace.from_json(features, arrays)
+        rec._check_space(where)
+        state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        rec._check_shapes(where, state, rating_mean)
+        rec._build(rec.space, rating_mean)
+        try:
+            rec._load_weights(state)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{where}: weights do not match the config ({exc})") from None
+        return rec
+
+    def _check_shapes(self, where: Path | str, state: dict[str, torch.Tensor], rating_mean: float) -> None:
+        """Every saved weight has the shape the config and feature space call for (no weight missing
+        or extra), checked on a network built on the ``meta`` device: no memory is allocated, so a
+        config asking for huge layers costs nothing before it is refused."""
+        with torch.device("meta"):
+            net = ColdStartNet.for_space(self.config.model, self.space, rating_mean=rating_mean)
+            expected = {k: tuple(v.shape) for k, v in MetaLearner(net, self.config.meta).state_dict().items()}
+        missing = [k for k in expected if k not in state and k not in self.OPTIONAL_WEIGHTS]
+        extra = [k for k in state if k not in expected]
+        wrong = [
+            f"{k}: saved {tuple(v.shape)}, config {expected[k]}"
+            for k, v in state.items()
+            if k in expected and tuple(v.shape) != expected[k]
+        ]
+        if missing or extra or wrong:
+            parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else ""]
+            detail = "; ".join([p for p in parts if p] + wrong[:3])
+            raise ModelFileError(f"{where}: weights do not match the config ({detail})")
 
     OPTIONAL_WEIGHTS = ("net.head.trend", "net.head.trend_weight")
     """Buffers that models saved before they existed lack; they load as their defaults (no prior)."""
@@ -691,6 +739,9 @@ class ColdStartRecommender:
             wrong["user_table"] = space.user_table.n_rows
         if wrong:
             raise ModelFileError(f"{where}: inconsistent feature files ({n} catalogue items, but {wrong})")
+        problems = space.problems()  # index ranges of every array against the encoders' table sizes
+        if problems:
+            raise ModelFileError(f"{where}: inconsistent feature files ({'; '.join(problems[:3])})")
         scale = space.rating_scale
         if scale is not None and not (
             len(scale) == 2
@@ -706,13 +757,8 @@ class ColdStartRecommender:
         if not isinstance(meta, dict) or meta.get("kind") != "recsys-checkpoint":
             raise ModelFileError(f"{path}: not a recsys checkpoint")
         try:
-            rec = cls(RecommenderConfig.from_saved(meta["config"]))
-            arrays = {
-                k[len("features.") :]: v.numpy() for k, v in tensors.items() if k.startswith("features.")
-            }
-            rec._build(FeatureSpace.from_json(meta["features"], arrays), float(meta["info"]["rating_mean"]))
-            rec._load_weights({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-            rec._check_space(path)
+            config = RecommenderConfig.from_saved(meta["config"])
+            rec = cls._from_parts(path, config, meta["features"], tensors, float(meta["info"]["rating_mean"]))
             rec.info = meta["info"]
             rec.history = meta["state"]["history"]
         except ModelFileError:

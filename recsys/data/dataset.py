@@ -321,6 +321,9 @@ def _default_columns(path: Path, given: dict[str, str]) -> dict[str, str]:
 
     cols = {USER: USER, ITEM: ITEM} | {k: v for k, v in given.items() if v}
     if path.suffix in (".parquet", ".pq"):
+        from recsys.utils import io as io_utils
+
+        io_utils.check_input_file(path, "interactions file", io_utils.MAX_INPUT_BYTES)
         try:
             header = list(pl.read_parquet_schema(path).keys())
         except Exception as exc:  # polars raises several types for damaged files

@@ -23,6 +23,8 @@ from recsys.data.ids import column_ids
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.spec import FieldKind, FieldSpec, TableSpec
 from recsys.errors import DataError
+from recsys.utils import io as io_utils
+from recsys.utils.io import check_input_file, read_bytes_bounded
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,8 @@ def read_raw(spec: TableSpec, base_dir: str | Path | None = None) -> pl.DataFram
         raise DataError("file not found", path=str(path))
     if path.is_dir():
         raise DataError("is a directory, expected a file", path=str(path))
+    # a regular file of bounded size: a FIFO, /dev/zero or a huge file is refused before reading
+    check_input_file(path, "input table", io_utils.MAX_INPUT_BYTES)
     if spec.format == "parquet":
         try:
             frame = pl.read_parquet(path)
@@ -116,7 +120,7 @@ def read_raw(spec: TableSpec, base_dir: str | Path | None = None) -> pl.DataFram
                 f"not a readable Parquet file ({type(exc).__name__}: {exc})", path=str(path)
             ) from None
         return frame.with_row_index(ROW)
-    data = path.read_bytes()
+    data = read_bytes_bounded(path, "input table", io_utils.MAX_INPUT_BYTES, error=DataError)
     if not data.strip():
         raise DataError("file is empty", path=str(path), expected="at least one row")
     if _is_utf8(spec.encoding):

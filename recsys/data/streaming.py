@@ -23,6 +23,7 @@ from recsys.data.spec import TableSpec
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError
 from recsys.features.space import IdIndex
+from recsys.utils.io import check_input_file
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def scan_log(path: str | Path, columns: dict[str, str] | None = None, separator:
     if not path.exists():
         raise DataError("file not found", path=str(path))
     cols = columns or {USER: USER, ITEM: ITEM, RATING: RATING, TIMESTAMP: TIMESTAMP}
+    check_input_file(path, "interactions file", None)  # regular files only (streamed: no size cap)
     if path.suffix.lower() in (".parquet", ".pq"):
         lf = pl.scan_parquet(path)
     else:

@@ -236,6 +236,20 @@ class FeatureSpace:
     def signature(self) -> dict[str, Any]:
         return {"user_fields": self.user_encoder.signature(), "item_fields": self.item_encoder.signature()}
 
+    def problems(self) -> list[str]:
+        """What makes this space (read back from files) unsafe to score with: duplicate ids, negative
+        popularity, or encoded tables whose offsets or token ids fall outside their encoders' ranges
+        (checked at load, so that scoring never indexes out of bounds). Empty when consistent."""
+        out = []
+        for name, index in (("items", self.items), ("users", self.users)):
+            if index.ids.n_unique() != len(index):
+                out.append(f"{name}: duplicate ids")
+        if len(self.popularity) and self.popularity.min() < 0:
+            out.append("popularity: negative counts")
+        out += self.item_table.problems("item_table", self.item_encoder, self.n_items)
+        out += self.user_table.problems("user_table", self.user_encoder, len(self.users) + 1)
+        return out
+
     # ---- persistence -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {
@@ -271,6 +285,34 @@ class FeatureSpace:
             tuple(raw["rating_scale"]) if raw.get("rating_scale") else None,
             bool(raw.get("implicit", False)),
         )
+
+
+ARRAY_KINDS = {"indices": "iu", "offsets": "iu", "dense": "fiu", "popularity": "iu"}
+"""Element kinds (numpy ``dtype.kind``) each saved feature array may have, by name suffix."""
+
+
+def check_feature_arrays(arrays: dict[str, np.ndarray]) -> list[str]:
+    """Problems with saved feature arrays before they are used: each expected
+    array present, with its element type (integer ids and offsets, never floats that would be cast
+    silently) and rank."""
+    out = []
+    for prefix in ("item_table", "user_table"):
+        for part, ndim in (("indices", 1), ("offsets", 1), ("dense", 2)):
+            name = f"{prefix}.{part}"
+            if name not in arrays:
+                out.append(f"no array {name}")
+                continue
+            arr = arrays[name]
+            if arr.dtype.kind not in ARRAY_KINDS[part] or arr.ndim != ndim:
+                out.append(
+                    f"{name}: {arr.dtype} of rank {arr.ndim}, expected {ARRAY_KINDS[part]!r} of rank {ndim}"
+                )
+    pop = arrays.get("popularity")
+    if pop is None:
+        out.append("no array popularity")
+    elif pop.dtype.kind not in "iu" or pop.ndim != 1:
+        out.append("popularity: not a vector of integers")
+    return out
 
 
 def _series(raw: dict[str, Any]) -> pl.Series:

@@ -2,10 +2,12 @@
 
 A logged model holds:
 
-- ``pyfunc_code.py``: a three-line file that imports the installed ``recsys`` package and calls
-  ``mlflow.models.set_model(RecsysPyfunc())``; MLflow runs it instead of unpickling an object;
+- ``pyfunc_code.py``: a short file that imports the installed ``recsys`` package and calls
+  ``mlflow.models.set_model(RecsysPyfunc(model_root=<its own folder>))``; MLflow runs it instead of
+  unpickling an object;
 - ``artifacts/recsys_model/``: the recommender saved by ``ColdStartRecommender.save`` (safetensors +
-  JSON, checksummed), restored by :meth:`RecsysPyfunc.load_context`;
+  JSON, checksummed), restored by :meth:`RecsysPyfunc.load_context`, which refuses an artifact path
+  that resolves outside the model folder (an edited ``MLmodel`` pointing elsewhere, a symlink out);
 - a signature and an input example.
 
 Input: one row per rating of a new user: ``user_id`` (string), ``item_id`` (string; matched by the id
@@ -50,13 +52,28 @@ DEFAULT_N = 10
 class RecsysPyfunc(PythonModel):
     """``predict(ratings table, params={n, exclude_rated, on_unknown})`` -> recommendations table."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_root: str | os.PathLike | None = None) -> None:
         self.rec: ColdStartRecommender | None = None
+        self.model_root = model_root
+        """The MLflow model folder (``pyfunc_code.py`` passes its own folder); None for models logged
+        before it did."""
 
     def load_context(self, context) -> None:
+        from recsys.errors import ModelFileError
         from recsys.recommender import ColdStartRecommender
+        from recsys.tracking.uris import artifact_inside
 
-        self.rec = ColdStartRecommender.load(context.artifacts[MODEL_SUBDIR])
+        path = Path(context.artifacts[MODEL_SUBDIR])
+        if self.model_root is not None:
+            root = Path(self.model_root)
+        else:  # older models: MLflow joins the model folder and the MLmodel's relative artifact path
+            if path.parts[-2:] != ("artifacts", MODEL_SUBDIR) or ".." in path.parts:
+                raise ModelFileError(
+                    f"the {MODEL_SUBDIR} artifact path {str(path)!r} is not artifacts/{MODEL_SUBDIR} "
+                    "inside the model folder; refusing to load it"
+                )
+            root = path.parent.parent
+        self.rec = ColdStartRecommender.load(artifact_inside(root, path, f"{MODEL_SUBDIR} artifact"))
         self.rec._catalogue_cache()  # warm: the first request does not pay for the item side
 
     def predict(
