@@ -588,7 +588,10 @@ def recommend_batch(
     if batch_size < 1:
         raise ScoringInputError(f"--batch-size must be positive, got {batch_size}")
     if out.is_dir():
-        raise RecsysError(f"--out {out}: is a folder; give a file name ending in .parquet or .csv")
+        raise RecsysError(
+            f"--out {out}: cannot write the recommendations: it is a folder; give a file name ending in "
+            ".parquet or .csv"
+        )
     remove_stale_temps(out)  # left by a killed run writing the same output (SIGKILL cannot be caught)
     rec = _load_model(model, tracking_uri)
     suffix = ratings.suffix.lower()
@@ -928,7 +931,14 @@ def _wrap_commands(typer_app: typer.Typer) -> None:
         info.callback = _command(info.callback)
     for group in typer_app.registered_groups:
         if group.typer_instance is not None:
+            if group.typer_instance.registered_callback is None:  # `recsys data -v stats` too
+                group.typer_instance.callback()(_group_verbose)
             _wrap_commands(group.typer_instance)
+
+
+def _group_verbose(verbose: VerboseOpt = False) -> None:
+    if verbose:
+        _setup_logging(True)
 
 
 _wrap_commands(app)

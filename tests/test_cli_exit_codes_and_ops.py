@@ -213,8 +213,9 @@ def test_unexpected_failure_shows_the_traceback_with_v_before_or_after_the_comma
 
 def test_verbose_is_accepted_after_the_subcommand(capsys, tiny_log: Path) -> None:
     """Regression: `recsys train -v` was "No such option: -v"."""
-    proc = cli(capsys, "data", "stats", str(tiny_log), "-v")
-    assert proc.returncode == 0 and "interactions   48" in proc.stdout
+    for args in (["data", "stats", str(tiny_log), "-v"], ["data", "--verbose", "stats", str(tiny_log)]):
+        proc = cli(capsys, *args)
+        assert proc.returncode == 0 and "interactions   48" in proc.stdout, args
     assert cli(capsys, "train", "--help").stdout.count("--verbose") == 1
 
 
