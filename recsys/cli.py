@@ -1,7 +1,9 @@
 """The ``recsys`` command line.
 
 Every command has ``--help``. Errors the engine raises on purpose (bad data, unknown items, damaged
-model files...) print one clear line on stderr and exit with status 2.
+model files...) and usage errors print one clear line on stderr and exit with status 2; an unexpected
+failure prints one line and exits with status 1 (the traceback with ``-v``, accepted before or after
+the command); success is status 0.
 """
 
 from __future__ import annotations
