@@ -353,3 +353,86 @@ def read_json_bounded(
     ModelFileError) naming the file."""
     data = read_bytes_bounded(path, what, max_bytes, error=error, inside=inside)
     return loads_bounded(data, path, max_depth=max_depth, error=error)
+
+
+# ---- temporary files and folder locks (operations) ----------------------------------------------
+
+LOCK_NAME = ".lock"
+"""The lock file a training run holds in its ``--out`` folder (removed when the run ends)."""
+
+
+def remove_temps_in(folder: str | os.PathLike) -> int:
+    """Delete the temporary files :func:`atomic_write` leaves (``.NAME.XXXX.tmp``) directly in
+    ``folder`` (not in sub-folders, which may be other runs' folders); returns how many. Only for a
+    folder this process owns (see :class:`FolderLock`): a writer still running there would lose its
+    temporary file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for tmp in folder.glob(".*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
+class FolderLock:
+    """An exclusive, non-blocking lock on a folder: ``flock`` on ``FOLDER/.lock``, which holds the
+    owner's pid. A second process fails at once (:class:`~recsys.errors.RecsysError` naming the folder
+    and the pid). The lock goes with the process: a killed holder leaves a file nobody holds, which
+    the next run takes over. :meth:`release` removes the file. Without ``fcntl`` (Windows) it does
+    nothing."""
+
+    def __init__(self, folder: str | os.PathLike, what: str = "training run") -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                from recsys.errors import RecsysError
+
+                raise RecsysError(
+                    f"{self.folder} is in use by another {self.what} (pid {owner}); wait for it to end "
+                    "or choose another --out"
+                ) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:  # the previous holder may have removed the file between our open and our flock
+                st, now = os.fstat(fd), os.stat(self.path)
+                same = (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self._fd = fd
+                return self
+            os.close(fd)
+        raise OSError(f"{self.path}: could not take the lock (the file keeps changing)")
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self._fd)  # closing drops the flock
+        self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
