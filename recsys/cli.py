@@ -598,7 +598,7 @@ def recommend_batch(
     from recsys.batch import recommend_frame
     from recsys.data.ids import column_ids
     from recsys.errors import ScoringInputError, UnknownItemError
-    from recsys.utils.io import atomic_write, remove_stale_temps
+    from recsys.utils.io import MAX_INPUT_BYTES, atomic_write, check_input_file, remove_stale_temps
 
     if batch_size < 1:
         raise ScoringInputError(f"--batch-size must be positive, got {batch_size}")
@@ -608,10 +608,11 @@ def recommend_batch(
             ".parquet or .csv"
         )
     remove_stale_temps(out)  # left by a killed run writing the same output (SIGKILL cannot be caught)
-    rec = _load_model(model, tracking_uri)
     suffix = ratings.suffix.lower()
     if not ratings.exists():
         raise ScoringInputError(f"{ratings}: file not found")
+    check_input_file(ratings, "ratings file", MAX_INPUT_BYTES, error=ScoringInputError)
+    rec = _load_model(model, tracking_uri)
     try:
         if suffix in (".parquet", ".pq"):
             frame = pl.read_parquet(ratings)

@@ -265,3 +265,14 @@ def test_a_frame_whose_timestamps_are_all_missing_trains_without_timestamps_some
     )
     with pytest.raises(DataError, match="1 timestamp"):
         ColdStartRecommender(**FAST).fit(some)
+
+
+def test_recommend_batch_with_a_fifo_as_ratings_is_one_line_without_waiting(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "ratings.csv"
+    os.mkfifo(fifo)
+    proc = run_cli(
+        "recommend-batch", "--model", str(tmp_path), "--ratings", str(fifo), "--out", str(tmp_path / "o")
+    )
+    assert proc.returncode == 2 and "FIFO" in proc.stderr
