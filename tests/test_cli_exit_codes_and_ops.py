@@ -221,7 +221,7 @@ def test_verbose_is_accepted_after_the_subcommand(capsys, tiny_log: Path) -> Non
 
 def test_an_option_value_equal_to_v_stays_a_value(capsys, model_dir: Path) -> None:
     proc = cli(capsys, "recommend", "--model", str(model_dir), "--ratings", "-v")
-    assert proc.returncode == 2 and "-v: file not found" in one_error_line(proc.stderr)
+    assert proc.returncode == 2 and "-v: ratings file not found" in one_error_line(proc.stderr)
 
 
 # ---- feedback: one line per epoch on stderr -------------------------------------------------------------

@@ -124,8 +124,10 @@ def test_garbled_truncated_and_binary_files_are_data_errors(tmp_path, content, w
 def test_huge_and_negative_ids_round_trip_through_training_and_scoring(tmp_path) -> None:
     huge = 10**30  # beyond int64: kept as the string the file holds
     rows = ["user_id,item_id,rating"] + [
-        f"{u},{i},{1 + (u * 7 + i) % 5}" for u in (-5, -1, 0, huge, 2**63 - 1) for i in (-3, -2, -1, 7, 11)
-    ]
+        f"{u},{i},{1 + (u * 7 + i) % 5}"
+        for u in (-5, -1, 0, huge, 2**63 - 1, 1, 2, 3, 4, 5)
+        for i in (-3, -2, -1, 7, 11)
+    ]  # 10 users: the fewest the meta-learner trains on (recsys.data.log_checks.MIN_TASK_USERS)
     log = read(write(tmp_path / "ids.csv", "\n".join(rows) + "\n"))
     assert log["user_id"].dtype == pl.String and str(huge) in log["user_id"].to_list()
     assert log["item_id"].dtype == pl.Int64 and sorted(log["item_id"].unique().to_list()) == [
