@@ -3,7 +3,8 @@
 One tracked MLflow run records every step (params, per-epoch metrics, evaluation metrics, the report,
 the model). The model is registered under ``--registered-name``; the champion/challenger gate then
 moves the ``champion`` alias to the new version only if its validation-user MAE (after adaptation,
-lower is better) beats the current champion's by more than ``--min-improvement``; otherwise the new
+lower is better) beats the current champion's by more than ``--min-improvement`` (and by more than
+``recsys.tracking.registry.GATE_RELATIVE_TOLERANCE`` of its value: closer is a tie); otherwise the new
 version gets the ``challenger`` alias. The decision is logged as ``recsys.gate.*`` tags on the run and
 on the model version, and as ``gate.json``.
 
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-improvement",
         type=float,
         default=0.0,
-        help="Promote only if the validation MAE beats the champion's by more than this (default 0).",
+        help="Promote only if the validation MAE beats the champion's by more than this (default 0; "
+        "a difference under 1e-4 of the champion's value is a tie in any case).",
     )
     reg.add_argument("--force-promote", action="store_true", help="Make the new version champion regardless.")
     p.add_argument("--out", type=Path, default=Path("runs/pipeline"), help="Folder for the model and report.")

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
-from recsys.errors import FeatureMismatchError, ScoringInputError, UnknownItemError
+from recsys.errors import FeatureMismatchError, ScoringInputError, UnknownItemError, shown
 from recsys.utils.progress import progress
 
 if TYPE_CHECKING:
@@ -56,9 +56,9 @@ def _row_hint(frame: pl.DataFrame, mask: pl.Series, user_col: str, what: str) ->
     bad = frame.filter(mask)
     first = bad.row(0, named=True)
     return (
-        f"{bad.height} row(s) with {what}; first: row {first['_row']}, user {first[user_col]!r}"
-        + (f", item {first[ITEM]!r}" if ITEM in first else "")
-        + (f", rating {first[RATING]!r}" if RATING in first else "")
+        f"{bad.height} row(s) with {what}; first: row {first['_row']}, user {shown(first[user_col])}"
+        + (f", item {shown(first[ITEM])}" if ITEM in first else "")
+        + (f", rating {shown(first[RATING])}" if RATING in first else "")
     )
 
 
@@ -74,9 +74,9 @@ def encode_frame(
 
     rec._require_fitted()
     if on_unknown not in ("error", "ignore"):
-        raise ScoringInputError(f"on_unknown must be 'error' or 'ignore', got {on_unknown!r}")
+        raise ScoringInputError(f"on_unknown must be 'error' or 'ignore', got {shown(on_unknown)}")
     if not isinstance(user_col, str):
-        raise ScoringInputError(f"user_col must be a column name, got {user_col!r}")
+        raise ScoringInputError(f"user_col must be a column name, got {shown(user_col)}")
     if frame is not None and not isinstance(frame, pl.DataFrame) and type(frame).__name__ != "DataFrame":
         raise ScoringInputError(f"expected a polars or pandas DataFrame, got {type(frame).__name__}")
     try:
@@ -92,7 +92,7 @@ def encode_frame(
         missing.append(RATING)
     if missing:
         raise ScoringInputError(
-            f"the ratings table needs column(s) {missing}; got {frame.columns} "
+            f"the ratings table needs column(s) {missing}; got {shown(frame.columns, 200)} "
             f"(one row per rating: {user_col}, {ITEM}, {RATING}, optional user features)"
         )
     feature_names = [f.name for f in space.user_encoder.fields]
@@ -100,7 +100,7 @@ def encode_frame(
     unknown_cols = [c for c in extra if c not in feature_names]
     if unknown_cols:
         raise FeatureMismatchError(
-            f"unknown column(s) {unknown_cols}; the model's user features are {feature_names}"
+            f"unknown column(s) {shown(unknown_cols, 200)}; the model's user features are {feature_names}"
         )
     feats = [c for c in feature_names if c in frame.columns]
     for col, what in ((user_col, "user keys"), (ITEM, "item ids"), (RATING, "ratings")):
@@ -116,17 +116,13 @@ def encode_frame(
     if frame[user_col].null_count():
         raise ScoringInputError(_row_hint(frame, frame[user_col].is_null(), user_col, f"no {user_col}"))
     raw_rating = frame[RATING]
-    if raw_rating.dtype.is_temporal():
-        raise ScoringInputError(
-            _row_hint(frame, raw_rating.is_not_null(), user_col, "a rating that is not a number")
-        )
     if raw_rating.dtype == pl.Boolean or not (raw_rating.dtype.is_numeric() or raw_rating.dtype == pl.Null):
-        as_float = raw_rating.cast(pl.Float64, strict=False)
-        bad = as_float.is_null() & raw_rating.is_not_null()
-        if bad.any() or raw_rating.dtype == pl.Boolean:
-            mask = bad if bad.any() else raw_rating.is_not_null()
-            raise ScoringInputError(_row_hint(frame, mask, user_col, "a rating that is not a number"))
-        raw_rating = as_float
+        # the API's rule (recsys.recommender.check_rating): numbers only, so "5" or true is not a rating
+        if raw_rating.is_not_null().any():
+            raise ScoringInputError(
+                _row_hint(frame, raw_rating.is_not_null(), user_col, "a rating that is not a number")
+            )
+        raw_rating = pl.Series(RATING, [None] * len(raw_rating), dtype=pl.Float64)
     frame = frame.with_columns(raw_rating.cast(pl.Float64).alias(RATING))
 
     item_null = frame[ITEM].is_null()
@@ -161,10 +157,9 @@ def encode_frame(
     if n_unknown:
         if on_unknown == "error":
             bad_ids = rated.filter(pl.Series(unknown))[ITEM].unique(maintain_order=True).to_list()
-            shown = ", ".join(repr(u) for u in bad_ids[:5])
             raise UnknownItemError(
-                f"{n_unknown} rating(s) of {len(bad_ids)} unknown item id(s): {shown}"
-                f"{' ...' if len(bad_ids) > 5 else ''} (params on_unknown='ignore' or --ignore-unknown skip them)"
+                f"{n_unknown} rating(s) of {len(bad_ids)} unknown item id(s): {UnknownItemError.listing(bad_ids)}"
+                " (params on_unknown='ignore' or --ignore-unknown skip them)"
             )
         log.warning("ignoring %d rating(s) of unknown item id(s)", n_unknown)
     rated = rated.with_columns(pl.Series("_idx", idx)).filter(pl.col("_idx") >= 0)
@@ -199,11 +194,11 @@ def recommend_frame(
     from recsys.evaluation.metrics import top_k
 
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ScoringInputError(f"n must be a positive integer, got {n!r}")
+        raise ScoringInputError(f"n must be a positive integer, got {shown(n)}")
     if not isinstance(exclude_rated, (bool, np.bool_)):
-        raise ScoringInputError(f"exclude_rated must be true or false, got {exclude_rated!r}")
+        raise ScoringInputError(f"exclude_rated must be true or false, got {shown(exclude_rated)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ScoringInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise ScoringInputError(f"batch_size must be a positive integer, got {shown(batch_size)}")
     enc = encode_frame(rec, frame, user_col=user_col, on_unknown=on_unknown)
     ids = rec.space.items.ids
     has_titles = any(t is not None for t in rec.space.titles)

@@ -1,13 +1,16 @@
 """The ``recsys`` command line.
 
 Every command has ``--help``. Errors the engine raises on purpose (bad data, unknown items, damaged
-model files...) print one clear line on stderr and exit with status 2.
+model files...) and usage errors print one clear line on stderr and exit with status 2; an unexpected
+failure prints one line and exits with status 1 (the traceback with ``-v``, accepted before or after
+the command); success is status 0.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import typing
 from datetime import UTC
@@ -65,18 +68,29 @@ def column_map(
     return {k: v for k, v in mapping.items() if v}
 
 
+_state = {"verbose": False}
+"""Whether -v/--verbose was given (before or after the command): main() shows tracebacks then."""
+
+
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose:
+        _state["verbose"] = True
+    logging.getLogger().setLevel(logging.INFO if _state["verbose"] else logging.WARNING)
+
+
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Log progress details and show tracebacks of unexpected errors (before or after the command).",
+    ),
+]
 
 
 @app.callback()
-def _main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
-) -> None:
+def _main(verbose: VerboseOpt = False) -> None:
     _setup_logging(verbose)
 
 
@@ -254,6 +268,85 @@ def _build_config(config: Path | None, **overrides: Any):
     return cfg.override(**dotted) if dotted else cfg
 
 
+_cleanups: list = []
+"""Callbacks to run when the running command ends (see :func:`_on_close`)."""
+
+
+def _on_close(callback) -> None:
+    """Run ``callback`` when the current command ends, however it ends (success, error, Ctrl-C): the
+    command wrapper (:func:`_command`) runs them in a ``finally``."""
+    if _state.get("depth", 0) > 0:
+        _cleanups.append(callback)
+    else:  # called as a plain function, outside the command line
+        import atexit
+
+        atexit.register(callback)
+
+
+def _prepare_out(out: Path, *, lock: bool = True) -> None:
+    """Check ``--out`` before any data is loaded: a folder (created if missing) that this process can
+    write, then (``lock``) an exclusive lock on it for the whole command and no temporary files left
+    by a killed run; the lock is released and temporary files are removed however the command ends."""
+    from recsys.utils.io import FolderLock, remove_temps_in
+
+    if out.exists() and not out.is_dir():
+        raise RecsysError(f"--out {out}: is a file, not a folder (the model is a folder of files)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RecsysError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise RecsysError(f"--out {out}: the folder is not writable")
+    if not lock:
+        return
+    try:
+        held = FolderLock(out, "training run").acquire()
+    except OSError as exc:
+        raise RecsysError(f"--out {out}: cannot write in the folder ({exc.strerror or exc})") from None
+
+    def cleanup() -> None:
+        remove_temps_in(out)
+        held.release()
+
+    remove_temps_in(out)  # left by a run that was killed while writing
+    _on_close(cleanup)
+
+
+PROGRESS_LOGGERS = ("recsys.models.item_init", "recsys.models.item_item", "recsys.recommender")
+"""Loggers whose INFO lines (ALS initialisation, item-item blend, trend choice: the long steps around
+the epochs) ``recsys train`` shows on stderr without -v."""
+
+
+def _show_progress_logs(enabled: bool = True) -> None:
+    if not enabled:
+        return
+    loggers = [logging.getLogger(name) for name in PROGRESS_LOGGERS]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(min(lg.getEffectiveLevel(), logging.INFO))
+
+    def restore() -> None:
+        for lg, level in zip(loggers, before, strict=True):
+            lg.setLevel(level)
+
+    _on_close(restore)
+
+
+def _epoch_line(total: int):
+    """An epoch callback that prints one line per epoch on stderr (flushed): a long training whose
+    output goes to a file or a scheduler's log shows its progress."""
+
+    def show(epoch: int, record: dict[str, float]) -> None:
+        parts = [f"epoch {epoch}/{total}", f"train_loss {record.get('train_loss', float('nan')):.4f}"]
+        if record.get("skipped_steps"):
+            parts.append(f"skipped_steps {int(record['skipped_steps'])}")
+        parts += [f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_")]
+        parts.append(f"{record.get('seconds', 0.0):.1f} s")
+        print(", ".join(parts), file=sys.stderr, flush=True)
+
+    return show
+
+
 @app.command("train")
 def train(
     dataset: Annotated[
@@ -280,12 +373,19 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs (overrides the config).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (overrides the config).")] = None,
-    protocol: Annotated[
-        str | None,
+    holdout: Annotated[
+        str,
         typer.Option(
-            help="Which users to hold out as new users: temporal, random, melu or none "
-            "(default: melu for melu-ml1m, temporal when the log has timestamps, else random)."
+            "--holdout",
+            help="Hold new users out of training for a quick honest figure: none (default: the model "
+            "learns from every user; validation users are carved out for model selection only), "
+            "temporal (the last-joined 20%% of users, and every interaction after the first of them), "
+            "random (a random 20%% of users) or melu (MeLU's split, melu-ml1m only). "
+            "Full comparisons are `recsys evaluate`'s job.",
         ),
+    ] = "none",
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", hidden=True, help="Deprecated name of --holdout.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.safetensors.")] = False,
     nproc: Annotated[
@@ -318,9 +418,15 @@ def train(
     from recsys import distributed
     from recsys.tracking.mlflow_run import run_params
     from recsys.tracking.registry import version_tags
-    from recsys.workflows import default_protocol, load_data, summary_text, train_model
+    from recsys.workflows import HOLDOUTS, load_data, summary_text, train_model
 
+    protocol = protocol or holdout
+    if protocol not in HOLDOUTS:
+        raise typer.BadParameter(
+            f"{protocol!r}; expected one of {', '.join(HOLDOUTS)}", param_hint="--holdout"
+        )
     if nproc > 1 and distributed.world_size_from_env() == 1:
+        _prepare_out(out, lock=False)  # rank 0 of the workers takes the lock
         argv = sys.argv[1:]
         keep = [a for i, a in enumerate(argv) if not a.startswith("--nproc") and argv[i - 1] != "--nproc"]
         raise typer.Exit(distributed.relaunch(nproc, keep))
@@ -333,8 +439,10 @@ def train(
         raise typer.BadParameter(
             "--register needs MLflow tracking (drop --no-mlflow)", param_hint="--register"
         )
-
     cfg = _build_config(config, **{"train.epochs": epochs, "train.seed": seed, "train.device": device})
+    _prepare_out(out, lock=rank == 0)
+    _show_progress_logs(rank == 0)
+
     ds = load_data(
         dataset,
         interactions=interactions,
@@ -344,10 +452,14 @@ def train(
         columns=column_map(user_col, item_col, rating_col, time_col),
         implicit=implicit,
     )
-    protocol = protocol or default_protocol(ds)
-    out.mkdir(parents=True, exist_ok=True)
     typer.echo(
-        f"training on {ds.name} ({ds.interactions.height:,} interactions), new users held out: {protocol}"
+        f"training on {ds.name} ({ds.interactions.height:,} interactions, "
+        f"{ds.interactions['user_id'].n_unique():,} users), new users held out: "
+        + (
+            "none (every user; validation users carved out for model selection)"
+            if protocol == "none"
+            else protocol
+        )
     )
     with _tracker(mlflow, tracking_uri, experiment, fallback_local, run_name, "train") as tr:
         _echo_run(tr)
@@ -360,7 +472,8 @@ def train(
             protocol=protocol,
             checkpoint=out / "checkpoint.safetensors",
             resume=resume,
-            callbacks=[tr.epoch_callback] if tr.active else None,
+            callbacks=([_epoch_line(cfg.train.epochs)] if rank == 0 else [])
+            + ([tr.epoch_callback] if tr.active else []),
         )
         distributed.shutdown()
         if rank != 0:
@@ -378,17 +491,12 @@ def train(
 
 def _read_ratings_file(path: Path) -> tuple[dict, dict | None]:
     from recsys.errors import ScoringInputError
+    from recsys.utils import io as io_utils
 
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScoringInputError(f"{path}: file not found") from None
-    except json.JSONDecodeError as exc:
-        raise ScoringInputError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
-        raise ScoringInputError(f"{path}: not UTF-8 text (byte {exc.start}); expected a JSON file") from None
-    except (OSError, ValueError, RecursionError) as exc:  # a folder, unreadable, absurd numbers or nesting
-        raise ScoringInputError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+    # a regular JSON file of bounded size and nesting: a folder, a FIFO, /dev/zero are refused unread
+    raw = io_utils.read_json_bounded(
+        path, io_utils.MAX_REQUEST_JSON_BYTES, what="ratings file", error=ScoringInputError
+    )
     if isinstance(raw, dict) and "ratings" in raw:
         ratings, features = raw["ratings"], raw.get("user_features")
     else:
@@ -423,17 +531,36 @@ def recommend(
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Recommend items for a new user from a few ratings; prints JSON (item id, title, score)."""
+    from recsys.errors import UnknownItemError
+
     rec = _load_model(model, tracking_uri)
     user_ratings, features = _read_ratings_file(ratings)
-    top = rec.recommend(
-        user_ratings,
-        n=n,
-        user_features=features,
-        exclude_rated=not include_rated,
-        on_unknown="ignore" if ignore_unknown else "error",
-    )
+    try:
+        top = rec.recommend(
+            user_ratings,
+            n=n,
+            user_features=features,
+            exclude_rated=not include_rated,
+            on_unknown="ignore" if ignore_unknown else "error",
+        )
+    except UnknownItemError as exc:
+        raise _cli_unknown_items(exc, single=True) from None
     rows = [{"item_id": i, "title": rec.title(i), "score": round(s, 4)} for i, s in top]
     typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+
+
+def _cli_unknown_items(exc: Exception, *, single: bool):
+    """The scoring API's unknown-item error, worded for the command line: it names --ignore-unknown
+    (not the Python argument) and, for a single request, drops the request number ("user 0: ...")."""
+    import re
+
+    from recsys.errors import UnknownItemError
+
+    text = str(exc)
+    if single:
+        text = re.sub(r"^user \d+: ", "", text)
+    text = re.sub(r"\s*\([^()]*on_unknown[^()]*\)\s*$", "", text)
+    return UnknownItemError(f"{text} (pass --ignore-unknown to skip them)")
 
 
 def _load_model(model: str, tracking_uri: str | None):
@@ -471,34 +598,50 @@ def recommend_batch(
     import polars as pl
 
     from recsys.batch import recommend_frame
-    from recsys.errors import ScoringInputError
-    from recsys.utils.io import atomic_write
+    from recsys.data.ids import column_ids
+    from recsys.errors import ScoringInputError, UnknownItemError
+    from recsys.utils.io import MAX_INPUT_BYTES, atomic_write, check_input_file, remove_stale_temps
 
     if batch_size < 1:
         raise ScoringInputError(f"--batch-size must be positive, got {batch_size}")
-    rec = _load_model(model, tracking_uri)
+    if out.is_dir():
+        raise RecsysError(
+            f"--out {out}: cannot write the recommendations: it is a folder; give a file name ending in "
+            ".parquet or .csv"
+        )
+    remove_stale_temps(out)  # left by a killed run writing the same output (SIGKILL cannot be caught)
     suffix = ratings.suffix.lower()
     if not ratings.exists():
         raise ScoringInputError(f"{ratings}: file not found")
+    check_input_file(ratings, "ratings file", MAX_INPUT_BYTES, error=ScoringInputError)
+    rec = _load_model(model, tracking_uri)
     try:
         if suffix in (".parquet", ".pq"):
             frame = pl.read_parquet(ratings)
         elif suffix in (".csv", ".tsv", ".txt"):
-            frame = pl.read_csv(ratings, separator="\t" if suffix == ".tsv" else ",")
+            # ids as written, then integers only where every id is canonical (recsys.data.ids)
+            as_text = {user_col: pl.String, "item_id": pl.String}
+            frame = pl.read_csv(
+                ratings, separator="\t" if suffix == ".tsv" else ",", schema_overrides=as_text
+            )
+            frame = frame.with_columns(column_ids(frame[c]) for c in as_text if c in frame.columns)
         else:
             raise ScoringInputError(f"{ratings}: expected a .parquet, .csv or .tsv file")
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise ScoringInputError(f"{ratings}: cannot read ({exc})") from None
-    result = recommend_frame(
-        rec,
-        frame,
-        n=n,
-        exclude_rated=not include_rated,
-        on_unknown="ignore" if ignore_unknown else "error",
-        user_col=user_col,
-        batch_size=batch_size,
-        show_progress=True,
-    )
+    try:
+        result = recommend_frame(
+            rec,
+            frame,
+            n=n,
+            exclude_rated=not include_rated,
+            on_unknown="ignore" if ignore_unknown else "error",
+            user_col=user_col,
+            batch_size=batch_size,
+            show_progress=True,
+        )
+    except UnknownItemError as exc:
+        raise _cli_unknown_items(exc, single=False) from None
     try:
         with atomic_write(out, "wb") as fh:
             if out.suffix.lower() == ".csv":
@@ -841,26 +984,98 @@ def tracking_promote(
     typer.echo(f"models:/{name}@{alias} -> version {version}")
 
 
+def _command(func):
+    """``func`` as the command line runs it: with a ``-v/--verbose`` option of its own (so that
+    ``recsys train -v`` works like ``recsys -v train``; click parses it, so an option value that
+    happens to be "-v" stays a value), and with the clean-ups it registers (:func:`_on_close`: locks,
+    temporary files) run however it ends."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(func, eval_str=True)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, verbose: bool = False, **kwargs: Any) -> Any:
+        if verbose:
+            _setup_logging(True)
+        _state["depth"] = _state.get("depth", 0) + 1
+        mark = len(_cleanups)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _state["depth"] -= 1
+            while len(_cleanups) > mark:
+                cleanup = _cleanups.pop()
+                try:
+                    cleanup()
+                except Exception as exc:  # a clean-up must not hide the command's own outcome
+                    logging.getLogger(__name__).warning("clean-up failed: %s: %s", type(exc).__name__, exc)
+
+    extra = inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=VerboseOpt)
+    wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])
+    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+    return wrapper
+
+
+def _wrap_commands(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        info.callback = _command(info.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            if group.typer_instance.registered_callback is None:  # `recsys data -v stats` too
+                group.typer_instance.callback()(_group_verbose)
+            _wrap_commands(group.typer_instance)
+
+
+def _group_verbose(verbose: VerboseOpt = False) -> None:
+    if verbose:
+        _setup_logging(True)
+
+
+_wrap_commands(app)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app, turning the engine's own errors into clean messages."""
+    """Console-script entry point. Exit status: 0 on success; 2 for a usage or data error (the
+    engine's :class:`RecsysError`, a bad option: one line); 1 for an unexpected failure (one line,
+    the traceback with -v) or a command that reports failure (e.g. tracking calls left unsent);
+    130 when interrupted."""
+    _state["verbose"], _state["depth"] = False, 0
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except RecsysError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # usage errors: an unknown option, a missing or malformed value
+    except Exception as exc:
         if isinstance(exc, _usage_error_types()) and callable(getattr(exc, "show", None)):
-            exc.show()
+            exc.show()  # usage errors: an unknown option, a missing or malformed value
             sys.exit(getattr(exc, "exit_code", 2))
-        raise
+        sys.exit(_unexpected(exc))
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        if code == 130:
+            typer.echo("interrupted", err=True)
+        sys.exit(code)
+
+
+def _unexpected(exc: BaseException) -> int:
+    """A failure the engine did not foresee: one line (the traceback first with -v); status 1."""
+    import traceback
+
+    if _state["verbose"]:
+        traceback.print_exception(exc)
+    lines = str(exc).strip().splitlines()
+    msg = lines[0][:500] if lines else ""
+    hint = "" if _state["verbose"] else " (run with -v for the traceback)"
+    typer.echo(f"error: unexpected {type(exc).__name__}: {msg}{hint}", err=True)
+    return 1
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:

@@ -6,6 +6,15 @@ these into a one-line message and exit status 2 instead of a stack trace.
 
 from __future__ import annotations
 
+SHOWN_CHARS = 80
+"""Error messages quote at most this many characters of a value a user gave (ids, ratings, params)."""
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters plus ``...``: a 20 MB id is never echoed back whole."""
+    text = repr(value) if not isinstance(value, str) or len(value) <= 4 * limit else repr(value[: 4 * limit])
+    return text[:limit] + "..." if len(text) > limit else text
+
 
 class RecsysError(Exception):
     """Base class of every error the engine raises on purpose."""
@@ -36,8 +45,7 @@ class DataError(RecsysError, ValueError):
         if expected is not None:
             text += f"; expected {expected}"
         if got is not None:
-            shown = repr(got)
-            text += f", got {shown[:80] + '...' if len(shown) > 80 else shown}"
+            text += f", got {shown(got)}"
         super().__init__(f"{', '.join(where)}: {text}" if where else text)
 
 
@@ -54,7 +62,13 @@ class DownloadError(RecsysError):
 
 
 class UnknownItemError(RecsysError, KeyError):
-    """Ratings name items the model does not know (pass ``on_unknown='ignore'`` to skip them)."""
+    """Ratings name items the model does not know (pass ``on_unknown='ignore'`` to skip them).
+
+    :meth:`listing` quotes the first few unknown ids, each cut to :data:`SHOWN_CHARS` characters."""
+
+    @staticmethod
+    def listing(ids: list, first: int = 5) -> str:
+        return ", ".join(shown(i) for i in ids[:first]) + (" ..." if len(ids) > first else "")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""

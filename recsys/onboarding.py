@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from recsys.errors import ScoringInputError
+from recsys.errors import ScoringInputError, shown
 
 if TYPE_CHECKING:
     from recsys.recommender import ColdStartRecommender
@@ -68,9 +68,11 @@ def onboarding_order(
     """
     rec._require_fitted()
     if strategy not in STRATEGIES:
-        raise ScoringInputError(f"unknown onboarding strategy {strategy!r}; expected one of {STRATEGIES}")
+        raise ScoringInputError(
+            f"unknown onboarding strategy {shown(strategy)}; expected one of {STRATEGIES}"
+        )
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ScoringInputError(f"n must be a positive integer, got {n!r}")
+        raise ScoringInputError(f"n must be a positive integer, got {shown(n)}")
     popularity = rec.space.popularity.astype(np.float64)
     seen = np.nonzero(popularity > 0)[0]
     if len(seen) == 0:

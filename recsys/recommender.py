@@ -27,8 +27,14 @@ import torch
 from recsys import __version__
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
+from recsys.data.log_checks import (
+    check_trainable,
+    choose_validation_users,
+    drop_constant_timestamps,
+    single_rating_value,
+)
 from recsys.data.readers import dedupe_interactions
-from recsys.data.schema import ITEM, RATING, USER
+from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.spec import FieldKind, FieldSpec
 from recsys.data.tasks import UserLog
 from recsys.errors import (
@@ -38,8 +44,9 @@ from recsys.errors import (
     RecsysError,
     ScoringInputError,
     UnknownItemError,
+    shown,
 )
-from recsys.features.space import ITEM_ID_FIELD, FeatureSpace, coerce_ids
+from recsys.features.space import ITEM_ID_FIELD, FeatureSpace, check_feature_arrays, coerce_ids
 from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache, clamp_to_scale, score_catalogue
 from recsys.meta.trainer import (
@@ -51,7 +58,16 @@ from recsys.meta.trainer import (
 )
 from recsys.models.network import ColdStartNet
 from recsys.utils.checkpoint import load_tensors, save_tensors
-from recsys.utils.io import atomic_write_json, sha256_file
+from recsys.utils.io import (
+    MAX_CONFIG_BYTES,
+    MAX_FEATURES_BYTES,
+    MAX_HISTORY_BYTES,
+    MAX_MANIFEST_BYTES,
+    atomic_write_json,
+    check_input_file,
+    read_json_bounded,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +83,33 @@ def to_polars(frame: Any) -> pl.DataFrame | None:
         import pandas as pd
 
         if isinstance(frame, pd.DataFrame):
-            return pl.from_pandas(frame)
+            return pl.from_pandas(_mixed_ids_as_strings(frame))
     except ImportError:  # pragma: no cover
         pass
     raise TypeError(f"expected a polars or pandas DataFrame, got {type(frame).__name__}")
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or type(value).__name__ == "NAType"
+
+
+def _mixed_ids_as_strings(frame: Any) -> Any:
+    """A pandas frame whose id columns (``user_id``, ``item_id``) are object columns mixing integers
+    and strings, with those columns as strings (integers by their ``str()``, the id rule of
+    :mod:`recsys.data.ids`); Arrow cannot convert such columns. Other frames are returned as they are."""
+    if not frame.columns.is_unique:
+        return frame
+    mixed = {}
+    for col in (USER, ITEM):
+        if col in frame.columns and frame[col].dtype == object:
+            values = frame[col].tolist()
+            kinds = {type(v) for v in values if not _missing(v)}
+            ids = all(
+                issubclass(k, (int, np.integer, str)) and not issubclass(k, (bool, np.bool_)) for k in kinds
+            )
+            if len(kinds) > 1 and ids:
+                mixed[col] = [None if _missing(v) else v if isinstance(v, str) else str(v) for v in values]
+    return frame.assign(**mixed) if mixed else frame
 
 
 def infer_fields(frame: pl.DataFrame, key: str) -> list[FieldSpec]:
@@ -88,21 +127,6 @@ def infer_fields(frame: pl.DataFrame, key: str) -> list[FieldSpec]:
     return out
 
 
-def _id_strings(values: Sequence[Any]) -> pl.Series:
-    """Item ids as given, as strings for the catalogue lookup (which converts them to the catalogue's
-    id type): integers and strings as written; anything else (None, booleans, floats, tuples...) is
-    never an id and becomes null, i.e. unknown."""
-    out: list[str | None] = []
-    for v in values:
-        if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
-            out.append(str(int(v)))
-        elif isinstance(v, str):
-            out.append(str(v))
-        else:
-            out.append(None)
-    return pl.Series("id", out, dtype=pl.String)
-
-
 def _is_list_like(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
 
@@ -115,14 +139,77 @@ def _feature_number(user: int, name: str, value: Any) -> Any:
     try:
         x = float(value)
     except OverflowError:
-        raise ScoringInputError(f"user {user}: user feature '{name}' is too large: {value!r}") from None
+        raise ScoringInputError(f"user {user}: user feature '{name}' is too large: {shown(value)}") from None
     except (TypeError, ValueError):
         return value
     if math.isnan(x):
         return None
     if math.isinf(x):
-        raise ScoringInputError(f"user {user}: user feature '{name}' is not finite: {value!r}")
+        raise ScoringInputError(f"user {user}: user feature '{name}' is not finite: {shown(value)}")
     return x
+
+
+def check_rating(user: Any, item: Any, value: Any, scale: tuple[float, float] | None) -> float:
+    """The API's rule for one rating of a new user: a number (not a boolean, not a string), finite, on
+    the model's scale. Returns it as a float; anything else is a ScoringInputError naming the user and
+    the item. The REST gateway (recsys.tracking.gateway) applies it to the raw JSON values."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ScoringInputError(
+            f"user {shown(user)}: rating of item {shown(item)} is not a number: {shown(value)}"
+        )
+    try:
+        v = float(value)
+    except OverflowError:
+        raise ScoringInputError(f"user {shown(user)}: rating of item {shown(item)} is too large") from None
+    if not math.isfinite(v):
+        raise ScoringInputError(f"user {shown(user)}: rating of item {shown(item)} is not finite: {v}")
+    if scale is not None and not scale[0] <= v <= scale[1]:
+        raise ScoringInputError(
+            f"user {shown(user)}: rating {v:g} of item {shown(item)} is outside the scale "
+            f"[{scale[0]:g}, {scale[1]:g}]"
+        )
+    return v
+
+
+def _check_timestamps(ts: pl.Series) -> None:
+    """Timestamps of a frame given to ``fit``: numbers (seconds), integer strings, dates or datetimes;
+    finite where present. Anything else is a DataError naming the column and the first bad row. No
+    timestamp at all (every value missing) is a log without timestamps; some missing is an error."""
+    missing = ts.is_null()
+    if missing.any() and not missing.all():
+        row = int(missing.arg_true()[0])
+        raise DataError(
+            f"interactions: {int(missing.sum())} timestamp(s) missing",
+            field=TIMESTAMP,
+            expected="a timestamp on every row (or none at all)",
+            got=f"null at row {row}",
+        )
+    if ts.dtype.is_temporal() and not isinstance(ts.dtype, (pl.Duration, pl.Time)):
+        return
+    if ts.dtype.is_numeric() and ts.dtype != pl.Boolean:
+        if not ts.dtype.is_float():
+            return
+        values = ts.cast(pl.Float64)
+        bad, what = values.is_nan() | values.is_infinite(), "not finite"
+    elif ts.dtype == pl.String:
+        bad = ts.str.strip_chars().cast(pl.Int64, strict=False).is_null() & ts.is_not_null()
+        what = "not whole seconds"
+    else:
+        raise DataError(
+            "interactions: timestamps are not numbers or dates",
+            field=TIMESTAMP,
+            expected="seconds since 1970 (integers) or dates",
+            got=str(ts.dtype),
+        )
+    bad = bad.fill_null(False)
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise DataError(
+            f"interactions: {int(bad.sum())} timestamp(s) {what}",
+            field=TIMESTAMP,
+            expected="seconds since 1970 (integers) or dates",
+            got=f"{shown(ts[row])} at row {row}",
+        )
 
 
 def _check_training_frame(inter: pl.DataFrame, rating_scale: tuple[float, float] | None) -> None:
@@ -144,6 +231,17 @@ def _check_training_frame(inter: pl.DataFrame, rating_scale: tuple[float, float]
                 expected="integer or string ids",
                 got=str(inter[col].dtype),
             )
+        dtype = inter[col].dtype
+        if dtype.is_float() or dtype.is_temporal() or dtype in (pl.Boolean, pl.Null) or dtype.is_decimal():
+            raise DataError(
+                "interactions: ids must be integers or strings (cast the column: "
+                "integers are matched as integers, anything else as the exact string)",
+                field=col,
+                expected="integer or string ids",
+                got=str(dtype),
+            )
+    if TIMESTAMP in inter.columns:
+        _check_timestamps(inter[TIMESTAMP])
     if RATING not in inter.columns:
         return
     r = inter[RATING]
@@ -163,7 +261,7 @@ def _check_training_frame(inter: pl.DataFrame, rating_scale: tuple[float, float]
             f"interactions: {int(bad.sum())} rating(s) missing, not finite or off the scale",
             field=RATING,
             expected=f"a finite rating{scale}",
-            got=f"{r[row]!r} at row {row}",
+            got=f"{shown(r[row])} at row {row}",
         )
 
 
@@ -254,11 +352,20 @@ class ColdStartRecommender:
                 raise FeatureMismatchError(f"interactions need a '{col}' column; got {inter.columns}")
         _check_training_frame(inter, rating_scale)
         rows = inter.height
-        inter = dedupe_interactions(inter)
+        inter = dedupe_interactions(drop_constant_timestamps(inter))
         if inter.height < rows:
             log.warning(
                 "interactions: %d duplicate (user, item) row(s) dropped, the latest kept", rows - inter.height
             )
+        check_trainable(inter, min_user_ratings=cfg.train.min_user_ratings)
+        only = single_rating_value(inter)
+        if only is not None:
+            log.warning(
+                "interactions: every rating is %g, so there is no rating signal to learn; "
+                "training on them as implicit feedback (every interaction a positive)",
+                only,
+            )
+            inter, rating_scale = inter.drop(RATING), None
         implicit = RATING not in inter.columns
         if implicit:  # no ratings: train the ranking objective alone, every interaction a positive
             cfg = self.config = cfg.override(
@@ -279,11 +386,13 @@ class ColdStartRecommender:
         if rating_scale is None and not implicit:
             rating_scale = (float(inter[RATING].min()), float(inter[RATING].max()))
 
-        all_users = inter[USER].unique().sort()
         if validation_users is None:
-            rng = np.random.default_rng([cfg.train.seed, 7])
-            n_val = round(cfg.train.validation_fraction * len(all_users))
-            validation_users = all_users.gather(np.sort(rng.permutation(len(all_users))[:n_val]))
+            validation_users = choose_validation_users(
+                inter,
+                cfg.train.validation_fraction,
+                np.random.default_rng([cfg.train.seed, 7]),
+                min_ratings=cfg.train.min_user_ratings,
+            )
         val_ids = pl.Series(
             list(validation_users) if not isinstance(validation_users, pl.Series) else validation_users
         )
@@ -501,21 +610,16 @@ class ColdStartRecommender:
         from recsys.tracking.uris import resolve_model_location
 
         folder = resolve_model_location(path)
-        import json
-
         manifest_path = folder / "manifest.json"
-        if not manifest_path.exists():
+        if not (manifest_path.exists() or manifest_path.is_symlink()):
             raise ModelFileError(f"{folder}: no manifest.json; not a recsys model folder")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-            raise ModelFileError(f"{manifest_path}: damaged ({exc})") from None
+        manifest = read_json_bounded(manifest_path, MAX_MANIFEST_BYTES, what="manifest", inside=folder)
         if not isinstance(manifest, dict):
             raise ModelFileError(f"{manifest_path}: damaged (not a JSON object)")
         if manifest.get("format") != FORMAT_VERSION:
-            raise ModelFileError(
-                f"{folder}: model format {manifest.get('format')!r} unsupported (expected {FORMAT_VERSION})"
-            )
+            shown = repr(manifest.get("format"))
+            shown = shown if len(shown) <= 40 else shown[:40] + "..."
+            raise ModelFileError(f"{folder}: model format {shown} unsupported (expected {FORMAT_VERSION})")
         files = manifest.get("files")
         if not isinstance(files, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in files.items()
@@ -528,8 +632,10 @@ class ColdStartRecommender:
             if Path(name).name != name or name in (".", ".."):
                 raise ModelFileError(f"{manifest_path}: unexpected file name {name!r}")
             file = folder / name
-            if not file.is_file():
+            if not (file.exists() or file.is_symlink()):
                 raise ModelFileError(f"{file}: missing")
+            # a regular file whose real path is inside the folder: no link out, no FIFO or device
+            check_input_file(file, "model file", None, error=ModelFileError, inside=folder)
             if sha256_file(file) != digest:
                 raise ModelFileError(f"{file}: checksum mismatch (truncated or modified since it was saved)")
         try:
@@ -544,30 +650,72 @@ class ColdStartRecommender:
 
     @classmethod
     def _from_files(cls, folder: Path) -> ColdStartRecommender:
-        import json
+        def read(name: str, max_bytes: int) -> Any:
+            return read_json_bounded(folder / name, max_bytes, what="model file", inside=folder)
 
         try:
-            config = RecommenderConfig.from_saved(json.loads((folder / "config.json").read_text("utf-8")))
-            features = json.loads((folder / "features.json").read_text("utf-8"))
-            history = json.loads((folder / "history.json").read_text("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecsysError) as exc:
+            config = RecommenderConfig.from_saved(read("config.json", MAX_CONFIG_BYTES))
+        except (RecsysError, TypeError, ValueError, AttributeError) as exc:
             raise ModelFileError(f"{folder}: damaged model file ({exc})") from None
-        tensors, _ = load_tensors(folder / "model.safetensors")
-        arrays = {k[len("features.") :]: v.numpy() for k, v in tensors.items() if k.startswith("features.")}
-        rec = cls(config)
-        space = FeatureSpace.from_json(features, arrays)
-        rec._build(space, float(history.get("info", {}).get("rating_mean", 0.0)))
-        state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        try:
-            rec._load_weights(state)
-        except RuntimeError as exc:
-            raise ModelFileError(f"{folder}: weights do not match the config ({exc})") from None
-        rec._check_space(folder)
+        features = read("features.json", MAX_FEATURES_BYTES)
+        history = read("history.json", MAX_HISTORY_BYTES)
+        tensors, _ = load_tensors(folder / "model.safetensors", inside=folder)
+        rec = cls._from_parts(
+            folder, config, features, tensors, float(history.get("info", {}).get("rating_mean", 0.0))
+        )
         rec.history = list(history.get("history", []))
         rec.info = dict(history.get("info", {}))
         if history.get("summary"):
             rec.summary = FitSummary(**history["summary"])
         return rec
+
+    @classmethod
+    def _from_parts(
+        cls,
+        where: Path | str,
+        config: RecommenderConfig,
+        features: dict[str, Any],
+        tensors: dict[str, torch.Tensor],
+        rating_mean: float,
+    ) -> ColdStartRecommender:
+        """A recommender from a saved config, feature space and tensors, checked before any allocation
+        the files alone decide: the feature arrays' types, sizes and index ranges against the encoders,
+        then every weight's shape against the network the config describes (built on the ``meta``
+        device, which allocates nothing); only then is the network built for real."""
+        arrays = {k[len("features.") :]: v.numpy() for k, v in tensors.items() if k.startswith("features.")}
+        problems = check_feature_arrays(arrays)
+        if problems:
+            raise ModelFileError(f"{where}: inconsistent feature files ({'; '.join(problems[:3])})")
+        rec = cls(config)
+        rec.space = FeatureSpace.from_json(features, arrays)
+        rec._check_space(where)
+        state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        rec._check_shapes(where, state, rating_mean)
+        rec._build(rec.space, rating_mean)
+        try:
+            rec._load_weights(state)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{where}: weights do not match the config ({exc})") from None
+        return rec
+
+    def _check_shapes(self, where: Path | str, state: dict[str, torch.Tensor], rating_mean: float) -> None:
+        """Every saved weight has the shape the config and feature space call for (no weight missing
+        or extra), checked on a network built on the ``meta`` device: no memory is allocated, so a
+        config asking for huge layers costs nothing before it is refused."""
+        with torch.device("meta"):
+            net = ColdStartNet.for_space(self.config.model, self.space, rating_mean=rating_mean)
+            expected = {k: tuple(v.shape) for k, v in MetaLearner(net, self.config.meta).state_dict().items()}
+        missing = [k for k in expected if k not in state and k not in self.OPTIONAL_WEIGHTS]
+        extra = [k for k in state if k not in expected]
+        wrong = [
+            f"{k}: saved {tuple(v.shape)}, config {expected[k]}"
+            for k, v in state.items()
+            if k in expected and tuple(v.shape) != expected[k]
+        ]
+        if missing or extra or wrong:
+            parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else ""]
+            detail = "; ".join([p for p in parts if p] + wrong[:3])
+            raise ModelFileError(f"{where}: weights do not match the config ({detail})")
 
     OPTIONAL_WEIGHTS = ("net.head.trend", "net.head.trend_weight")
     """Buffers that models saved before they existed lack; they load as their defaults (no prior)."""
@@ -591,6 +739,9 @@ class ColdStartRecommender:
             wrong["user_table"] = space.user_table.n_rows
         if wrong:
             raise ModelFileError(f"{where}: inconsistent feature files ({n} catalogue items, but {wrong})")
+        problems = space.problems()  # index ranges of every array against the encoders' table sizes
+        if problems:
+            raise ModelFileError(f"{where}: inconsistent feature files ({'; '.join(problems[:3])})")
         scale = space.rating_scale
         if scale is not None and not (
             len(scale) == 2
@@ -606,13 +757,8 @@ class ColdStartRecommender:
         if not isinstance(meta, dict) or meta.get("kind") != "recsys-checkpoint":
             raise ModelFileError(f"{path}: not a recsys checkpoint")
         try:
-            rec = cls(RecommenderConfig.from_saved(meta["config"]))
-            arrays = {
-                k[len("features.") :]: v.numpy() for k, v in tensors.items() if k.startswith("features.")
-            }
-            rec._build(FeatureSpace.from_json(meta["features"], arrays), float(meta["info"]["rating_mean"]))
-            rec._load_weights({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-            rec._check_space(path)
+            config = RecommenderConfig.from_saved(meta["config"])
+            rec = cls._from_parts(path, config, meta["features"], tensors, float(meta["info"]["rating_mean"]))
             rec.info = meta["info"]
             rec.history = meta["state"]["history"]
         except ModelFileError:
@@ -661,18 +807,12 @@ class ColdStartRecommender:
         return self.space.titles[idx] if idx >= 0 else None
 
     def _lookup(self, ids: Sequence[Any]) -> np.ndarray:
-        """Catalogue indices of item ids given by a caller (ints or strings), -1 where unknown.
-
-        Anything but an integer or a string is unknown. Homogeneous keys (all integers in int64 range,
-        or all strings) go to the index as they are; mixed or odd ones as strings, converted there."""
+        """Catalogue indices of item ids given by a caller, -1 where unknown: the one id rule of
+        :mod:`recsys.data.ids` (integers and canonical decimal strings for an integer catalogue,
+        strings as given for a string catalogue, anything else unknown), for any number of ids."""
         if len(ids) == 0:
             return np.zeros(0, np.int64)
-        types = {type(v) for v in ids}
-        if types <= {int} and all(-(2**63) <= v < 2**63 for v in ids):
-            return self.space.items.lookup(list(ids))
-        if types <= {str}:
-            return self.space.items.lookup(list(ids))
-        return self.space.items.lookup(_id_strings(ids))
+        return self.space.items.lookup(list(ids))
 
     @property
     def device(self) -> torch.device:
@@ -696,7 +836,7 @@ class ColdStartRecommender:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Padded (items [n, S], ratings [n, S]) of users' rating dicts, validated."""
         if on_unknown not in ("error", "ignore"):
-            raise ScoringInputError(f"on_unknown must be 'error' or 'ignore', got {on_unknown!r}")
+            raise ScoringInputError(f"on_unknown must be 'error' or 'ignore', got {shown(on_unknown)}")
         if not _is_list_like(requests):
             raise ScoringInputError(
                 f"expected a list of rating dicts (one per user), got {type(requests).__name__}"
@@ -713,28 +853,14 @@ class ColdStartRecommender:
             keys = list(ratings.keys())
             values = []
             for key in keys:
-                v = ratings[key]
-                if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                    raise ScoringInputError(f"user {n}: rating of item {key!r} is not a number: {v!r}")
-                try:
-                    v = float(v)
-                except OverflowError:
-                    raise ScoringInputError(f"user {n}: rating of item {key!r} is too large") from None
-                if not math.isfinite(v):
-                    raise ScoringInputError(f"user {n}: rating of item {key!r} is not finite: {v}")
-                if scale is not None and not scale[0] <= v <= scale[1]:
-                    raise ScoringInputError(
-                        f"user {n}: rating {v:g} of item {key!r} is outside the scale [{scale[0]:g}, {scale[1]:g}]"
-                    )
-                values.append(v)
+                values.append(check_rating(n, key, ratings[key], scale))
             idx = self._lookup(keys)
             unknown = [k for k, i in zip(keys, idx, strict=True) if i < 0]
             if unknown:
                 if on_unknown == "error":
-                    shown = ", ".join(repr(u) for u in unknown[:5])
                     raise UnknownItemError(
-                        f"user {n}: {len(unknown)} unknown item id(s): {shown}"
-                        f"{' ...' if len(unknown) > 5 else ''} (pass on_unknown='ignore' to skip them)"
+                        f"user {n}: {len(unknown)} unknown item id(s): {UnknownItemError.listing(unknown)}"
+                        " (pass on_unknown='ignore' to skip them)"
                     )
                 log.warning("user %d: ignoring %d unknown item id(s)", n, len(unknown))
             keep = idx >= 0
@@ -793,8 +919,8 @@ class ColdStartRecommender:
         scores, _ = self.score_users([ratings], [user_features], on_unknown=on_unknown)
         idx = self._lookup(items)
         if (idx < 0).any():
-            bad = [i for i, j in zip(items, idx, strict=True) if j < 0][:5]
-            raise UnknownItemError(f"cannot predict unknown item id(s) {bad}")
+            bad = [i for i, j in zip(items, idx, strict=True) if j < 0]
+            raise UnknownItemError(f"cannot predict unknown item id(s) {UnknownItemError.listing(bad)}")
         return scores[0, idx]
 
     def recommend(
@@ -827,9 +953,9 @@ class ColdStartRecommender:
     ) -> list[list[tuple[Any, float]]]:
         """:meth:`recommend` for many new users in one vectorised pass."""
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-            raise ScoringInputError(f"n must be a positive integer, got {n!r}")
+            raise ScoringInputError(f"n must be a positive integer, got {shown(n)}")
         if not isinstance(exclude_rated, (bool, np.bool_)):
-            raise ScoringInputError(f"exclude_rated must be True or False, got {exclude_rated!r}")
+            raise ScoringInputError(f"exclude_rated must be True or False, got {shown(exclude_rated)}")
         scores, support = self.score_users(list_of_ratings, user_features, on_unknown=on_unknown, what="rank")
         from recsys.evaluation.metrics import top_k
 
@@ -889,11 +1015,11 @@ class ColdStartRecommender:
         """
         self._require_fitted()
         if what not in ("rating", "rank"):
-            raise ScoringInputError(f"what must be 'rating' or 'rank', got {what!r}")
+            raise ScoringInputError(f"what must be 'rating' or 'rank', got {shown(what)}")
         if steps is not None and (
             isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0
         ):
-            raise ScoringInputError(f"steps must be a non-negative integer, got {steps!r}")
+            raise ScoringInputError(f"steps must be a non-negative integer, got {shown(steps)}")
         items, ratings = self._check_padded(items, ratings)
         users = self._encode_user_features(user_features, len(items))
         scores, ranks = score_catalogue(

@@ -10,6 +10,7 @@ import polars as pl
 
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset, load_dataset, load_files
+from recsys.data.log_checks import check_trainable
 from recsys.data.schema import USER
 from recsys.evaluation.protocols import ProtocolSplit, split_protocol
 from recsys.recommender import ColdStartRecommender
@@ -42,7 +43,13 @@ def load_data(
     )
 
 
+HOLDOUTS = ("none", "temporal", "random", "melu")
+"""``recsys train --holdout`` values: ``none`` (the production default: learn from every user) or an
+evaluation protocol whose new users are held out of training."""
+
+
 def default_protocol(ds: Dataset) -> str:
+    """The evaluation protocol a dataset calls for (``recsys evaluate``'s default)."""
     if "state" in ds.interactions.columns:
         return "melu"
     return "temporal" if ds.has_timestamps else "random"
@@ -71,6 +78,11 @@ def train_model(
     if protocol and protocol != "none":
         split = split_protocol(ds, protocol, seed=seed, validation_fraction=config.train.validation_fraction)
         train, val_users = split.train, split.validation_users
+        check_trainable(
+            train,
+            min_user_ratings=config.train.min_user_ratings,
+            context=f"left for training by the {protocol} holdout",
+        )
     else:
         train, val_users = ds.interactions, None
     users = ds.users
@@ -95,7 +107,16 @@ def train_model(
 
 
 def summary_text(rec: ColdStartRecommender) -> str:
-    return "\n".join(rec.summary.lines()) if rec.summary else "(no validation users)"
+    """What the model was trained on, then the validation users' figures."""
+    info = rec.info
+    holdout = (info.get("holdout") or {}).get("protocol", "none")
+    used = (
+        f"trained on {info.get('train_users', 0):,} users ({info.get('train_interactions', 0):,} "
+        f"interactions); {info.get('validation_users', 0):,} validation users carved out for model "
+        "selection; "
+        + ("no new users held out" if holdout == "none" else f"new users held out by the {holdout} holdout")
+    )
+    return used + "\n" + ("\n".join(rec.summary.lines()) if rec.summary else "(no validation users)")
 
 
 def model_info(rec: ColdStartRecommender) -> dict[str, Any]:

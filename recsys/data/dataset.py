@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from recsys.data.log_checks import drop_constant_timestamps
 from recsys.data.readers import ReadReport, read_interactions, read_side_table, resolve
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.spec import DatasetSpec, TableSpec
@@ -144,6 +145,7 @@ def read_dataset(spec: DatasetSpec, directory: str | Path | None) -> Dataset:
     users = read_side_table(spec.users, directory, USER) if spec.users else None
     items = read_side_table(spec.items, directory, ITEM) if spec.items else None
     inter, users, items = _align_id_types(inter, users, items)
+    inter = drop_constant_timestamps(inter, spec.interactions.path or spec.name)
     return Dataset(
         spec.name,
         inter,
@@ -319,6 +321,9 @@ def _default_columns(path: Path, given: dict[str, str]) -> dict[str, str]:
 
     cols = {USER: USER, ITEM: ITEM} | {k: v for k, v in given.items() if v}
     if path.suffix in (".parquet", ".pq"):
+        from recsys.utils import io as io_utils
+
+        io_utils.check_input_file(path, "interactions file", io_utils.MAX_INPUT_BYTES)
         try:
             header = list(pl.read_parquet_schema(path).keys())
         except Exception as exc:  # polars raises several types for damaged files
@@ -332,7 +337,35 @@ def _default_columns(path: Path, given: dict[str, str]) -> dict[str, str]:
     for optional in (RATING, TIMESTAMP):
         if optional not in cols and optional in header:
             cols[optional] = optional
+    if TIMESTAMP not in cols:
+        named_like = [c for c in header if c.strip().lower() in TIMESTAMP_NAMES]
+        if len(named_like) == 1:
+            cols[TIMESTAMP] = named_like[0]
+            log.warning(
+                "%s: using column '%s' as the timestamp (--time-col names another one)", path, named_like[0]
+            )
+        elif named_like:
+            log.warning(
+                "%s: columns %s look like timestamps but none is used: name one with --time-col",
+                path,
+                named_like,
+            )
+    unused = [c for c in header if c not in cols.values() and not c.startswith("__")]
+    if unused:
+        log.warning(
+            "%s: column(s) %s ignored (map them with --user-col/--item-col/--rating-col/--time-col, "
+            "or a spec)",
+            path,
+            unused,
+        )
     return cols
+
+
+TIMESTAMP_NAMES = frozenset(
+    ("timestamp", "ts", "time", "datetime", "date", "event_time", "created_at", "unix_time", "unixtime")
+)
+"""Column names taken as the timestamp of a log read without a spec or --time-col (when exactly one of
+them is present; lower-cased, surrounding spaces ignored)."""
 
 
 def _missing_message(name: str, directory: Path, specs: list[DatasetSpec]) -> str:

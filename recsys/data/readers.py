@@ -19,9 +19,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recsys.data.ids import column_ids
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.spec import FieldKind, FieldSpec, TableSpec
 from recsys.errors import DataError
+from recsys.utils import io as io_utils
+from recsys.utils.io import check_input_file, read_bytes_bounded
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,8 @@ def read_raw(spec: TableSpec, base_dir: str | Path | None = None) -> pl.DataFram
         raise DataError("file not found", path=str(path))
     if path.is_dir():
         raise DataError("is a directory, expected a file", path=str(path))
+    # a regular file of bounded size: a FIFO, /dev/zero or a huge file is refused before reading
+    check_input_file(path, "input table", io_utils.MAX_INPUT_BYTES)
     if spec.format == "parquet":
         try:
             frame = pl.read_parquet(path)
@@ -115,7 +120,7 @@ def read_raw(spec: TableSpec, base_dir: str | Path | None = None) -> pl.DataFram
                 f"not a readable Parquet file ({type(exc).__name__}: {exc})", path=str(path)
             ) from None
         return frame.with_row_index(ROW)
-    data = path.read_bytes()
+    data = read_bytes_bounded(path, "input table", io_utils.MAX_INPUT_BYTES, error=DataError)
     if not data.strip():
         raise DataError("file is empty", path=str(path), expected="at least one row")
     if _is_utf8(spec.encoding):
@@ -237,14 +242,17 @@ def _ids(raw: pl.Series, path: Path, field_name: str) -> pl.Series:
 
 
 def _cast_ids(series: pl.Series) -> pl.Series:
-    """Keep ids as given: integers when every value is an integer literal, strings otherwise."""
-    if series.dtype in (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64):
-        return series.cast(pl.Int64, strict=False) if series.dtype != pl.UInt64 else series.cast(pl.String)
-    s = series.cast(pl.String)
-    as_int = s.str.strip_chars().cast(pl.Int64, strict=False)
-    if as_int.null_count() == s.null_count():
-        return as_int
-    return s
+    """Keep ids as given: integers when every value is a canonical integer, strings (as written)
+    otherwise (the rule of :mod:`recsys.data.ids`: ``"007"`` and ``"7"`` stay two ids)."""
+    if series.dtype == pl.String:
+        padded = int((series.str.strip_chars() != series).sum())
+        if padded:
+            log.warning(
+                "%s: %d id(s) with leading or trailing spaces, kept as given (so ' 8' is not 8)",
+                series.name,
+                padded,
+            )
+    return column_ids(series)
 
 
 def _numeric(

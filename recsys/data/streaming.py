@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recsys.data.ids import column_ids
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.spec import TableSpec
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError
 from recsys.features.space import IdIndex
+from recsys.utils.io import check_input_file
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +43,15 @@ def scan_log(path: str | Path, columns: dict[str, str] | None = None, separator:
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", path=str(path))
+    cols = columns or {USER: USER, ITEM: ITEM, RATING: RATING, TIMESTAMP: TIMESTAMP}
+    check_input_file(path, "interactions file", None)  # regular files only (streamed: no size cap)
     if path.suffix.lower() in (".parquet", ".pq"):
         lf = pl.scan_parquet(path)
     else:
         sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else separator
-        lf = pl.scan_csv(path, separator=sep, infer_schema_length=10_000)
-    cols = columns or {USER: USER, ITEM: ITEM, RATING: RATING, TIMESTAMP: TIMESTAMP}
+        # ids as written (strings): column_ids decides integers or strings once collected
+        ids_as_text = {cols[k]: pl.String for k in (USER, ITEM) if k in cols}
+        lf = pl.scan_csv(path, separator=sep, infer_schema_length=10_000, schema_overrides=ids_as_text)
     names = lf.collect_schema().names()
     missing = [c for k, c in cols.items() if k in (USER, ITEM) and c not in names]
     if missing:
@@ -57,6 +62,11 @@ def scan_log(path: str | Path, columns: dict[str, str] | None = None, separator:
     if cols.get(TIMESTAMP) in names:
         exprs.append(pl.col(cols[TIMESTAMP]).cast(pl.Int64, strict=False).alias(TIMESTAMP))
     return lf.select(exprs)
+
+
+def _ids_as_given(frame: pl.DataFrame) -> pl.DataFrame:
+    """User and item ids by the rule of :mod:`recsys.data.ids` (as the eager readers keep them)."""
+    return frame.with_columns(column_ids(frame[USER]).alias(USER), column_ids(frame[ITEM]).alias(ITEM))
 
 
 def collect_deduplicated(
@@ -78,6 +88,7 @@ def collect_deduplicated(
     if has_time:
         lf = lf.sort(TIMESTAMP, maintain_order=True)
     frame = lf.unique(subset=[USER, ITEM], keep="last", maintain_order=False).collect(engine="streaming")
+    frame = _ids_as_given(frame)
     _validate(frame, path, columns, rating_scale, separator)
     return frame, int(rows)
 
@@ -120,7 +131,7 @@ def stream_user_log(
     de-duplication (the latest timestamp wins, then the later row) and the sort by user and time run
     on a compact integer table instead of the raw ids.
     """
-    frame = scan_log(path, columns, separator).collect(engine="streaming")
+    frame = _ids_as_given(scan_log(path, columns, separator).collect(engine="streaming"))
     rows = frame.height
     _validate(frame, path, columns, rating_scale, separator)
     has_rating, has_time = RATING in frame.columns, TIMESTAMP in frame.columns

@@ -197,6 +197,9 @@ def sample_tasks(
     """
     users = np.asarray(users, dtype=np.int64)
     n_tasks = len(users)
+    if n_tasks == 0:  # no user qualifies (e.g. none has K + 10 ratings): no tasks, not an error
+        empty = np.zeros((0, 0), dtype=np.int64)
+        return TaskSet(users, empty, empty.copy())
     counts = log.counts[users]
     if isinstance(support_size, tuple):
         lo, hi = support_size

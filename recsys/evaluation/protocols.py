@@ -29,7 +29,7 @@ from recsys.data.melu import STATE
 from recsys.data.schema import TIMESTAMP, USER
 from recsys.data.splits import split_users
 from recsys.data.tasks import TaskSet, UserLog, sample_tasks
-from recsys.errors import SpecError
+from recsys.errors import DataError, SpecError
 
 QUERY_SIZE = 10
 MELU_MIN, MELU_MAX = 13, 100
@@ -95,6 +95,11 @@ def split_protocol(
     users = split_users(
         inter, protocol, test_fraction=test_fraction, validation_fraction=validation_fraction, seed=seed
     )
+    if len(users.test) == 0:
+        raise DataError(
+            f"the {protocol} protocol holds out {test_fraction:.0%} of the users as new users, and "
+            f"{inter[USER].n_unique()} user(s) leave none to hold out; log more users"
+        )
     is_test = pl.col(USER).is_in(users.test.implode())
     test = inter.filter(is_test)
     train = inter.filter(~is_test)

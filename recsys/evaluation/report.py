@@ -42,6 +42,7 @@ def build_report(ev: Evaluation, extra: dict[str, Any] | None = None) -> dict[st
         "settings": ev.s.__dict__,
         "config": ev.config.to_dict(),
         "splits": ev.splits,
+        "skipped": dict(getattr(ev, "skipped", {})),
         "tuning": ev.tuning,
         "methods": getattr(ev, "methods_meta", {}),
         "timings_seconds": {k: round(v, 2) for k, v in ev.timings.items()},
@@ -107,6 +108,9 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {r['method']} | " + " | ".join(cells) + f" | {cov:.3f} |" if cov is not None else " |"
             )
         lines.append("")
+    if report.get("skipped"):
+        lines += ["## Support sizes skipped", ""]
+        lines += [f"- {where}: {why}" for where, why in report["skipped"].items()] + [""]
     if report.get("tuning"):
         lines += ["## Baseline hyperparameters chosen on validation users", ""]
         for name, by_seed in report["tuning"].items():

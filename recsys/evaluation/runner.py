@@ -23,10 +23,18 @@ from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
 from recsys.data.schema import USER
 from recsys.data.tasks import UserLog
-from recsys.errors import SpecError
+from recsys.errors import DataError, SpecError
 from recsys.evaluation import metrics as M
 from recsys.evaluation.baselines import BASELINES, Baseline
-from recsys.evaluation.protocols import MELU_SCENARIOS, ProtocolSplit, new_user_tasks, split_protocol
+from recsys.evaluation.protocols import (
+    MELU_MAX,
+    MELU_MIN,
+    MELU_SCENARIOS,
+    QUERY_SIZE,
+    ProtocolSplit,
+    new_user_tasks,
+    split_protocol,
+)
 from recsys.evaluation.task_metrics import support_arrays as _support_arrays
 from recsys.evaluation.task_metrics import user_metrics
 from recsys.features.encoders import EncodedTable
@@ -172,6 +180,8 @@ class Evaluation:
         self.tuning: dict[str, dict[str, Any]] = {}
         self.timings: dict[str, float] = {}
         self.splits: dict[str, list[dict]] = {}
+        self.skipped: dict[str, str] = {}
+        """``protocol / scenario, K = k`` -> why no new user could be evaluated there."""
         self.n_items = 0
 
     # ---- methods ---------------------------------------------------------------------------------
@@ -301,6 +311,9 @@ class Evaluation:
         for protocol in self.s.protocols:
             for seed in range(self.s.seeds):
                 self._run_one(protocol, seed)
+        if not self.cells:
+            why = "; ".join(f"{where}: {reason}" for where, reason in self.skipped.items())
+            raise DataError(f"no new user could be evaluated at any support size K ({why})")
         return self
 
     def _split(self, protocol: str, seed: int) -> tuple[Dataset, ProtocolSplit]:
@@ -337,6 +350,7 @@ class Evaluation:
                 for draw in range(draws):
                     tasks = new_user_tasks(protocol, test_log, k, seed=seed, draw=draw)
                     if len(tasks) == 0:
+                        self._skip(protocol, scenario, k, test_log)
                         continue
                     si, sr = _support_arrays(test_log, tasks)
                     ur = user_rows[tasks.users]
@@ -361,6 +375,22 @@ class Evaluation:
         self.methods_meta = {
             m.name: {"kind": m.kind, "predicts_ratings": m.predicts_ratings} for m in methods
         }
+
+    def _skip(self, protocol: str, scenario: str, k: int | None, test_log: UserLog) -> None:
+        where = protocol if scenario == "new_users" else f"{protocol} / {scenario}"
+        key = f"{where}, K = {'all' if k is None else k}"
+        if key in self.skipped:
+            return
+        most = int(test_log.counts.max()) if test_log.n_users else 0
+        if k is None:
+            why = f"no new user has {MELU_MIN} to {MELU_MAX} ratings"
+        else:
+            why = (
+                f"no new user has the K + {QUERY_SIZE} = {k + QUERY_SIZE} ratings a task needs "
+                f"({test_log.n_users} new users, the most ratings any has is {most})"
+            )
+        self.skipped[key] = why
+        log.warning("skipped %s: %s", key, why)
 
     # ---- summary ---------------------------------------------------------------------------------
     def results(self) -> list[dict[str, Any]]:

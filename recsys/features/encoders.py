@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from recsys.data.spec import FieldKind, FieldSpec
-from recsys.errors import FeatureMismatchError, SpecError
+from recsys.errors import FeatureMismatchError, SpecError, shown
 
 UNKNOWN = "<unk>"
 
@@ -106,6 +106,39 @@ class EncodedTable:
             f"{prefix}.offsets": self.offsets,
             f"{prefix}.dense": self.dense,
         }
+
+    def problems(self, name: str, encoder: TableEncoder, n_rows: int) -> list[str]:
+        """What is wrong with this table as ``encoder``'s encoding of ``n_rows`` rows (empty when it is
+        consistent): CSR offsets that start at 0, never decrease and end at the number of indices; every
+        token id inside its own field's id range (so an embedding lookup can never go out of bounds);
+        dense features of the right width, finite. Vectorised: linear in the table size."""
+        F = self.n_token_fields
+        if self.indices.ndim != 1 or self.offsets.ndim != 1 or self.dense.ndim != 2:
+            return [f"{name}: arrays of the wrong rank"]
+        out = []
+        if self.dense.shape != (n_rows, encoder.n_dense):
+            out.append(f"{name}.dense: shape {self.dense.shape}, expected {(n_rows, encoder.n_dense)}")
+        elif not np.isfinite(self.dense).all():
+            out.append(f"{name}.dense: values that are not finite")
+        if F == 0:
+            return out
+        offsets, indices = self.offsets, self.indices
+        if len(offsets) != n_rows * F + 1:
+            return [*out, f"{name}.offsets: {len(offsets)} entries, expected {n_rows * F + 1}"]
+        lengths = np.diff(offsets)
+        if offsets[0] != 0 or offsets[-1] != len(indices) or (lengths < 0).any():
+            return [*out, f"{name}.offsets: not increasing from 0 to {len(indices)} (the number of indices)"]
+        field = np.repeat(np.arange(len(lengths), dtype=np.int64) % F, lengths)
+        bounds = encoder.field_offsets
+        bad = (indices < bounds[field]) | (indices >= bounds[field + 1])
+        if bad.any():
+            at = int(np.argmax(bad))
+            f = int(field[at])
+            out.append(
+                f"{name}.indices: {int(bad.sum())} token id(s) out of range, e.g. {int(indices[at])} "
+                f"for field '{encoder.token_fields[f].name}' (ids {int(bounds[f])}..{int(bounds[f + 1]) - 1})"
+            )
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str, n_token_fields: int) -> EncodedTable:
@@ -301,7 +334,9 @@ def _as_numbers(values: pl.Series, name: str) -> np.ndarray:
         cast = values.str.strip_chars().cast(pl.Float64, strict=False)
         if cast.null_count() > values.null_count():
             bad = values.filter(cast.is_null() & values.is_not_null()).head(1).to_list()
-            raise FeatureMismatchError(f"numeric field '{name}' got a value that is not a number: {bad[0]!r}")
+            raise FeatureMismatchError(
+                f"numeric field '{name}' got a value that is not a number: {shown(bad[0])}"
+            )
         values = cast
     try:
         return values.cast(pl.Float64).to_numpy().astype(np.float64)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from recsys.data.ids import is_integer_dtype, normalise_id, normalise_id_list, normalise_ids
 from recsys.data.schema import ITEM, USER
 from recsys.data.spec import FieldKind, FieldSpec
 from recsys.errors import FeatureMismatchError
@@ -30,40 +31,36 @@ class IdIndex:
     def __init__(self, ids: pl.Series) -> None:
         self.ids = ids.alias("id")
         self.dtype = ids.dtype
-        self._frame = pl.DataFrame({"id": self.ids, "idx": np.arange(len(ids), dtype=np.int64)})
+        # the keys callers' ids are matched against: Int64 for integer catalogues, strings otherwise
+        self._integer = is_integer_dtype(ids.dtype)
+        keys = ids.cast(pl.Int64 if self._integer else pl.String, strict=False).alias("id")
+        self._frame = pl.DataFrame({"id": keys, "idx": np.arange(len(ids), dtype=np.int64)})
         self._dict: dict | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def lookup(self, values: pl.Series | list | np.ndarray) -> np.ndarray:
-        """Indices of raw ids, -1 where unknown. Values are matched as the index's dtype."""
+        """Indices of raw ids, -1 where unknown. Every value is matched by the one id rule of
+        :mod:`recsys.data.ids`, whatever the number of values and however they are given."""
         if not isinstance(values, pl.Series) and len(values) <= SMALL_LOOKUP:
             return self._lookup_small(values)
-        s = values if isinstance(values, pl.Series) else pl.Series(list(values))
-        s = coerce_ids(s, self.dtype)
+        if isinstance(values, pl.Series):
+            s = normalise_ids(values, self._integer)
+        else:
+            s = normalise_id_list(values, self._integer)
         joined = pl.DataFrame({"id": s}).join(self._frame, on="id", how="left", maintain_order="left")
         return joined["idx"].fill_null(-1).to_numpy().astype(np.int64)
 
     def _lookup_small(self, values) -> np.ndarray:
         """Dictionary lookups for a handful of ids (a scoring request), avoiding a polars join."""
         if self._dict is None:
-            self._dict = dict(zip(self.ids.to_list(), range(len(self.ids)), strict=True))
-        numeric = self.dtype != pl.String
+            self._dict = dict(zip(self._frame["id"].to_list(), range(len(self.ids)), strict=True))
+            self._dict.pop(None, None)
         out = np.empty(len(values), dtype=np.int64)
         for k, v in enumerate(values):
-            if numeric:
-                if isinstance(v, str):
-                    try:
-                        v = int(v.strip())
-                    except ValueError:
-                        out[k] = -1
-                        continue
-                elif isinstance(v, float) and v.is_integer():
-                    v = int(v)
-            elif v is not None and not isinstance(v, str):
-                v = str(v)
-            out[k] = self._dict.get(v, -1) if isinstance(v, (int, str, np.integer)) else -1
+            key = normalise_id(v, self._integer)
+            out[k] = -1 if key is None else self._dict.get(key, -1)
         return out
 
     def to_list(self) -> list:
@@ -71,13 +68,11 @@ class IdIndex:
 
 
 def coerce_ids(values: pl.Series, dtype: pl.DataType) -> pl.Series:
-    """Cast ids to ``dtype``; values that cannot be cast become null (so they are unknown)."""
+    """Ids as ``dtype`` by the one id rule (:mod:`recsys.data.ids`); values that are not ids of that
+    type become null (so they are unknown)."""
     if values.dtype == dtype:
         return values.alias("id")
-    if dtype == pl.String:
-        return values.cast(pl.String).alias("id")
-    as_str = values.cast(pl.String, strict=False)
-    return as_str.str.strip_chars().cast(dtype, strict=False).alias("id")
+    return normalise_ids(values, is_integer_dtype(dtype)).cast(dtype, strict=False).alias("id")
 
 
 @dataclass
@@ -147,7 +142,7 @@ class FeatureSpace:
         item_fields = [f for f in (item_fields or []) if f.kind is not FieldKind.TEXT]
         log_items = interactions[ITEM].unique(maintain_order=True)
         if items is not None:
-            items = items.with_columns(pl.col(ITEM).cast(log_items.dtype, strict=False)).filter(
+            items = items.with_columns(coerce_ids(items[ITEM], log_items.dtype).alias(ITEM)).filter(
                 pl.col(ITEM).is_not_null()
             )
             extra = items[ITEM].filter(~items[ITEM].is_in(log_items.implode()))
@@ -180,7 +175,7 @@ class FeatureSpace:
 
         if users is not None and user_fields:
             train_users = interactions[USER].unique()
-            users = users.with_columns(pl.col(USER).cast(train_users.dtype, strict=False)).filter(
+            users = users.with_columns(coerce_ids(users[USER], train_users.dtype).alias(USER)).filter(
                 pl.col(USER).is_not_null()
             )
             user_encoder = TableEncoder.fit(
@@ -241,6 +236,20 @@ class FeatureSpace:
     def signature(self) -> dict[str, Any]:
         return {"user_fields": self.user_encoder.signature(), "item_fields": self.item_encoder.signature()}
 
+    def problems(self) -> list[str]:
+        """What makes this space (read back from files) unsafe to score with: duplicate ids, negative
+        popularity, or encoded tables whose offsets or token ids fall outside their encoders' ranges
+        (checked at load, so that scoring never indexes out of bounds). Empty when consistent."""
+        out = []
+        for name, index in (("items", self.items), ("users", self.users)):
+            if index.ids.n_unique() != len(index):
+                out.append(f"{name}: duplicate ids")
+        if len(self.popularity) and self.popularity.min() < 0:
+            out.append("popularity: negative counts")
+        out += self.item_table.problems("item_table", self.item_encoder, self.n_items)
+        out += self.user_table.problems("user_table", self.user_encoder, len(self.users) + 1)
+        return out
+
     # ---- persistence -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {
@@ -276,6 +285,34 @@ class FeatureSpace:
             tuple(raw["rating_scale"]) if raw.get("rating_scale") else None,
             bool(raw.get("implicit", False)),
         )
+
+
+ARRAY_KINDS = {"indices": "iu", "offsets": "iu", "dense": "fiu", "popularity": "iu"}
+"""Element kinds (numpy ``dtype.kind``) each saved feature array may have, by name suffix."""
+
+
+def check_feature_arrays(arrays: dict[str, np.ndarray]) -> list[str]:
+    """Problems with saved feature arrays before they are used: each expected
+    array present, with its element type (integer ids and offsets, never floats that would be cast
+    silently) and rank."""
+    out = []
+    for prefix in ("item_table", "user_table"):
+        for part, ndim in (("indices", 1), ("offsets", 1), ("dense", 2)):
+            name = f"{prefix}.{part}"
+            if name not in arrays:
+                out.append(f"no array {name}")
+                continue
+            arr = arrays[name]
+            if arr.dtype.kind not in ARRAY_KINDS[part] or arr.ndim != ndim:
+                out.append(
+                    f"{name}: {arr.dtype} of rank {arr.ndim}, expected {ARRAY_KINDS[part]!r} of rank {ndim}"
+                )
+    pop = arrays.get("popularity")
+    if pop is None:
+        out.append("no array popularity")
+    elif pop.dtype.kind not in "iu" or pop.ndim != 1:
+        out.append("popularity: not a vector of integers")
+    return out
 
 
 def _series(raw: dict[str, Any]) -> pl.Series:

@@ -65,8 +65,8 @@ def fit_item_item(
 
     support = None
     kind, full = DEFAULT, None
-    if validation is not None and validation.n_users:
-        eligible = np.nonzero(validation.counts > 5)[0]
+    eligible = np.nonzero(validation.counts > 5)[0] if validation is not None else np.zeros(0, np.int64)
+    if len(eligible):  # validation users with 5 support items and a query: choose on them
         tasks = sample_tasks(
             validation, eligible, np.random.default_rng([seed, 17]), support_size=5, query_size=10
         )

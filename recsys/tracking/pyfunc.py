@@ -2,22 +2,26 @@
 
 A logged model holds:
 
-- ``pyfunc_code.py``: a three-line file that imports the installed ``recsys`` package and calls
-  ``mlflow.models.set_model(RecsysPyfunc())``; MLflow runs it instead of unpickling an object;
+- ``pyfunc_code.py``: a short file that imports the installed ``recsys`` package and calls
+  ``mlflow.models.set_model(RecsysPyfunc(model_root=<its own folder>))``; MLflow runs it instead of
+  unpickling an object;
 - ``artifacts/recsys_model/``: the recommender saved by ``ColdStartRecommender.save`` (safetensors +
-  JSON, checksummed), restored by :meth:`RecsysPyfunc.load_context`;
+  JSON, checksummed), restored by :meth:`RecsysPyfunc.load_context`, which refuses an artifact path
+  that resolves outside the model folder (an edited ``MLmodel`` pointing elsewhere, a symlink out);
 - a signature and an input example.
 
-Input: one row per rating of a new user: ``user_id`` (string), ``item_id`` (string; converted to the
-catalogue's id type), ``rating`` (double) and, optionally, the model's user-feature columns. A row with
+Input: one row per rating of a new user: ``user_id`` (string), ``item_id`` (string; matched by the id
+rule of :mod:`recsys.data.ids`), ``rating`` (a number) and, optionally, the model's user-feature columns. A row with
 ``item_id`` and ``rating`` both null declares a user with no ratings (pure cold start). Params: ``n``
 (long, default 10), ``exclude_rated`` (boolean, default true), ``on_unknown`` (``error`` or ``ignore``,
 default ``error``). Output: one row per user and rank: ``user_id``, ``rank``, ``item_id``, ``score``
 and ``title``.
 
-Bad input (empty table, missing columns, NaN or off-scale ratings, unknown items, bad params) raises
-``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which the MLflow scoring server answers with
-HTTP 400 and the message.
+Bad input (empty table, missing columns, NaN, non-numeric or off-scale ratings, unknown items, bad or
+unknown params, a request over the caps of :func:`check_request_size`) raises ``MlflowException`` with
+``INVALID_PARAMETER_VALUE``, which the MLflow scoring server answers with HTTP 400 and the message.
+MLflow decodes and casts the request before ``predict`` runs (nesting, body size, raw JSON types and
+unknown params never reach it): :mod:`recsys.tracking.gateway` checks those in front of it.
 """
 
 from __future__ import annotations
@@ -48,13 +52,28 @@ DEFAULT_N = 10
 class RecsysPyfunc(PythonModel):
     """``predict(ratings table, params={n, exclude_rated, on_unknown})`` -> recommendations table."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_root: str | os.PathLike | None = None) -> None:
         self.rec: ColdStartRecommender | None = None
+        self.model_root = model_root
+        """The MLflow model folder (``pyfunc_code.py`` passes its own folder); None for models logged
+        before it did."""
 
     def load_context(self, context) -> None:
+        from recsys.errors import ModelFileError
         from recsys.recommender import ColdStartRecommender
+        from recsys.tracking.uris import artifact_inside
 
-        self.rec = ColdStartRecommender.load(context.artifacts[MODEL_SUBDIR])
+        path = Path(context.artifacts[MODEL_SUBDIR])
+        if self.model_root is not None:
+            root = Path(self.model_root)
+        else:  # older models: MLflow joins the model folder and the MLmodel's relative artifact path
+            if path.parts[-2:] != ("artifacts", MODEL_SUBDIR) or ".." in path.parts:
+                raise ModelFileError(
+                    f"the {MODEL_SUBDIR} artifact path {str(path)!r} is not artifacts/{MODEL_SUBDIR} "
+                    "inside the model folder; refusing to load it"
+                )
+            root = path.parent.parent
+        self.rec = ColdStartRecommender.load(artifact_inside(root, path, f"{MODEL_SUBDIR} artifact"))
         self.rec._catalogue_cache()  # warm: the first request does not pay for the item side
 
     def predict(
@@ -64,8 +83,9 @@ class RecsysPyfunc(PythonModel):
 
         from recsys.errors import RecsysError
 
-        params = dict(params or {})
         try:
+            params = check_params(params)
+            check_request_size(model_input)
             out = self.rec.recommend_frame(
                 model_input,
                 n=params.get("n", DEFAULT_N),
@@ -75,6 +95,74 @@ class RecsysPyfunc(PythonModel):
         except RecsysError as exc:
             raise MlflowException.invalid_parameter_value(str(exc)) from None
         return out.to_pandas()
+
+
+PARAMS = ("n", "exclude_rated", "on_unknown")
+"""The params a request may give (the signature's ParamSchema)."""
+MAX_ROWS_ENV, MAX_RATINGS_ENV, MAX_ID_CHARS_ENV = (
+    "RECSYS_SERVE_MAX_ROWS",
+    "RECSYS_SERVE_MAX_RATINGS_PER_USER",
+    "RECSYS_SERVE_MAX_ID_CHARS",
+)
+DEFAULT_MAX_ROWS, DEFAULT_MAX_RATINGS, DEFAULT_MAX_ID_CHARS = 100_000, 10_000, 256
+
+
+def _limit(env: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(env, default)))
+    except ValueError:
+        return default
+
+
+def check_params(params: Any) -> dict[str, Any]:
+    """The request's params as a dict; a param outside :data:`PARAMS` is a ScoringInputError naming it
+    and listing the valid ones (MLflow itself only logs a warning and drops it)."""
+    from recsys.errors import ScoringInputError, shown
+
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ScoringInputError(f"params must be an object of name -> value, got {type(params).__name__}")
+    unknown = [k for k in params if k not in PARAMS]
+    if unknown:
+        raise ScoringInputError(
+            f"unknown param(s) {', '.join(shown(k) for k in unknown[:5])}; valid params: {', '.join(PARAMS)}"
+        )
+    return dict(params)
+
+
+def check_request_size(frame: Any) -> None:
+    """Caps on one request: rows (``$RECSYS_SERVE_MAX_ROWS``, default 100,000), ratings of one user
+    (``$RECSYS_SERVE_MAX_RATINGS_PER_USER``, 10,000) and the length of a string id
+    (``$RECSYS_SERVE_MAX_ID_CHARS``, 256). Over a cap: a ScoringInputError (HTTP 400)."""
+    from recsys.errors import ScoringInputError, shown
+
+    if not isinstance(frame, pd.DataFrame):
+        return  # recommend_frame says what is wrong with it
+    max_rows = _limit(MAX_ROWS_ENV, DEFAULT_MAX_ROWS)
+    if len(frame) > max_rows:
+        raise ScoringInputError(f"{len(frame):,} rows in one request; at most {max_rows:,} (${MAX_ROWS_ENV})")
+    max_chars = _limit(MAX_ID_CHARS_ENV, DEFAULT_MAX_ID_CHARS)
+    for col in ("user_id", "item_id"):
+        if col in frame.columns and frame.columns.is_unique and frame[col].dtype != "float64":
+            lengths = frame[col].map(lambda v: len(v) if isinstance(v, str) else 0)
+            if len(lengths) and lengths.max() > max_chars:
+                row = int(lengths.to_numpy().argmax())
+                raise ScoringInputError(
+                    f"{col} at row {row} has {int(lengths.iloc[row]):,} characters; at most {max_chars} "
+                    f"(${MAX_ID_CHARS_ENV}): {shown(frame[col].iloc[row])}"
+                )
+    if "user_id" in frame.columns and frame.columns.is_unique and len(frame):
+        max_ratings = _limit(MAX_RATINGS_ENV, DEFAULT_MAX_RATINGS)
+        try:
+            counts = frame["user_id"].value_counts(dropna=False)
+        except TypeError:  # unhashable keys: recommend_frame reports them
+            return
+        if len(counts) and counts.iloc[0] > max_ratings:
+            raise ScoringInputError(
+                f"user {shown(counts.index[0])} has {int(counts.iloc[0]):,} rows in one request; "
+                f"at most {max_ratings:,} (${MAX_RATINGS_ENV})"
+            )
 
 
 def user_feature_columns(rec: ColdStartRecommender) -> list[tuple[str, str]]:

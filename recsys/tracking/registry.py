@@ -22,6 +22,11 @@ CHALLENGER = "challenger"
 GATE_METRIC = "val_mae_adapted"
 VERSION_METRIC_TAG = "recsys.val_mae_adapted"
 VALIDATION_TAG = "recsys.validation_set"
+GATE_RELATIVE_TOLERANCE = 1e-4
+"""Below this fraction of the champion's gate value (in absolute value), a difference is a tie, not an
+improvement: the challenger must beat the champion by more than ``max(min_improvement,
+GATE_RELATIVE_TOLERANCE * |champion|)`` to be promoted (1e-4 of an MAE of 0.82 is 0.00008), so float
+noise between two equally good runs (a 1e-9 difference) never moves the champion alias."""
 
 
 def gate_value(summary: Any) -> tuple[float | None, str]:
@@ -98,6 +103,24 @@ def version_metric(client: Any, mv: Any, metric: str = GATE_METRIC) -> float | N
     return None
 
 
+def required_improvement(champion_value: float, min_improvement: float = 0.0) -> float:
+    """How much lower than the champion's a gate value must be to win: ``min_improvement``, and at
+    least :data:`GATE_RELATIVE_TOLERANCE` of the champion's value."""
+    return max(float(min_improvement), GATE_RELATIVE_TOLERANCE * abs(champion_value))
+
+
+def show_pair(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` with as many decimals as it takes (4 at least, up to 12, else ``repr``) for two
+    different values to print differently."""
+    if a == b:
+        return f"{a:.4f}", f"{b:.4f}"
+    for digits in range(4, 13):
+        sa, sb = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if sa != sb:
+            return sa, sb
+    return repr(a), repr(b)
+
+
 @dataclass
 class GateDecision:
     """What the champion/challenger gate decided, and why."""
@@ -127,7 +150,8 @@ def champion_challenger_gate(
     force: bool = False,
 ) -> GateDecision:
     """Promote ``version`` to ``champion`` only if its validation MAE beats the champion's by more than
-    ``min_improvement`` (or there is no champion yet, or ``force``); else alias it ``challenger``.
+    ``min_improvement`` and by more than :data:`GATE_RELATIVE_TOLERANCE` of the champion's value (or
+    there is no champion yet, or ``force``); else alias it ``challenger``.
 
     The decision is written as ``recsys.gate.*`` tags on the version.
     """
@@ -151,12 +175,21 @@ def champion_challenger_gate(
         same = None if a is None or b is None else a == b
         if champ_value is None:
             promoted, reason = False, f"champion v{champ.version} has no {GATE_METRIC} to compare with"
-        elif challenger_value < champ_value - min_improvement:
-            promoted = True
-            reason = f"{GATE_METRIC} {challenger_value:.4f} < champion v{champ.version} {champ_value:.4f}"
         else:
-            promoted = False
-            reason = f"{GATE_METRIC} {challenger_value:.4f} does not beat champion v{champ.version} {champ_value:.4f}"
+            needed = required_improvement(champ_value, min_improvement)
+            gain = champ_value - challenger_value
+            mine_s, champ_s = show_pair(challenger_value, champ_value)
+            promoted = gain > needed
+            if promoted:
+                reason = (
+                    f"{GATE_METRIC} {mine_s} < champion v{champ.version} {champ_s} "
+                    f"(better by {gain:.3g} > {needed:.3g} required)"
+                )
+            else:
+                reason = (
+                    f"{GATE_METRIC} {mine_s} does not beat champion v{champ.version} {champ_s} "
+                    f"(better by {gain:.3g}, not more than the {needed:.3g} required)"
+                )
         if same is False:
             reason += " (validated on different users: the comparison is indicative)"
     alias = CHAMPION if promoted else CHALLENGER

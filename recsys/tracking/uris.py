@@ -52,30 +52,56 @@ def local_artifact_root(uri: str) -> Path | None:
     return Path(db).expanduser().resolve().parent / DEFAULT_ARTIFACTS
 
 
+def artifact_inside(root: str | Path, candidate: str | Path, what: str = "model artifact") -> Path:
+    """``candidate`` when it resolves (through ``..`` and symlinks) inside ``root``; an artifact path
+    that leads out of the model folder (absolute, ``../..``, or a link out) is a ModelFileError."""
+    root, candidate = Path(root), Path(candidate)
+    real_root = root.resolve()
+    real = candidate.resolve()
+    if not real.is_relative_to(real_root):
+        raise ModelFileError(
+            f"{root}: the {what} path {str(candidate)!r} leads outside the model folder ({real}); "
+            "refusing to load it"
+        )
+    return candidate
+
+
+MAX_MLMODEL_BYTES = 1 << 20
+"""Cap on an ``MLmodel`` file read to find the recommender inside an MLflow model folder."""
+
+
 def find_model_folder(local: Path) -> Path | None:
-    """The recommender folder (with ``manifest.json``) in a model folder or an MLflow model folder."""
+    """The recommender folder (with ``manifest.json``) in a model folder or an MLflow model folder.
+
+    Every candidate must resolve inside ``local``: an ``MLmodel`` whose artifact path (or an artifact
+    folder that is a symlink) leads outside it is refused with a ModelFileError."""
     if (local / "manifest.json").exists():
         return local
     mlmodel = local / "MLmodel"
     if mlmodel.exists():
+        from recsys.utils.io import read_bytes_bounded
+
+        rel = None
+        text = read_bytes_bounded(mlmodel, "MLmodel", MAX_MLMODEL_BYTES, inside=local)
         try:
             import yaml
 
-            meta = yaml.safe_load(mlmodel.read_text()) or {}
+            meta = yaml.safe_load(text) or {}
             rel = meta["flavors"]["python_function"]["artifacts"][MODEL_SUBDIR]["path"]
-            candidate = local / rel
+        except Exception:  # ImportError, a damaged or foreign MLmodel (YAMLError, deep nesting...)
+            pass
+        if isinstance(rel, str):
+            candidate = artifact_inside(local, local / rel)
             if (candidate / "manifest.json").exists():
                 return candidate
-        except (ImportError, KeyError, TypeError, OSError, ValueError):
-            pass
     for candidate in (local / "artifacts" / MODEL_SUBDIR, local / MODEL_SUBDIR):
         if (candidate / "manifest.json").exists():
-            return candidate
+            return artifact_inside(local, candidate)
     artifacts = local / "artifacts"
     if artifacts.is_dir():
         for candidate in sorted(artifacts.iterdir()):
             if (candidate / "manifest.json").exists():
-                return candidate
+                return artifact_inside(local, candidate)
     return None
 
 

@@ -16,7 +16,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from recsys.errors import ModelFileError
-from recsys.utils.io import atomic_write_bytes
+from recsys.utils.io import atomic_write_bytes, loads_bounded, read_bytes_bounded
 
 META_KEY = "recsys"
 
@@ -28,13 +28,16 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[
     atomic_write_bytes(path, blob)
 
 
-def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a file written by :func:`save_tensors`; a damaged or foreign file is a ModelFileError."""
+def load_tensors(
+    path: str | Path, *, inside: str | Path | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a file written by :func:`save_tensors`; a damaged or foreign file is a ModelFileError.
+
+    Only a regular file is read (a FIFO, a device or a folder is refused before reading; with
+    ``inside``, so is a path that resolves outside that folder), and the JSON metadata is parsed
+    with bounded nesting (:func:`recsys.utils.io.loads_bounded`)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: file not found") from None
+    data = read_bytes_bounded(path, "file", None, inside=inside)
     header_len = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
     if not (0 < header_len <= len(data) - 8 and data[8:9] == b"{"):
         if data[:1] == b"\x80" or data[:2] == b"PK":  # pickle protocol 2+ / torch.save zip archives
@@ -44,10 +47,20 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         raise ModelFileError(f"{path}: not a safetensors file (truncated or damaged)")
     try:
         tensors = st_load(data)
-        header = json.loads(data[8 : 8 + header_len])
-        meta = json.loads(header.get("__metadata__", {}).get(META_KEY, "{}"))
-    except (SafetensorError, ValueError, json.JSONDecodeError, OSError) as exc:
-        raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
+        header = json.loads(data[8 : 8 + header_len])  # already parsed (depth-checked) by st_load
+        text = (header.get("__metadata__") or {}).get(META_KEY, "{}")
+    except (
+        SafetensorError,
+        ValueError,
+        json.JSONDecodeError,
+        OSError,
+        RecursionError,
+        AttributeError,
+    ) as exc:
+        raise ModelFileError(f"{path}: not a readable safetensors file ({str(exc)[:200]})") from None
+    if not isinstance(text, str):
+        raise ModelFileError(f"{path}: not a readable safetensors file (metadata is not text)")
+    meta = loads_bounded(text, f"{path} (metadata)")
     return tensors, meta
 
 
