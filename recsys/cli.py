@@ -12,13 +12,15 @@ import json
 import logging
 import os
 import sys
+import typing
 from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
-from recsys.errors import RecsysError
+from recsys.errors import RecsysError, SpecError
 
 app = typer.Typer(
     help="recsys: cold-start recommendations for new users from a handful of ratings.",
@@ -437,6 +439,7 @@ def train(
         raise typer.BadParameter(
             "--register needs MLflow tracking (drop --no-mlflow)", param_hint="--register"
         )
+    cfg = _build_config(config, **{"train.epochs": epochs, "train.seed": seed, "train.device": device})
     _prepare_out(out, lock=rank == 0)
     _show_progress_logs(rank == 0)
 
@@ -449,7 +452,6 @@ def train(
         columns=column_map(user_col, item_col, rating_col, time_col),
         implicit=implicit,
     )
-    cfg = _build_config(config, **{"train.epochs": epochs, "train.seed": seed, "train.device": device})
     typer.echo(
         f"training on {ds.name} ({ds.interactions.height:,} interactions, "
         f"{ds.interactions['user_id'].n_unique():,} users), new users held out: "
@@ -658,7 +660,61 @@ def _csv_list(text: str | None, cast=str) -> list | None:
     return [cast(t.strip()) for t in text.split(",") if t.strip()]
 
 
-@app.command("evaluate")
+def _known_names() -> dict[str, tuple[str, ...]]:
+    """Valid names of the evaluation options, read from the tables that define them (this imports
+    torch, so it runs only when a command needs the names, never at ``recsys --help``)."""
+    from recsys.evaluation.baselines import BASELINES
+    from recsys.evaluation.protocols import split_protocol
+    from recsys.evaluation.runner import RESCORED_ABLATIONS, RETRAINED_ABLATIONS
+    from recsys.onboarding import STRATEGIES
+
+    return {
+        "baselines": tuple(BASELINES),
+        "rescored": tuple(RESCORED_ABLATIONS),
+        "retrained": tuple(RETRAINED_ABLATIONS),
+        "protocols": typing.get_args(typing.get_type_hints(split_protocol)["protocol"]),
+        "strategies": tuple(STRATEGIES),
+    }
+
+
+def _check_names(
+    option: str, kind: str, names: list[str] | None, known: tuple[str, ...], also: str = ""
+) -> list[str]:
+    """``names`` if each is in ``known``; else one SpecError listing the known names (before any data
+    is loaded). ``also``: other accepted words, shown after the list."""
+    names = names or []
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        given = f"unknown {kind} {', '.join(map(repr, unknown))}" if unknown else f"no {kind} given"
+        raise SpecError(f"{option}: {given}; known: {', '.join(known)}{also}")
+    return names
+
+
+def _int_list(option: str, text: str) -> list[int]:
+    """A comma-separated list of positive integers, or one SpecError line naming the option."""
+    try:
+        values = _csv_list(text, int) or []
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise SpecError(f"{option}: expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+class _NamesCommand(TyperCommand):
+    """A command whose options' help lists valid names: ``{names:KIND}`` placeholders are filled from
+    :func:`_known_names` when the help is shown (so the lists come from the code's own tables)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        names = _known_names()
+        for param in self.params:
+            for kind, values in names.items():
+                if param.help and f"{{names:{kind}}}" in param.help:
+                    param.help = param.help.replace(f"{{names:{kind}}}", ", ".join(values))
+        return super().format_help(ctx, formatter)
+
+
+@app.command("evaluate", cls=_NamesCommand)
 def evaluate(
     model: Annotated[
         str | None,
@@ -680,17 +736,17 @@ def evaluate(
     time_col: TimeCol = None,
     implicit: ImplicitOpt = False,
     protocol: Annotated[
-        str, typer.Option(help="Comma-separated protocols: temporal, random, melu.")
+        str, typer.Option(help="Comma-separated protocols: {names:protocols}.")
     ] = "temporal,random",
     shots: Annotated[str, typer.Option(help="Comma-separated support sizes K.")] = "1,3,5,10,20",
     baselines: Annotated[
-        str, typer.Option(help="'all', 'none' or a comma-separated list of baselines.")
+        str, typer.Option(help="'all', 'none' or a comma-separated list of baselines: {names:baselines}.")
     ] = "all",
     seeds: Annotated[int, typer.Option(help="Seeds to average over (splits, initialisation, draws).")] = 3,
     ablations: Annotated[
         str,
         typer.Option(
-            help="Meta-learner variants: no-adaptation, no-trend, 1-step, 5-steps (re-scored); second-order, first-order, meta-sgd, melu, no-item-item, no-als-init, random-query, global-trust (retrained on seed 0); or none."
+            help="Meta-learner variants: {names:rescored} (re-scored); {names:retrained} (retrained on seed 0); or none."
         ),
     ] = "no-adaptation,5-steps,second-order",
     config: ConfigOpt = None,
@@ -723,7 +779,16 @@ def evaluate(
     from recsys.tracking.mlflow_run import run_params
     from recsys.workflows import load_data
 
-    check_ablations([] if ablations == "none" else _csv_list(ablations))  # before loading any data
+    # every name is checked before loading any data
+    known = _known_names()
+    protocols = _check_names("--protocol", "protocol(s)", _csv_list(protocol), known["protocols"])
+    if baselines not in ("all", "none"):
+        _check_names(
+            "--baselines", "baseline(s)", _csv_list(baselines), known["baselines"], " (or all, none)"
+        )
+    check_ablations([] if ablations == "none" else _csv_list(ablations))
+    shot_list = _int_list("--shots", shots)
+    cfg = _build_config(config) if config or model is None else None  # validated before the data too
     ds = load_data(
         dataset,
         interactions=interactions,
@@ -736,10 +801,9 @@ def evaluate(
     rec = _load_model(model, tracking_uri) if model else None
     if rec is not None:
         rec.check_dataset(ds)  # a model trained on another feature spec: a clear error, before any work
-    cfg = _build_config(config) if config or rec is None else None
     settings = EvalSettings(
-        protocols=_csv_list(protocol),
-        shots=_csv_list(shots, int),
+        protocols=protocols,
+        shots=shot_list,
         baselines=list(BASELINES)
         if baselines == "all"
         else ([] if baselines == "none" else _csv_list(baselines)),
@@ -771,12 +835,13 @@ def evaluate(
 StrategyOpt = Annotated[
     str,
     typer.Option(
-        help="evidence (expected information, weighted by the chance the user knows the item), popular or random."
+        help="One of {names:strategies} (evidence: expected information, weighted by the chance the user "
+        "knows the item)."
     ),
 ]
 
 
-@app.command("onboard")
+@app.command("onboard", cls=_NamesCommand)
 def onboard(
     model: Annotated[str, typer.Option("--model", help=ModelUriHelp)],
     n: Annotated[int, typer.Option("-n", "--n", help="How many items to ask about.")] = 10,
@@ -793,6 +858,7 @@ def onboard(
     """Which items to ask a new user to rate first, in order; prints JSON (item id, title)."""
     from recsys.errors import ScoringInputError
 
+    _check_names("--strategy", "strategy", [strategy], _known_names()["strategies"])
     features = None
     if user_features is not None:
         try:
@@ -806,14 +872,14 @@ def onboard(
     )
 
 
-@app.command("evaluate-onboarding")
+@app.command("evaluate-onboarding", cls=_NamesCommand)
 def evaluate_onboarding_cmd(
     dataset: Annotated[str, typer.Option("--dataset", help="Built-in dataset, spec or folder.")] = "ml-100k",
     model: Annotated[
         str | None, typer.Option("--model", help="Take the config from this model (" + ModelUriHelp + ")")
     ] = None,
     config: ConfigOpt = None,
-    protocol: Annotated[str, typer.Option(help="temporal or random: which users are new.")] = "random",
+    protocol: Annotated[str, typer.Option(help="Which users are new: {names:protocols}.")] = "random",
     answers: Annotated[
         str, typer.Option(help="Budgets in answers: users answer until they gave K ratings.")
     ] = "3,5,10",
@@ -821,7 +887,7 @@ def evaluate_onboarding_cmd(
         str, typer.Option(help="Budgets in questions: users see the first N and answer those they can.")
     ] = "10,25,50",
     strategies: Annotated[
-        str, typer.Option(help="Comma-separated strategies to compare.")
+        str, typer.Option(help="Comma-separated strategies to compare: {names:strategies}.")
     ] = "evidence,popular,random",
     seeds: Annotated[int, typer.Option(help="Seeds (splits and training) to run.")] = 1,
     threshold: Annotated[float, typer.Option(help="Relevance threshold for catalogue metrics.")] = 4.0,
@@ -840,8 +906,12 @@ def evaluate_onboarding_cmd(
     from recsys.utils.io import atomic_write_json, atomic_write_text
     from recsys.workflows import load_data, train_model
 
-    ds = load_data(dataset)
+    known = _known_names()  # names checked before loading any data
+    _check_names("--protocol", "protocol", [protocol], known["protocols"])
+    strategy_names = _check_names("--strategies", "strategy(ies)", _csv_list(strategies), known["strategies"])
+    answer_budgets, question_budgets = _int_list("--answers", answers), _int_list("--questions", questions)
     cfg = _build_config(config) if config or model is None else _load_model(model, tracking_uri).config
+    ds = load_data(dataset)
     rows = []
     for seed in range(seeds):
         rec, _ = train_model(ds, cfg, protocol=protocol, seed=seed)
@@ -850,9 +920,9 @@ def evaluate_onboarding_cmd(
             ds,
             protocol=protocol,
             seed=seed,
-            answers=tuple(_csv_list(answers, int)),
-            questions=tuple(_csv_list(questions, int)),
-            strategies=tuple(_csv_list(strategies)),
+            answers=tuple(answer_budgets),
+            questions=tuple(question_budgets),
+            strategies=tuple(strategy_names),
             threshold=threshold,
         )
     table = markdown_table(summarise(rows))

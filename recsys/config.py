@@ -2,12 +2,32 @@
 
 Configs round-trip through JSON and TOML (``RecommenderConfig.from_file``); unknown keys are an error
 so a typo never silently falls back to a default.
+
+Every section is validated when it is built (directly, from a dict or file, by ``override`` or from a
+saved model): each field's type (an integer field refuses ``"ten"``, ``1.5`` and ``True``; a number
+field accepts integers but not strings or booleans; ``Literal`` fields accept only their choices, read
+from the type hints), its range (:data:`LIMITS`: epochs >= 1, learning rates finite and > 0...) and a
+few relations between fields (``support_min <= support_max``). A failure is one :class:`SpecError`
+line naming the dotted key, the value and what was expected. Sizes are capped so that a tiny config
+cannot ask for an absurd network before any shape check: ``embedding_dim`` and ``factor_dim`` at most
+4096 (:data:`MAX_DIM`), each ``hidden`` width at most 65536 (:data:`MAX_WIDTH`, so 8000 x 8000 layers
+are fine and ``10**9`` is refused) and at most 32 hidden layers (:data:`MAX_LAYERS`). Assigning a
+field after the config is built is not checked.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import numbers
+import os
+import re
+import reprlib
+import stat
 import tomllib
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -15,8 +35,20 @@ from typing import Any, Literal
 from recsys.errors import SpecError
 
 
+class _Section:
+    """Validates a config section when it is built (see the module docstring)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check (and normalise: ``hidden`` to a tuple, integers of number fields to floats) every
+        field; raise one :class:`SpecError` line naming the first bad key."""
+        _validate_section(self)
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """The network: per-field embeddings pooled by ``EmbeddingBag`` and a decision network."""
 
     embedding_dim: int = 32
@@ -67,7 +99,7 @@ class ModelConfig:
 
 
 @dataclass
-class MetaConfig:
+class MetaConfig(_Section):
     """The per-user inner loop (MAML)."""
 
     inner_steps: int = 0
@@ -98,7 +130,7 @@ class MetaConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     """The outer loop."""
 
     epochs: int = 50
@@ -154,13 +186,192 @@ class TrainConfig:
     seed: int = 0
     """Seed of everything random (initialisation, sampling)."""
     device: str = "cpu"
-    """``cpu``, ``cuda`` or ``cuda:N``."""
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (only the name is checked when the config is built: a
+    saved model trained on a GPU still loads on a machine without one)."""
     checkpoint_every: int = 100
     """Write a checkpoint every this many meta-steps (and at each epoch's end)."""
     max_nonfinite_steps: int = 10
     """Stop with an error after this many consecutive non-finite losses (steps are skipped before)."""
     num_threads: int | None = None
     """torch CPU threads (None: torch's default)."""
+
+
+MAX_DIM = 4096
+"""Largest ``embedding_dim`` and ``factor_dim``."""
+MAX_WIDTH = 65536
+"""Largest width of one hidden layer (8000 x 8000 layers are fine; ``10**9`` is refused)."""
+MAX_LAYERS = 32
+"""Most hidden layers."""
+MAX_INT = 2**63 - 1
+"""Every integer field is at most this (it must fit torch's and numpy's int64)."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field: ``lo``/``hi`` bounds (None: unbounded), closed unless
+    ``lo_open``/``hi_open``. Number fields must also be finite."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def text(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo}"
+        if self.hi is not None:
+            return f"{'<' if self.hi_open else '<='} {self.hi}"
+        return ""
+
+
+_POSITIVE, _NON_NEGATIVE = Range(lo=1), Range(lo=0)
+
+LIMITS: dict[str, dict[str, Range]] = {
+    "model": {
+        "embedding_dim": Range(1, MAX_DIM),
+        "hidden": Range(1, MAX_WIDTH),  # each width
+        "item_id_min_count": _POSITIVE,
+        "factor_dim": Range(1, MAX_DIM),
+        "item_item_max_items": _NON_NEGATIVE,
+    },
+    "meta": {
+        "inner_steps": _NON_NEGATIVE,
+        "inner_lr": _NON_NEGATIVE,
+        "rating_weight": _NON_NEGATIVE,
+        "rank_weight": _NON_NEGATIVE,
+        "rank_threshold": Range(),  # any finite number
+        "eval_inner_steps": _NON_NEGATIVE,
+    },
+    "train": {
+        "epochs": _POSITIVE,
+        "meta_batch_size": _POSITIVE,
+        "lr": Range(lo=0, lo_open=True),
+        "weight_decay": _NON_NEGATIVE,
+        "grad_clip": _NON_NEGATIVE,
+        "weight_average": Range(0, 1, hi_open=True),
+        "support_min": _POSITIVE,
+        "support_max": _POSITIVE,
+        "query_size": _POSITIVE,
+        "min_user_ratings": _POSITIVE,
+        "validation_fraction": Range(0, 1, hi_open=True),  # 0: no validation users
+        "validation_support": _POSITIVE,
+        "validation_query": _POSITIVE,
+        "patience": _NON_NEGATIVE,
+        "seed": _NON_NEGATIVE,
+        "checkpoint_every": _POSITIVE,
+        "max_nonfinite_steps": _POSITIVE,
+        "num_threads": _POSITIVE,
+    },
+}
+"""The range of every numeric field, by section (number fields must also be finite)."""
+
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]{1,4})?|mps")
+"""Accepted ``train.device`` names."""
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlevel = 60, 60, 40, 3
+
+
+def _shown(value: Any) -> str:
+    """A short, depth-safe repr of a rejected value."""
+    try:
+        return _REPR.repr(value)
+    except (RecursionError, ValueError):
+        return f"<{type(value).__name__}>"
+
+
+def _section_name(obj: _Section) -> str:
+    return {ModelConfig: "model", MetaConfig: "meta", TrainConfig: "train"}.get(type(obj), type(obj).__name__)
+
+
+@functools.cache
+def _hints(klass: type) -> dict[str, Any]:
+    return typing.get_type_hints(klass)
+
+
+def _check_value(key: str, hint: Any, value: Any, limit: Range | None, nullable: bool = False) -> Any:
+    """The value, normalised, if it fits ``hint`` and ``limit``; else a SpecError naming ``key``."""
+
+    def fail(expected: str) -> SpecError:
+        expected += " or null" if nullable else ""
+        return SpecError(f"config key {key}: expected {expected}, got {_shown(value)}")
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args and len(args) == 2:
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_value(key, inner, value, limit, nullable=True)
+    if origin is Literal:
+        if not isinstance(value, str) or value not in args:
+            raise fail("one of " + ", ".join(map(repr, args)))
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    if hint is int:
+        wanted = "an integer" + (f" {limit.text()}" if limit and limit.text() else "")
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise fail(wanted)
+        value = int(value)
+        if (limit is not None and value not in limit) or abs(value) > MAX_INT:
+            raise fail(wanted if abs(value) <= MAX_INT else f"{wanted} (at most 2**63 - 1)")
+        return value
+    if hint is float:
+        wanted = "a finite number" + (f" {limit.text()}" if limit and limit.text() else "")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise fail(wanted)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise fail(wanted) from None
+        if not math.isfinite(number) or (limit is not None and number not in limit):
+            raise fail(wanted)
+        return number
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] is int:
+        wanted = f"a list of at most {MAX_LAYERS} integers, each {limit.text() if limit else ''}".rstrip(", ")
+        if not isinstance(value, (list, tuple)) or len(value) > MAX_LAYERS:
+            raise fail(wanted)
+        for i, item in enumerate(value):
+            _check_value(f"{key}[{i}]", int, item, limit)
+        return tuple(int(v) for v in value)
+    raise SpecError(f"config key {key}: no validation rule for type {hint!r}")  # a new field's type
+
+
+def _validate_section(section: _Section) -> None:
+    name = _section_name(section)
+    limits = LIMITS.get(name, {})
+    for f in fields(section):  # type: ignore[arg-type]
+        key = f"{name}.{f.name}"
+        value = _check_value(key, _hints(type(section))[f.name], getattr(section, f.name), limits.get(f.name))
+        object.__setattr__(section, f.name, value)
+    if isinstance(section, TrainConfig):
+        if section.support_min > section.support_max:
+            raise SpecError(
+                f"config keys train.support_min and train.support_max: expected support_min <= "
+                f"support_max, got {section.support_min} > {section.support_max}"
+            )
+        if not DEVICE_PATTERN.fullmatch(section.device):
+            raise SpecError(
+                f"config key train.device: expected cpu, cuda, cuda:N or mps, got {_shown(section.device)}"
+            )
+    if isinstance(section, MetaConfig) and section.rating_weight == 0 and section.rank_weight == 0:
+        raise SpecError(
+            "config keys meta.rating_weight and meta.rank_weight: expected at least one > 0 (nothing "
+            "to learn otherwise), got 0 and 0"
+        )
 
 
 SAVED_BEFORE_KEY: dict[tuple[str, str], Any] = {("model", "fold_in_trust"): "global"}
@@ -175,6 +386,13 @@ class RecommenderConfig:
     meta: MetaConfig = field(default_factory=MetaConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        for name, klass in (("model", ModelConfig), ("meta", MetaConfig), ("train", TrainConfig)):
+            if not isinstance(getattr(self, name), klass):
+                raise SpecError(
+                    f"config section {name}: expected a {klass.__name__}, got {type(getattr(self, name)).__name__}"
+                )
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["model"]["hidden"] = list(self.model.hidden)
@@ -185,45 +403,102 @@ class RecommenderConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> RecommenderConfig:
-        raw = dict(raw or {})
+        """A validated config from ``{"model": {...}, "meta": {...}, "train": {...}}`` (sections and
+        keys optional; missing ones take their defaults)."""
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise SpecError(
+                f"a config is an object with model, meta and train sections, got {type(raw).__name__}"
+            )
         parts = {"model": ModelConfig, "meta": MetaConfig, "train": TrainConfig}
         unknown = set(raw) - set(parts)
         if unknown:
-            raise SpecError(f"unknown config section(s) {sorted(unknown)}; expected {sorted(parts)}")
+            shown = sorted(map(str, unknown))
+            raise SpecError(f"unknown config section(s) {_shown(shown)}; expected {sorted(parts)}")
         built = {}
         for name, klass in parts.items():
-            section = dict(raw.get(name) or {})
+            section = raw.get(name)
+            if section is None:
+                section = {}
+            if not isinstance(section, dict):
+                raise SpecError(
+                    f"config section {name}: expected an object (table) of keys, got {type(section).__name__}"
+                )
             known = {f.name for f in fields(klass)}
             bad = set(section) - known
             if bad:
-                raise SpecError(f"[{name}]: unknown key(s) {sorted(bad)}; expected among {sorted(known)}")
-            if "hidden" in section:
-                section["hidden"] = tuple(int(h) for h in section["hidden"])
+                shown = sorted(map(str, bad))
+                raise SpecError(f"[{name}]: unknown key(s) {_shown(shown)}; expected among {sorted(known)}")
             built[name] = klass(**section)
         return cls(**built)
 
     @classmethod
     def from_saved(cls, raw: dict[str, Any]) -> RecommenderConfig:
         """The config of a saved model or checkpoint: keys that change the network's shape and were
-        added after the file was written take the value that reproduces the saved network."""
-        raw = {k: dict(v) if isinstance(v, dict) else v for k, v in dict(raw or {}).items()}
+        added after the file was written take the value that reproduces the saved network. Validated
+        like any config (a SpecError; the model loader reports it as a damaged model file)."""
+        if not isinstance(raw, dict):
+            raise SpecError(f"saved config: expected an object, got {type(raw).__name__}")
+        raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
         for (section, key), value in SAVED_BEFORE_KEY.items():
             if isinstance(raw.get(section), dict):
                 raw[section].setdefault(key, value)
         return cls.from_dict(raw)
 
+    MAX_FILE_BYTES = 1_000_000
+    """Config files larger than this are refused before they are read."""
+
     @classmethod
     def from_file(cls, path: str | Path) -> RecommenderConfig:
+        """A validated config from a TOML (``.toml``) or JSON file. Every problem (missing, not a
+        regular file, over :attr:`MAX_FILE_BYTES`, not UTF-8, unparsable or nested too deeply, not an
+        object, a bad value) is one SpecError line naming the file."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            info = path.stat()
         except FileNotFoundError:
             raise SpecError(f"config file not found: {path}") from None
+        except OSError as exc:
+            raise SpecError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise SpecError(f"{path}: is a folder, expected a config file (TOML or JSON)")
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError(f"{path}: not a regular file, expected a config file (TOML or JSON)")
+        if info.st_size > cls.MAX_FILE_BYTES:
+            raise SpecError(
+                f"{path}: config file of {info.st_size:,} bytes, over the {cls.MAX_FILE_BYTES:,}-byte limit"
+            )
         try:
-            raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise SpecError(f"{path}: cannot parse config ({exc})") from None
-        return cls.from_dict(raw)
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO swapped in never blocks
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    raise SpecError(f"{path}: not a regular file, expected a config file (TOML or JSON)")
+                data = fh.read(cls.MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise SpecError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+        if len(data) > cls.MAX_FILE_BYTES:
+            raise SpecError(f"{path}: config file over the {cls.MAX_FILE_BYTES:,}-byte limit")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        try:
+            raw = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+        except RecursionError:
+            raise SpecError(f"{path}: cannot parse config (nested too deeply)") from None
+        except ValueError as exc:  # JSONDecodeError, TOMLDecodeError, an integer of too many digits
+            first = (str(exc).splitlines() or [""])[0][:200]
+            raise SpecError(f"{path}: cannot parse config ({first})") from None
+        if not isinstance(raw, dict):
+            raise SpecError(
+                f"{path}: a config is an object with model, meta and train sections, "
+                f"got a JSON {type(raw).__name__}"
+            )
+        try:
+            return cls.from_dict(raw)
+        except SpecError as exc:
+            raise SpecError(f"{path}: {exc}") from None
 
     def override(self, **dotted: Any) -> RecommenderConfig:
         """Copy with ``section.key=value`` overrides (e.g. ``override(**{"train.epochs": 3})``)."""

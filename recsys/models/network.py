@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from recsys.config import ModelConfig
+from recsys.errors import SpecError
 from recsys.models.embedding import FieldEmbedding
 from recsys.models.heads import FactorizedHead, HybridHead, MeLUHead
 
@@ -30,6 +31,7 @@ class ColdStartNet(nn.Module):
         n_items: int = 0,
     ) -> None:
         super().__init__()
+        cfg.validate()  # a config edited after it was built (head "hybird", hidden [10**9]): one SpecError
         self.cfg = cfg
         d = cfg.embedding_dim
         self.item_embedding = FieldEmbedding(
@@ -56,8 +58,10 @@ class ColdStartNet(nn.Module):
             self.head = HybridHead(
                 du, di, cfg.hidden, cfg.factor_dim, rating_mean, ii, n_items, support_trust=trust
             )
-        else:
+        elif cfg.head == "melu":
             self.head = MeLUHead(du, di, cfg.hidden, rating_mean)
+        else:  # unreachable after validate(); never a silent MeLU head
+            raise SpecError(f"config key model.head: unknown head {cfg.head!r}")
 
     @classmethod
     def for_space(
