@@ -705,12 +705,13 @@ class ColdStartRecommender:
         with torch.device("meta"):
             net = ColdStartNet.for_space(self.config.model, self.space, rating_mean=rating_mean)
             expected = {k: tuple(v.shape) for k, v in MetaLearner(net, self.config.meta).state_dict().items()}
-        missing = [k for k in expected if k not in state and k not in self.OPTIONAL_WEIGHTS]
-        extra = [k for k in state if k not in expected]
+        # sorted: the message names the same weights whatever order the file holds them in
+        missing = sorted(k for k in expected if k not in state and k not in self.OPTIONAL_WEIGHTS)
+        extra = sorted(k for k in state if k not in expected)
         wrong = [
-            f"{k}: saved {tuple(v.shape)}, config {expected[k]}"
-            for k, v in state.items()
-            if k in expected and tuple(v.shape) != expected[k]
+            f"{k}: saved {tuple(state[k].shape)}, config {expected[k]}"
+            for k in sorted(state)
+            if k in expected and tuple(state[k].shape) != expected[k]
         ]
         if missing or extra or wrong:
             parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else ""]
