@@ -112,6 +112,15 @@ class UserLog:
             None if self.times is None else self.times[take],
         )
 
+    def keep(self, mask: np.ndarray) -> UserLog:
+        """The log with only the interactions where ``mask`` is true (every user row kept, maybe empty)."""
+        mask = np.asarray(mask, dtype=bool)
+        counts = np.bincount(self.user_of[mask], minlength=self.n_users)
+        indptr = np.zeros(self.n_users + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        times = None if self.times is None else self.times[mask]
+        return UserLog(self.user_ids, indptr, self.items[mask], self.ratings[mask], times)
+
     def rows_of(self, user_ids: pl.Series | list | np.ndarray) -> np.ndarray:
         """User rows of raw ids (-1 where absent)."""
         return IdIndex(self.user_ids).lookup(user_ids)

@@ -10,8 +10,12 @@ Conventions shared by all baselines:
 * support lists are padded with item ``-1``; a user whose support is all padding gets the method's
   no-information prior (the global or item mean, ``mu + b_i`` for biased MF, popularity or the
   average training user for the ranking-only methods);
-* the ranking-only methods see the data as implicit feedback: every training or support rating,
-  whatever its value, is one interaction (value 1);
+* the ranking-only methods (:class:`RankingBaseline`) see the data as implicit feedback: each
+  training or support interaction they count as a positive is one interaction (value 1). Which ones
+  count is their ``positives`` hyperparameter, tuned on validation users like the rest: ``all`` (every
+  rating, whatever its value) or ``liked`` (ratings at or above ``threshold``, the relevance threshold
+  the meta-learner's ranking path also learns from); with ``liked`` a new user is scored from its liked
+  support items only. Implicit logs use ``all``;
 * scores are not clipped and support items are not masked out: the caller clips predicted ratings
   to the scale and excludes the support items from catalogue rankings;
 * all work is vectorised over users (sparse products and batched ``np.linalg.solve``).
@@ -29,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.tasks import UserLog
+from recsys.models import trend
 
 
 class Baseline(ABC):
@@ -59,6 +64,56 @@ class Baseline(ABC):
     @abstractmethod
     def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
         """Scores [n_users, n_items] for new users given padded support lists ([n, S], -1 = padding)."""
+
+    @classmethod
+    def grid_for(cls, log: UserLog, implicit: bool) -> dict[str, list[Any]]:
+        """The grid to search on a training log (a method may drop values the log cannot support)."""
+        return dict(cls.grid)
+
+
+POSITIVES = ("all", "liked")
+"""What a ranking baseline counts as a positive interaction (see the module docstring)."""
+
+
+class RankingBaseline(Baseline):
+    """A ranking-only baseline that learns from positives: ``all`` interactions or the ``liked`` ones."""
+
+    predicts_ratings = False
+    positive_defaults: ClassVar[dict[str, Any]] = {"positives": "all", "threshold": 4.0}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.defaults = {**cls.positive_defaults, **cls.defaults}
+        cls.grid = {**cls.grid, "positives": list(POSITIVES)}
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        if self.params["positives"] not in POSITIVES:
+            raise ValueError(f"positives must be one of {POSITIVES}, got {self.params['positives']!r}")
+
+    @classmethod
+    def grid_for(cls, log: UserLog, implicit: bool) -> dict[str, list[Any]]:
+        grid = dict(cls.grid)
+        if implicit:  # every interaction is a positive
+            grid.pop("positives")
+        return grid
+
+    @property
+    def liked_only(self) -> bool:
+        return self.params["positives"] == "liked"
+
+    def positives(self, log: UserLog) -> UserLog:
+        """The training interactions this baseline learns from."""
+        return log.keep(log.ratings >= float(self.params["threshold"])) if self.liked_only else log
+
+    def support(
+        self, support_items: np.ndarray, support_ratings: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(items, ratings, mask) of the support interactions that count as positives."""
+        items, ratings, mask = _check_support(support_items, support_ratings, self.n_items)
+        if self.liked_only:
+            mask = mask & (ratings >= float(self.params["threshold"]))
+        return items, ratings, mask
 
 
 BASELINES: dict[str, type[Baseline]] = {}
@@ -186,20 +241,50 @@ class ItemMean(Baseline):
 
 
 @register
-class Popularity(Baseline):
-    """Number of training interactions per item, the same for every user (no fold-in)."""
+class Popularity(RankingBaseline):
+    """Number of training positives per item, the same for every user (no fold-in)."""
 
     name = "popularity"
-    predicts_ratings = False
 
     def fit(self, log: UserLog, n_items: int) -> Popularity:
         self.n_items = n_items
-        self.counts = _item_counts(log, n_items)
+        self.counts = _item_counts(self.positives(log), n_items)
         return self
 
     def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
         items, _, _ = _check_support(support_items, support_ratings, self.n_items)
         return _rows(self.counts, items.shape[0])
+
+
+@register
+class Trending(RankingBaseline):
+    """Recency-weighted popularity ("what is trending"), the same for every user (no fold-in).
+
+    The prior the meta-learner's trend component uses (:func:`recsys.models.trend.trend_prior`): each
+    training positive counts ``0.5 ** (age / half_life)``, its age in days before the log's last
+    interaction; the half-life is chosen on validation users among the same candidates (7 to 365 days,
+    or none: all-time popularity). Logs without timestamps have only the all-time candidate.
+    """
+
+    name = "trending"
+    grid: ClassVar[dict[str, list[Any]]] = {"half_life": list(trend.HALF_LIVES_DAYS)}
+    defaults: ClassVar[dict[str, Any]] = {"half_life": 30.0}
+
+    @classmethod
+    def grid_for(cls, log: UserLog, implicit: bool) -> dict[str, list[Any]]:
+        grid = super().grid_for(log, implicit)
+        grid["half_life"] = [h for h in grid["half_life"] if h in trend.candidates(log)]
+        return grid
+
+    def fit(self, log: UserLog, n_items: int) -> Trending:
+        self.n_items = n_items
+        half_life = self.params["half_life"] if log.times is not None else None
+        self.prior = trend.trend_prior(self.positives(log), n_items, half_life)
+        return self
+
+    def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
+        items, _, _ = _check_support(support_items, support_ratings, self.n_items)
+        return _rows(self.prior, items.shape[0])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -322,7 +407,7 @@ class BiasedMF(Baseline):
 
 
 @register
-class ImplicitALS(Baseline):
+class ImplicitALS(RankingBaseline):
     """Implicit-feedback ALS (Hu, Koren & Volinsky 2008) from the ``implicit`` library, CPU.
 
     Trained on the binarised user x item matrix. ``implicit`` gives observed entries confidence
@@ -336,7 +421,6 @@ class ImplicitALS(Baseline):
     """
 
     name = "implicit-als"
-    predicts_ratings = False
     grid: ClassVar[dict[str, list[Any]]] = {
         "factors": [32, 64],
         "regularization": [5.0, 20.0],
@@ -370,7 +454,7 @@ class ImplicitALS(Baseline):
 
     def fit(self, log: UserLog, n_items: int) -> ImplicitALS:
         self.n_items = n_items
-        x = _binary_matrix(log, n_items)
+        x = _binary_matrix(self.positives(log), n_items)
         # Per-user and per-item solves are independent, so results do not depend on num_threads.
         with _blas_single_thread():
             self.model = self._model()
@@ -381,7 +465,7 @@ class ImplicitALS(Baseline):
         return self
 
     def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
-        items, _, mask = _check_support(support_items, support_ratings, self.n_items)
+        items, _, mask = self.support(support_items, support_ratings)
         x = _support_matrix(items, mask, self.n_items)
         n = x.shape[0]
         if n == 0:
@@ -395,7 +479,7 @@ class ImplicitALS(Baseline):
 
 
 @register
-class ItemKNN(Baseline):
+class ItemKNN(RankingBaseline):
     """Item-based kNN: ``implicit``'s ``CosineRecommender`` (K neighbours per item) on binarised data.
 
     A new user's scores are its binary support row times the item-item similarity matrix (row i holds
@@ -404,7 +488,6 @@ class ItemKNN(Baseline):
     """
 
     name = "item-knn"
-    predicts_ratings = False
     grid: ClassVar[dict[str, list[Any]]] = {"K": [50, 100, 200, 400, 800]}
     defaults: ClassVar[dict[str, Any]] = {"K": 200, "num_threads": 0}
 
@@ -412,6 +495,7 @@ class ItemKNN(Baseline):
         from implicit.nearest_neighbours import CosineRecommender
 
         self.n_items = n_items
+        log = self.positives(log)
         x = _binary_matrix(log, n_items)
         model = CosineRecommender(K=int(self.params["K"]), num_threads=int(self.params["num_threads"]))
         with warnings.catch_warnings():
@@ -423,7 +507,7 @@ class ItemKNN(Baseline):
         return self
 
     def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
-        items, _, mask = _check_support(support_items, support_ratings, self.n_items)
+        items, _, mask = self.support(support_items, support_ratings)
         x = _support_matrix(items, mask, self.n_items)
         out = np.asarray((x @ self.similarity).toarray(), dtype=np.float32)
         empty = np.diff(x.indptr) == 0
@@ -432,7 +516,7 @@ class ItemKNN(Baseline):
 
 
 @register
-class EASE(Baseline):
+class EASE(RankingBaseline):
     """EASE (Steck 2019): closed-form item-item model on binarised data.
 
     ``P = (X^T X + lambda I)^-1``, ``B = I - P diag(1 / diag(P))`` (zero diagonal); a new user's scores
@@ -442,12 +526,12 @@ class EASE(Baseline):
     """
 
     name = "ease"
-    predicts_ratings = False
     grid: ClassVar[dict[str, list[Any]]] = {"lam": [500.0, 2000.0, 8000.0, 32000.0]}
     defaults: ClassVar[dict[str, Any]] = {"lam": 8000.0}
 
     def fit(self, log: UserLog, n_items: int) -> EASE:
         self.n_items = n_items
+        log = self.positives(log)
         x = _binary_matrix(log, n_items).astype(np.float64)
         gram = np.asarray((x.T @ x).toarray())
         gram[np.diag_indices(n_items)] += float(self.params["lam"])
@@ -459,7 +543,7 @@ class EASE(Baseline):
         return self
 
     def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
-        items, _, mask = _check_support(support_items, support_ratings, self.n_items)
+        items, _, mask = self.support(support_items, support_ratings)
         x = _support_matrix(items, mask, self.n_items)
         out = np.asarray(x @ self.B, dtype=np.float32)
         empty = np.diff(x.indptr) == 0

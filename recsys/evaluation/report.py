@@ -44,6 +44,7 @@ def build_report(ev: Evaluation, extra: dict[str, Any] | None = None) -> dict[st
         "splits": ev.splits,
         "skipped": dict(getattr(ev, "skipped", {})),
         "tuning": ev.tuning,
+        "tuning_tasks": dict(getattr(ev, "tuning_protocols", {})),
         "methods": getattr(ev, "methods_meta", {}),
         "timings_seconds": {k: round(v, 2) for k, v in ev.timings.items()},
         "environment": {
@@ -59,7 +60,8 @@ def _fmt(cell: dict | None) -> str:
     if not cell or cell["mean"] is None or math.isnan(cell["mean"]):
         return "–"
     half = (cell["high"] - cell["low"]) / 2
-    return f"{cell['mean']:.3f} ± {half:.3f}"
+    text = f"{cell['mean']:.3f} ± {half:.3f}"
+    return text + (f" (sd {cell['seed_sd']:.3f})" if cell.get("seed_sd") is not None else "")
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -68,7 +70,9 @@ def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines += [
         f"Protocols {', '.join(s['protocols'])}; K = {', '.join(map(str, s['shots']))}; {s['seeds']} seed(s); "
-        f"mean over users ± half the 95% bootstrap interval; best per column in **bold**.",
+        f"mean over distinct users ± half the 95% bootstrap interval over distinct users (a user tested "
+        "under several seeds or draws counts once, with its mean); (sd …): the spread of the per-seed "
+        "means across seeds (training randomness); best per column in **bold**.",
         "MAE/RMSE and qnDCG (query nDCG, gain 2^r - 1, ranking only the 10 query items: **MeLU's protocol**) "
         "are computed on the query ratings; Recall, nDCG@10, MAP, HR rank the whole catalogue except the "
         f"support items, relevant = items rated ≥ {s['threshold']:g} outside the support; "
@@ -95,7 +99,8 @@ def markdown(report: dict[str, Any]) -> str:
                 best[m] = (min if m in LOWER_IS_BETTER else max)(vals)[1]
         title = f"## {protocol}" + (f" / {scenario}" if scenario != "new_users" else "") + f", K = {k}"
         users = max(r["users"] for r in group)
-        lines += [title, "", f"{users} user tasks (pooled over seeds and draws)", ""]
+        tasks = max(r.get("tasks", r["users"]) for r in group)
+        lines += [title, "", f"{users} distinct users ({tasks} user tasks over seeds and draws)", ""]
         header = "| method | " + " | ".join(LABELS.get(m, m) for m in metrics) + " | coverage@10 |"
         lines += [header, "|" + "---|" * (len(metrics) + 2)]
         for r in group:
@@ -113,9 +118,16 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"- {where}: {why}" for where, why in report["skipped"].items()] + [""]
     if report.get("tuning"):
         lines += ["## Baseline hyperparameters chosen on validation users", ""]
-        for name, by_seed in report["tuning"].items():
-            lines.append(f"- {name}: " + "; ".join(f"seed {s}: {p}" for s, p in by_seed.items()))
+        for name, by_run in report["tuning"].items():
+            lines.append(f"- {name}: " + "; ".join(f"{run}: {p}" for run, p in by_run.items()))
         lines.append("")
+        for protocol, how in (report.get("tuning_tasks") or {}).items():
+            lines.append(f"- tuning tasks ({protocol}): {how}")
+        lines += [
+            "- ranking baselines choose their positives (`all` ratings or the `liked` ones, rated at or "
+            "above the relevance threshold, support included) on these tasks; see `positives` above",
+            "",
+        ]
     lines += ["## Time", ""] + [f"- {k}: {v:.1f} s" for k, v in report["timings_seconds"].items()] + [""]
     return "\n".join(lines)
 

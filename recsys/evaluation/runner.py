@@ -25,7 +25,7 @@ from recsys.data.schema import USER
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError, SpecError
 from recsys.evaluation import metrics as M
-from recsys.evaluation.baselines import BASELINES, Baseline
+from recsys.evaluation.baselines import BASELINES, Baseline, RankingBaseline
 from recsys.evaluation.protocols import (
     MELU_MAX,
     MELU_MIN,
@@ -103,19 +103,52 @@ class Method:
 
 @dataclass
 class Cell:
-    """One (protocol, scenario, K, method) result, per-user values pooled over seeds and draws."""
+    """One (protocol, scenario, K, method) result: per-task values of every seed and draw, with the
+    user each task belongs to, so that intervals are taken over distinct users (a user tested under
+    several seeds or draws counts once, with the mean of its values)."""
 
     values: dict[str, list[np.ndarray]] = field(default_factory=dict)
     tops: list[np.ndarray] = field(default_factory=list)
-    users: int = 0
+    user_ids: list[np.ndarray] = field(default_factory=list)
+    seeds: list[np.ndarray] = field(default_factory=list)
+    tasks: int = 0
 
-    def add(self, metrics: dict[str, np.ndarray]) -> None:
+    def add(self, metrics: dict[str, np.ndarray], user_ids: np.ndarray | None = None, seed: int = 0) -> None:
+        n = len(next(iter(metrics.values())))
         for k, v in metrics.items():
             if k == "_top10":
                 self.tops.append(v)
             else:
                 self.values.setdefault(k, []).append(v)
-        self.users += len(next(iter(metrics.values())))
+        ids = np.arange(self.tasks, self.tasks + n) if user_ids is None else np.asarray(user_ids)
+        self.user_ids.append(ids.astype(str))
+        self.seeds.append(np.full(n, seed, dtype=np.int64))
+        self.tasks += n
+
+    @property
+    def users(self) -> int:
+        """Distinct users."""
+        return len(np.unique(np.concatenate(self.user_ids))) if self.user_ids else 0
+
+    def per_user(self, metric: str) -> np.ndarray:
+        """One value per distinct user: the mean over that user's tasks (NaN where all are NaN)."""
+        ids = np.concatenate(self.user_ids)
+        values = np.concatenate(self.values[metric]).astype(np.float64)
+        _, inverse = np.unique(ids, return_inverse=True)
+        finite = ~np.isnan(values)
+        sums = np.bincount(inverse, weights=np.where(finite, values, 0.0))
+        counts = np.bincount(inverse, weights=finite.astype(np.float64))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+    def seed_spread(self, metric: str) -> float | None:
+        """Standard deviation of the per-seed means (None with one seed): the training randomness."""
+        seeds = np.concatenate(self.seeds)
+        values = np.concatenate(self.values[metric]).astype(np.float64)
+        means = [
+            np.nanmean(values[seeds == s]) for s in np.unique(seeds) if np.isfinite(values[seeds == s]).any()
+        ]
+        return float(np.std(means)) if len(means) > 1 else None
 
 
 RETRAINED_ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -178,6 +211,9 @@ class Evaluation:
         self.model_name = model_name
         self.cells: dict[tuple[str, str, str, str], Cell] = {}
         self.tuning: dict[str, dict[str, Any]] = {}
+        """Baseline -> ``"PROTOCOL seed N"`` -> the hyperparameters chosen on validation users."""
+        self.tuning_protocols: dict[str, str] = {}
+        """Protocol -> how the baselines' validation tasks were drawn."""
         self.timings: dict[str, float] = {}
         self.splits: dict[str, list[dict]] = {}
         self.skipped: dict[str, str] = {}
@@ -186,7 +222,7 @@ class Evaluation:
 
     # ---- methods ---------------------------------------------------------------------------------
     def _baseline_methods(
-        self, train_log: UserLog, val_log: UserLog | None, n_items: int, seed: int, scale
+        self, train_log: UserLog, val_log: UserLog | None, n_items: int, seed: int, scale, protocol: str
     ) -> list[Method]:
         methods = []
         for name in self.s.baselines:
@@ -194,10 +230,10 @@ class Evaluation:
                 raise SpecError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
             cls = BASELINES[name]
             t0 = time.perf_counter()
-            params = self._tune(cls, train_log, val_log, n_items, seed, scale) if self.s.tune else {}
-            model = cls(**params, **({"seed": seed} if "seed" in _init_params(cls) else {})).fit(
-                train_log, n_items
+            params = (
+                self._tune(cls, train_log, val_log, n_items, seed, scale, protocol) if self.s.tune else {}
             )
+            model = cls(**params, **self._fixed_params(cls, seed)).fit(train_log, n_items)
             self.timings[f"fit {name}"] = self.timings.get(f"fit {name}", 0.0) + time.perf_counter() - t0
             methods.append(
                 Method(
@@ -210,20 +246,37 @@ class Evaluation:
             )
         return methods
 
-    def _tune(self, cls: type[Baseline], train_log, val_log, n_items, seed, scale) -> dict[str, Any]:
-        grid = cls.grid
+    def _fixed_params(self, cls: type[Baseline], seed: int) -> dict[str, Any]:
+        """What every fit of a baseline is given: the seed, and the relevance threshold that the
+        ``liked`` positives of a ranking baseline use."""
+        extra: dict[str, Any] = {"seed": seed} if "seed" in _init_params(cls) else {}
+        if issubclass(cls, RankingBaseline):
+            extra["threshold"] = self.s.threshold
+        return extra
+
+    def tuning_tasks(self, protocol: str) -> str:
+        """How baselines' validation tasks are drawn under ``protocol`` (they follow the protocol)."""
+        k, q = self.s.tune_shots, QUERY_SIZE
+        if protocol == "temporal":
+            return f"validation users' first {k} ratings by time as support, their last {q} as query"
+        return f"{k} random ratings of each validation user as support, {q} other random ones as query"
+
+    def _tune(
+        self, cls: type[Baseline], train_log, val_log, n_items, seed, scale, protocol: str
+    ) -> dict[str, Any]:
+        grid = cls.grid_for(train_log, self.ds.implicit)
         if not grid or val_log is None or val_log.n_users == 0:
             return {}
-        tasks = new_user_tasks("random", val_log, self.s.tune_shots, seed=seed)
+        tune_protocol = "temporal" if protocol == "temporal" else "random"
+        tasks = new_user_tasks(tune_protocol, val_log, self.s.tune_shots, seed=seed)
         if len(tasks) == 0:
             return {}
         best, best_params = None, {}
         keys = list(grid)
+        si, sr = _support_arrays(val_log, tasks)
         for combo in itertools.product(*(grid[k] for k in keys)):
             params = dict(zip(keys, combo, strict=True))
-            extra = {"seed": seed} if "seed" in _init_params(cls) else {}
-            model = cls(**params, **extra).fit(train_log, n_items)
-            si, sr = _support_arrays(val_log, tasks)
+            model = cls(**params, **self._fixed_params(cls, seed)).fit(train_log, n_items)
             m = user_metrics(
                 model.score(si, sr),
                 val_log,
@@ -237,7 +290,9 @@ class Evaluation:
             value = np.nanmean(m["mae"]) if "mae" in m else -np.nanmean(m["recall@20"])
             if best is None or value < best:
                 best, best_params = value, params
-        self.tuning.setdefault(cls.name, {})[str(seed)] = best_params
+        key = f"{protocol}{' (nested)' if self.s.nested else ''} seed {seed}"
+        self.tuning.setdefault(cls.name, {})[key] = best_params
+        self.tuning_protocols[protocol] = self.tuning_tasks(tune_protocol)
         return best_params
 
     def _meta_methods(
@@ -338,7 +393,8 @@ class Evaluation:
         train_log = UserLog.from_frame(split.train.filter(~pl.col(USER).is_in(val)), space.items)
         val_log = UserLog.from_frame(split.train.filter(pl.col(USER).is_in(val)), space.items)
         methods = (
-            self._baseline_methods(train_log, val_log, space.n_items, seed, space.rating_scale) + methods
+            self._baseline_methods(train_log, val_log, space.n_items, seed, space.rating_scale, protocol)
+            + methods
         )
         scale = space.rating_scale
         for scenario, frame in split.test.items():
@@ -370,7 +426,8 @@ class Evaluation:
                             scale=scale,
                         )
                         key = (protocol, scenario, "all" if k is None else str(k), method.name)
-                        self.cells.setdefault(key, Cell()).add(m)
+                        ids = test_log.user_ids.gather(tasks.users).to_numpy()
+                        self.cells.setdefault(key, Cell()).add(m, ids, seed)
         self.timings[f"{protocol} seed {seed}"] = time.perf_counter() - t0
         self.methods_meta = {
             m.name: {"kind": m.kind, "predicts_ratings": m.predicts_ratings} for m in methods
@@ -398,9 +455,13 @@ class Evaluation:
         for (protocol, scenario, k, method), cell in sorted(self.cells.items(), key=_cell_order):
             row: dict[str, Any] = {"protocol": protocol, "scenario": scenario, "k": k, "method": method}
             row["users"] = cell.users
-            for metric, parts in cell.values.items():
-                mean, lo, hi = M.bootstrap_ci(np.concatenate(parts), n_boot=self.s.n_boot)
+            row["tasks"] = cell.tasks
+            for metric in cell.values:
+                mean, lo, hi = M.bootstrap_ci(cell.per_user(metric), n_boot=self.s.n_boot)
                 row[metric] = {"mean": mean, "low": lo, "high": hi}
+                spread = cell.seed_spread(metric)
+                if spread is not None:
+                    row[metric]["seed_sd"] = spread
             if cell.tops:
                 row["coverage@10"] = M.coverage(np.concatenate(cell.tops), self.n_items, 10)
             rows.append(row)
