@@ -276,3 +276,17 @@ def test_recommend_batch_with_a_fifo_as_ratings_is_one_line_without_waiting(tmp_
         "recommend-batch", "--model", str(tmp_path), "--ratings", str(fifo), "--out", str(tmp_path / "o")
     )
     assert proc.returncode == 2 and "FIFO" in proc.stderr
+
+
+def test_a_fifo_or_dev_zero_as_a_dataset_spec_is_one_spec_error_without_waiting(tmp_path: Path) -> None:
+    import os
+
+    from recsys.data.spec import DatasetSpec
+    from recsys.errors import SpecError
+
+    fifo = tmp_path / "spec.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(SpecError, match="FIFO"):
+        DatasetSpec.from_toml(fifo)
+    with pytest.raises(SpecError, match="character device"):
+        DatasetSpec.from_toml("/dev/zero")

@@ -18,6 +18,7 @@ from recsys.data.readers import resolve
 from recsys.data.schema import ITEM, RATING, USER
 from recsys.data.spec import TableSpec
 from recsys.errors import DataError
+from recsys.utils.io import MAX_INPUT_BYTES, read_bytes_bounded
 
 MELU_STATES = ("warm_state", "user_cold_state", "item_cold_state", "user_and_item_cold_state")
 STATE = "state"
@@ -25,12 +26,15 @@ MELU_SOURCE = "https://github.com/hoyeoplee/MeLU (folder movielens/ml-1m/)"
 
 
 def _load_json(path: Path) -> dict:
+    if not path.exists():
+        raise DataError(f"MeLU split file not found; get it from {MELU_SOURCE}", path=str(path))
+    data = read_bytes_bounded(path, "MeLU split file", MAX_INPUT_BYTES, error=DataError)  # regular files only
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"MeLU split file not found; get it from {MELU_SOURCE}", path=str(path)) from None
+        return json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON ({exc.msg})", path=str(path), line=exc.lineno) from None
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:  # not text, nested, huge numbers
+        raise DataError(f"not a readable JSON file ({type(exc).__name__})", path=str(path)) from None
 
 
 def read_melu_state(directory: Path, state: str) -> pl.DataFrame:

@@ -32,6 +32,10 @@ from typing import Any
 
 from recsys.data.schema import CANONICAL_COLUMNS, ITEM, RATING, TIMESTAMP, USER
 from recsys.errors import SpecError
+from recsys.utils.io import read_bytes_bounded
+
+MAX_SPEC_BYTES = 1 << 20
+"""Cap on a dataset spec (TOML): a few hundred bytes in practice; read only if it is a regular file."""
 
 
 class FieldKind(StrEnum):
@@ -200,10 +204,11 @@ class DatasetSpec:
     @classmethod
     def from_toml(cls, path: str | Path) -> DatasetSpec:
         path = Path(path)
+        if not path.exists():
+            raise SpecError(f"spec file not found: {path}")
+        data = read_bytes_bounded(path, "spec file", MAX_SPEC_BYTES, error=SpecError)  # regular files only
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, IsADirectoryError):
-            raise SpecError(f"spec file not found: {path}") from None
+            raw = tomllib.loads(data.decode("utf-8"))
         except UnicodeDecodeError:
             raise SpecError(f"{path}: not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
