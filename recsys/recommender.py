@@ -429,12 +429,12 @@ class ColdStartRecommender:
             self.info["item_id_init"] = init_item_ids_from_als(
                 self.learner.net, space, train_log, seed=cfg.train.seed
             )
-        if hasattr(head, "set_item_offsets") and not implicit:
+        if head.capabilities.item_offsets and not implicit:
             sums = np.bincount(train_log.items, weights=train_log.ratings, minlength=space.n_items)
             counts = np.bincount(train_log.items, minlength=space.n_items)
             damped = (sums + 5.0 * rating_mean) / (counts + 5.0) - rating_mean
             head.set_item_offsets(torch.from_numpy(damped.astype(np.float32)))
-        if getattr(head, "uses_item_item", False):
+        if head.item_item_active:
             from recsys.models.item_item import fit_item_item
 
             matrix, folds, chosen = fit_item_item(
@@ -461,7 +461,7 @@ class ColdStartRecommender:
         self.history = state.history
         self.learner.to("cpu")
         self._cache = None
-        if hasattr(head, "set_trend") and cfg.model.trend and val_log is not None and val_log.n_users:
+        if head.capabilities.trend_prior and cfg.model.trend and val_log is not None and val_log.n_users:
             self.info["trend"] = self._choose_trend(train_log, val_log)
         if val_log is not None and val_log.n_users:
             self.summary = self._summarise(train_log, val_log, state, time.perf_counter() - t0)

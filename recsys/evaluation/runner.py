@@ -325,12 +325,11 @@ class Evaluation:
                     "ablation",
                 )
             )
-        trend_weight = getattr(rec.learner.head, "trend_weight", None)
-        if "no-trend" in self.s.ablations and trend_weight is not None:
+        if "no-trend" in self.s.ablations and rec.learner.head.capabilities.trend_prior:
             # every seed contributes a row, so the variant pools the same users as the default; where
             # validation chose weight 0 (or the prior is off) it scores exactly as the default
             score = variants[0].score
-            if float(trend_weight) != 0:
+            if float(rec.learner.head.trend_weight) != 0:
                 plain = copy.deepcopy(rec)
                 plain.learner.head.trend_weight.zero_()
                 plain._cache = None

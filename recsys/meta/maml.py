@@ -26,7 +26,7 @@ from torch.func import grad, vmap
 
 from recsys.config import MetaConfig
 from recsys.data.tasks import TaskBatch
-from recsys.models.heads import Params, Side
+from recsys.models.heads import Head, Params, Side
 from recsys.models.network import ColdStartNet
 
 USER_KEY = "__user__"
@@ -88,7 +88,7 @@ class MetaLearner(nn.Module):
         self._catalogue: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
-    def head(self):
+    def head(self) -> Head:
         return self.net.head
 
     # ---- parameters ---------------------------------------------------------------------------
@@ -130,7 +130,7 @@ class MetaLearner(nn.Module):
         users = self.net.embed_users(batch.user_indices, batch.user_offsets, batch.user_dense)
         side = self.head.item_side(items, batch.batch_items)
         support = _index(side, batch.support_pos)
-        if getattr(self.head, "uses_item_item", False):
+        if self.head.item_item_active:
             support["ii_rows"] = self.head.item_item_rows(batch.support_items, batch.task_fold)
         return TaskTensors(
             users,

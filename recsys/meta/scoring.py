@@ -118,16 +118,16 @@ def score_catalogue(
                 torch.from_numpy(u.dense).to(device),
             )
             s_side = {k: v[s_items.clamp_min(0)] for k, v in cache.side.items()}
-            if getattr(learner.head, "uses_item_item", False):
+            if learner.head.item_item_active:
                 s_side["ii_rows"] = learner.head.item_item_rows(s_items, None)
             fast = learner.adapt(user_vec, s_side, s_y, s_m, steps)
             predicted = None
-            if ratings is not None or not learner.head.has_rank:
+            if ratings is not None or not learner.head.capabilities.ranking_output:
                 predicted = learner.score(fast, user_vec, cache.side, "predict").float().cpu().numpy()
                 if ratings is not None:
                     ratings[sl] = predicted
             if ranks is not None:
-                if learner.head.has_rank:
+                if learner.head.capabilities.ranking_output:
                     ranks[sl] = learner.score(fast, user_vec, cache.side, "rank").float().cpu().numpy()
                 else:
                     ranks[sl] = predicted

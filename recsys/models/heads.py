@@ -11,16 +11,30 @@ Heads are written functionally so that ``torch.func`` can run them with per-user
 * :meth:`Head.predict` (ratings) and :meth:`Head.rank` (catalogue ranking scores) take a parameter
   dict ``p``: the head's parameters with the adapted ones replaced by fast weights, plus the task's
   fast vectors.
+
+Heads declare what they do instead of being probed: each head class carries a
+:class:`HeadCapabilities` and is registered by name in :data:`HEADS` (the names ``model.head`` takes).
+Hooks for data-driven buffers (item offsets, the item-item matrix, the trend prior) are part of the
+:class:`Head` interface; callers check the declared capability before computing what they feed in.
 """
 
 from __future__ import annotations
 
+import abc
 import itertools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from recsys.errors import SpecError
+
+if TYPE_CHECKING:
+    from recsys.config import ModelConfig
 
 Params = dict[str, torch.Tensor]
 Side = dict[str, torch.Tensor]
@@ -47,19 +61,55 @@ def _run_f(p: Params, prefix: str, n_layers: int, x: torch.Tensor) -> torch.Tens
     return x
 
 
-class Head(nn.Module):
-    """Base class: see the module docstring."""
+@dataclass(frozen=True)
+class HeadCapabilities:
+    """What a head does, declared once per head class (callers read it instead of probing the head)."""
 
-    has_rank = False
-    """Whether :meth:`rank` differs from :meth:`predict` (a separate ranking output)."""
+    predicts_ratings: bool = True
+    """:meth:`Head.predict` gives rating predictions on the dataset's scale."""
+    ranking_output: bool = False
+    """:meth:`Head.rank` is a separate ranking output (otherwise ranking uses the predicted ratings)."""
+    closed_form_adaptation: bool = False
+    """:meth:`Head.init_fast` adapts per user in closed form from the support set (no inner steps needed)."""
+    item_offsets: bool = False
+    """Takes data-driven per-item rating offsets through :meth:`Head.set_item_offsets`."""
+    item_item_blend: bool = False
+    """Can blend a fixed item-item matrix into its ranking (:meth:`Head.set_item_item`,
+    :meth:`Head.item_item_rows`); whether this instance does is :attr:`Head.item_item_active`."""
+    trend_prior: bool = False
+    """Adds a popularity prior to its ranking: ``trend`` / ``trend_weight`` buffers, :meth:`Head.set_trend`."""
+    two_paths: bool = False
+    """Rating and ranking paths with embeddings of their own: the network concatenates a rating part and a
+    ranking part of every user and item vector, and :meth:`Head.param_groups` splits the parameters."""
 
+
+class Head(nn.Module, abc.ABC):
+    """Base class of the decision heads: see the module docstring."""
+
+    name: ClassVar[str] = ""
+    """The head's ``model.head`` name (set by :func:`register_head`)."""
+    capabilities: ClassVar[HeadCapabilities] = HeadCapabilities()
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(
+        cls, cfg: ModelConfig, user_dim: int, item_dim: int, *, rating_mean: float, n_items: int
+    ) -> Head:
+        """The head for ``cfg`` over user / item vectors of these sizes (one path's part for two-path
+        heads); ``n_items``: catalogue size."""
+
+    @property
+    def has_rank(self) -> bool:
+        """Whether :meth:`rank` differs from :meth:`predict` (a separate ranking output)."""
+        return self.capabilities.ranking_output
+
+    @abc.abstractmethod
     def adaptable(self, mode: str) -> list[str]:
         """Names of the parameters the inner loop adapts per user for ``mode``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def item_side(self, items: torch.Tensor, index: torch.Tensor | None = None) -> Side:
         """Per-item tensors for item vectors ``items`` [..., N, di] (``index``: their catalogue indices)."""
-        raise NotImplementedError
 
     def init_fast(
         self, p: Params, user: torch.Tensor, s_side: Side, sy: torch.Tensor, sm: torch.Tensor
@@ -71,15 +121,81 @@ class Head(nn.Module):
         (Meta-SGD learns an inner rate for each of their entries)."""
         return {}
 
+    @abc.abstractmethod
     def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
-        raise NotImplementedError
+        """Rating predictions for the items of ``side``."""
 
     def rank(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
         return self.predict(p, user, side)
 
+    def param_groups(self) -> dict[str, list[str]]:
+        """Parameter names of the rating path and of the ranking path (``two_paths`` heads only)."""
+        return {}
 
+    # ---- hooks for data-driven buffers: no-ops unless the capability is declared ----------------
+
+    @property
+    def item_item_active(self) -> bool:
+        """Whether this instance blends an item-item matrix (``item_item_blend`` heads, when the
+        configuration and catalogue size allow one)."""
+        return False
+
+    def set_item_offsets(self, offsets: torch.Tensor) -> None:
+        """Per-item rating offsets [n_catalogue] (``item_offsets`` heads)."""
+
+    def set_item_item(self, matrix: torch.Tensor, folds: torch.Tensor | None = None) -> None:
+        """The item-item matrix and its out-of-fold training versions (``item_item_blend`` heads)."""
+
+    def item_item_rows(self, items: torch.Tensor, fold: torch.Tensor | None) -> torch.Tensor:
+        """Rows of the item-item matrix for support items (only called when :attr:`item_item_active`)."""
+        raise NotImplementedError(f"head {self.name!r} has no item-item matrix")
+
+    def set_trend(self, prior: torch.Tensor, weight: float) -> None:
+        """The popularity prior [n_catalogue] and its weight in the ranking scores (``trend_prior`` heads)."""
+
+
+HEADS: dict[str, type[Head]] = {}
+"""The registered heads by ``model.head`` name."""
+
+
+def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
+    """Class decorator: register a :class:`Head` subclass (with its own capabilities) as ``name``."""
+
+    def add(cls: type[Head]) -> type[Head]:
+        if not (isinstance(cls, type) and issubclass(cls, Head)):
+            raise TypeError(f"head {name!r}: {cls!r} is not a Head subclass")
+        if "capabilities" not in cls.__dict__:
+            raise TypeError(f"head {name!r}: {cls.__name__} does not declare its capabilities")
+        if name in HEADS and HEADS[name] is not cls:
+            raise TypeError(f"head {name!r} is already registered ({HEADS[name].__name__})")
+        cls.name = name
+        HEADS[name] = cls
+        return cls
+
+    return add
+
+
+def head_class(name: str) -> type[Head]:
+    """The registered head called ``name`` (a SpecError listing the registered ones otherwise)."""
+    try:
+        return HEADS[name]
+    except (KeyError, TypeError):
+        raise SpecError(
+            f"config key model.head: unknown head {name!r} (registered: {', '.join(sorted(HEADS))})"
+        ) from None
+
+
+@register_head("melu")
 class MeLUHead(Head):
     """MeLU's decision network: an MLP over the concatenation [user; item] -> rating."""
+
+    capabilities = HeadCapabilities()
+
+    @classmethod
+    def from_config(
+        cls, cfg: ModelConfig, user_dim: int, item_dim: int, *, rating_mean: float, n_items: int
+    ) -> MeLUHead:
+        return cls(user_dim, item_dim, cfg.hidden, rating_mean)
 
     def __init__(
         self, user_dim: int, item_dim: int, hidden: tuple[int, ...], rating_mean: float = 0.0
@@ -109,12 +225,21 @@ class MeLUHead(Head):
         return self.predict(dict(self.named_parameters()), user, self.item_side(items))
 
 
+@register_head("factorized")
 class FactorizedHead(Head):
     """score = <user tower(user), item tower(item)> / sqrt(d) + item bias(item) + global bias.
 
     The item side (tower output and bias) does not depend on the user, so it is computed once for
     the whole catalogue; per-user adaptation touches only the user tower.
     """
+
+    capabilities = HeadCapabilities()
+
+    @classmethod
+    def from_config(
+        cls, cfg: ModelConfig, user_dim: int, item_dim: int, *, rating_mean: float, n_items: int
+    ) -> FactorizedHead:
+        return cls(user_dim, item_dim, cfg.hidden, cfg.factor_dim, rating_mean)
 
     def __init__(
         self, user_dim: int, item_dim: int, hidden: tuple[int, ...], factor_dim: int, rating_mean: float = 0.0
@@ -162,6 +287,7 @@ def support_summary(phi: torch.Tensor, resid: torch.Tensor, m: torch.Tensor) -> 
     return torch.cat([stats, phi[..., :-1].sum(-2) / n])
 
 
+@register_head("hybrid")
 class HybridHead(Head):
     """Meta-learned fold-in: ratings from a closed-form ridge fit, ranking from a support-set encoder.
 
@@ -187,8 +313,25 @@ class HybridHead(Head):
     prior (:mod:`recsys.models.trend`) may be added with a weight chosen on validation users.
     """
 
-    has_rank = True
+    capabilities = HeadCapabilities(
+        ranking_output=True,
+        closed_form_adaptation=True,
+        item_offsets=True,
+        item_item_blend=True,
+        trend_prior=True,
+        two_paths=True,
+    )
     RATING = ("q_tower.", "q_bias.", "prior.", "mu", "log_lambda", "trust.")
+
+    @classmethod
+    def from_config(
+        cls, cfg: ModelConfig, user_dim: int, item_dim: int, *, rating_mean: float, n_items: int
+    ) -> HybridHead:
+        ii = n_items if cfg.item_item and n_items <= cfg.item_item_max_items else 0
+        trust = cfg.fold_in_trust == "support"
+        return cls(
+            user_dim, item_dim, cfg.hidden, cfg.factor_dim, rating_mean, ii, n_items, support_trust=trust
+        )
 
     def __init__(
         self,
@@ -265,7 +408,7 @@ class HybridHead(Head):
         return user if self.user_dim else user.new_ones(*user.shape[:-1], 1)
 
     @property
-    def uses_item_item(self) -> bool:
+    def item_item_active(self) -> bool:
         return self.item_item.numel() > 0
 
     def set_item_offsets(self, offsets: torch.Tensor) -> None:

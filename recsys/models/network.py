@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 from recsys.config import ModelConfig
-from recsys.errors import SpecError
 from recsys.models.embedding import FieldEmbedding
-from recsys.models.heads import FactorizedHead, HybridHead, MeLUHead
+from recsys.models.heads import Head, head_class
 
 if TYPE_CHECKING:
     from recsys.features.space import FeatureSpace
@@ -41,8 +40,10 @@ class ColdStartNet(nn.Module):
             user_vocab, user_token_fields, user_dense, d, cfg.pooling, cfg.sparse
         )
         du, di = self.user_embedding.out_dim, self.item_embedding.out_dim
-        # the hybrid head's ranking path has embeddings of its own (concatenated after the rating part)
-        self.two_paths = cfg.head == "hybrid"
+        # unknown names were refused by validate(); head_class raises a SpecError too, never a silent default
+        head_cls = head_class(cfg.head)
+        # a two-path head's ranking path has embeddings of its own (concatenated after the rating part)
+        self.two_paths = head_cls.capabilities.two_paths
         if self.two_paths:
             self.rank_item_embedding = FieldEmbedding(
                 item_vocab, item_token_fields, item_dense, d, cfg.pooling, cfg.sparse
@@ -50,18 +51,7 @@ class ColdStartNet(nn.Module):
             self.rank_user_embedding = FieldEmbedding(
                 user_vocab, user_token_fields, user_dense, d, cfg.pooling, cfg.sparse
             )
-        if cfg.head == "factorized":
-            self.head: nn.Module = FactorizedHead(du, di, cfg.hidden, cfg.factor_dim, rating_mean)
-        elif cfg.head == "hybrid":
-            ii = n_items if cfg.item_item and n_items <= cfg.item_item_max_items else 0
-            trust = cfg.fold_in_trust == "support"
-            self.head = HybridHead(
-                du, di, cfg.hidden, cfg.factor_dim, rating_mean, ii, n_items, support_trust=trust
-            )
-        elif cfg.head == "melu":
-            self.head = MeLUHead(du, di, cfg.hidden, rating_mean)
-        else:  # unreachable after validate(); never a silent MeLU head
-            raise SpecError(f"config key model.head: unknown head {cfg.head!r}")
+        self.head: Head = head_cls.from_config(cfg, du, di, rating_mean=rating_mean, n_items=n_items)
 
     @classmethod
     def for_space(
