@@ -53,8 +53,8 @@ class ColdStartNet(nn.Module):
         if cfg.head == "factorized":
             self.head: nn.Module = FactorizedHead(du, di, cfg.hidden, cfg.factor_dim, rating_mean)
         elif cfg.head == "hybrid":
-            ii = n_items if cfg.item_item and n_items <= cfg.item_item_max_items else 0
-            trust = cfg.fold_in_trust == "support"
+            ii = n_items if cfg.hybrid.item_item and n_items <= cfg.hybrid.item_item_max_items else 0
+            trust = cfg.hybrid.fold_in_trust == "support"
             self.head = HybridHead(
                 du, di, cfg.hidden, cfg.factor_dim, rating_mean, ii, n_items, support_trust=trust
             )
