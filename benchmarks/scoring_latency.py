@@ -52,6 +52,7 @@ def _time_calls(fn, calls, warmup: int = 10) -> list[float]:
 
 def movielens(n_requests: int, batch_users: int, device: str = "cpu", epochs: int = 1) -> dict:
     from recsys import ColdStartRecommender
+    from recsys.config import RecommenderConfig
     from recsys.data import load_dataset
 
     root = find_data_root("ml-1m")
@@ -67,7 +68,7 @@ def movielens(n_requests: int, batch_users: int, device: str = "cpu", epochs: in
         f"3a. scoring latency: {ds.name}, {ds.interactions['item_id'].n_unique():,} items, 5 ratings per new user"
     )
     t0 = time.perf_counter()
-    rec = ColdStartRecommender(**{"train.epochs": epochs, "train.device": device})
+    rec = ColdStartRecommender(RecommenderConfig().replace(train={"epochs": epochs, "device": device}))
     rec.fit_dataset(ds)
     print(
         f"  (default config trained {epochs} epoch(s) for the benchmark in {time.perf_counter() - t0:.0f} s; "
@@ -129,6 +130,7 @@ def movielens(n_requests: int, batch_users: int, device: str = "cpu", epochs: in
 
 def big_catalogue(n_items: int, n_requests: int, device: str = "cpu") -> dict:
     from recsys import ColdStartRecommender
+    from recsys.config import RecommenderConfig
     from recsys.data.spec import FieldKind, FieldSpec
     from recsys.features.space import FeatureSpace
 
@@ -159,7 +161,7 @@ def big_catalogue(n_items: int, n_requests: int, device: str = "cpu") -> dict:
         item_fields=[FieldSpec("genre", FieldKind.MULTI), FieldSpec("brand")],
         rating_scale=(1.0, 5.0),
     )
-    rec = ColdStartRecommender(**{"model.embedding_dim": 16, "model.factor_dim": 32})
+    rec = ColdStartRecommender(RecommenderConfig().replace(model={"embedding_dim": 16, "factor_dim": 32}))
     rec._build(space, 3.0)  # untrained weights: latency only
     rec.to(device)
     with PeakRSS() as mem:

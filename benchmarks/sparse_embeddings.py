@@ -47,16 +47,10 @@ def _setup(n_items: int, seed: int = 0):
 
 
 def _trainer(space: FeatureSpace, sparse: bool, device: str = "cpu") -> MetaTrainer:
-    cfg = RecommenderConfig().override(
-        **{
-            "model.head": "melu",
-            "model.sparse": sparse,
-            "model.embedding_dim": 32,
-            "meta.inner_steps": 5,
-            "meta.rank_weight": 0.0,
-            "meta.inner_lr": 0.005,
-            "train.device": device,
-        }
+    cfg = RecommenderConfig().replace(
+        model={"head": "melu", "sparse": sparse, "embedding_dim": 32},
+        meta={"inner_steps": 5, "rank_weight": 0.0, "inner_lr": 0.005},
+        train={"device": device},
     )
     torch.manual_seed(0)
     net = ColdStartNet.for_space(cfg.model, space, rating_mean=3.0)

@@ -126,10 +126,9 @@ def run(args: argparse.Namespace, echo=print) -> PipelineResult:
     echo(f"[ingest] {ds.name}: {ds.interactions.height:,} interactions")
     step("ingest")
     cfg = RecommenderConfig.from_file(args.config) if args.config else RecommenderConfig()
-    overrides = {"train.epochs": args.epochs, "train.seed": args.seed}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides:
-        cfg = cfg.override(**overrides)
+    changed = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed}.items() if v is not None}
+    if changed:
+        cfg = cfg.replace(train=changed)
     protocol = args.protocol or default_protocol(ds)
     name = args.registered_name or f"recsys-{ds.name}"
     opts = TrackingOptions(

@@ -28,6 +28,7 @@ import stat
 import tomllib
 import types
 import typing
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,35 @@ class _Section:
 
 
 @dataclass
+class HybridConfig(_Section):
+    """Options of the ``hybrid`` head (the ``model.hybrid`` section; ignored by the other heads).
+
+    Before this section existed its keys sat directly in ``model`` (``model.trend``): saved models and
+    checkpoints written so still load with the same meaning, and a config given that way is mapped
+    here with a ``FutureWarning``."""
+
+    fold_in_trust: Literal["global", "support"] = "support"
+    """``hybrid`` head: how far a new user's ratings move the ridge fold-in away from the prior.
+    ``global``: one learned shrinkage for every user; ``support``: the shrinkage is also a learned
+    (linear, zero-initialised) function of the support set: its size, the mean and spread of its
+    residuals and its items' mean factors. Chosen by nested evaluation on ML-100k (see the README)."""
+    item_item: bool = True
+    """``hybrid`` head: blend a fixed item-item matrix (EASE, fitted on the training users, its
+    regularisation chosen on validation users) into the ranking scores."""
+    item_item_kinds: Literal["ease", "ease+cosine"] = "ease"
+    """Candidate item-item matrices for the blend, one chosen on validation users: ``ease`` (EASE at a
+    few regularisation strengths) or ``ease+cosine`` (also cosine item-kNN with 100 or 400
+    neighbours; on ML-100k validation users it lifted implicit-feedback temporal Recall@20 by 13-17%
+    but was mixed elsewhere, see the README)."""
+    trend: bool = True
+    """``hybrid`` head: after training, add a time-decayed popularity prior ("what is trending") to the
+    ranking scores; its half-life (7-365 days, or all-time popularity) and weight (0 included) are
+    chosen on validation users. Without timestamps only all-time popularity is a candidate."""
+    item_item_max_items: int = 20_000
+    """Catalogues larger than this skip the item-item blend (it is dense, n_items^2)."""
+
+
+@dataclass
 class ModelConfig(_Section):
     """The network: per-field embeddings pooled by ``EmbeddingBag`` and a decision network."""
 
@@ -63,11 +93,6 @@ class ModelConfig(_Section):
     """``als``: start each training item's item-id embedding from its ALS factors (biased MF on ratings
     for the rating path, ``implicit``'s ALS for the ranking path), rescaled to the initial scale;
     ``random``: a normal initialisation. Chosen by nested evaluation on ML-100k (see the README)."""
-    fold_in_trust: Literal["global", "support"] = "support"
-    """``hybrid`` head: how far a new user's ratings move the ridge fold-in away from the prior.
-    ``global``: one learned shrinkage for every user; ``support``: the shrinkage is also a learned
-    (linear, zero-initialised) function of the support set: its size, the mean and spread of its
-    residuals and its items' mean factors. Chosen by nested evaluation on ML-100k (see the README)."""
     item_id_min_count: int = 1
     """Items with fewer training interactions get the unknown item id."""
     use_user_features: bool = True
@@ -80,22 +105,10 @@ class ModelConfig(_Section):
     the user's factors for ratings plus a support-set encoder for catalogue ranking."""
     factor_dim: int = 64
     """Dimension of the user/item factors of the ``factorized`` and ``hybrid`` heads."""
-    item_item: bool = True
-    """``hybrid`` head: blend a fixed item-item matrix (EASE, fitted on the training users, its
-    regularisation chosen on validation users) into the ranking scores."""
-    item_item_kinds: Literal["ease", "ease+cosine"] = "ease"
-    """Candidate item-item matrices for the blend, one chosen on validation users: ``ease`` (EASE at a
-    few regularisation strengths) or ``ease+cosine`` (also cosine item-kNN with 100 or 400
-    neighbours; on ML-100k validation users it lifted implicit-feedback temporal Recall@20 by 13-17%
-    but was mixed elsewhere, see the README)."""
-    trend: bool = True
-    """``hybrid`` head: after training, add a time-decayed popularity prior ("what is trending") to the
-    ranking scores; its half-life (7-365 days, or all-time popularity) and weight (0 included) are
-    chosen on validation users. Without timestamps only all-time popularity is a candidate."""
-    item_item_max_items: int = 20_000
-    """Catalogues larger than this skip the item-item blend (it is dense, n_items^2)."""
     sparse: bool = False
     """Sparse gradients for the embedding tables (with a sparse-aware optimiser)."""
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+    """Options of the ``hybrid`` head (``model.hybrid.*``); the other heads ignore them."""
 
 
 @dataclass
@@ -239,6 +252,8 @@ LIMITS: dict[str, dict[str, Range]] = {
         "hidden": Range(1, MAX_WIDTH),  # each width
         "item_id_min_count": _POSITIVE,
         "factor_dim": Range(1, MAX_DIM),
+    },
+    "model.hybrid": {
         "item_item_max_items": _NON_NEGATIVE,
     },
     "meta": {
@@ -288,7 +303,8 @@ def _shown(value: Any) -> str:
 
 
 def _section_name(obj: _Section) -> str:
-    return {ModelConfig: "model", MetaConfig: "meta", TrainConfig: "train"}.get(type(obj), type(obj).__name__)
+    names = {ModelConfig: "model", HybridConfig: "model.hybrid", MetaConfig: "meta", TrainConfig: "train"}
+    return names.get(type(obj), type(obj).__name__)
 
 
 @functools.cache
@@ -340,6 +356,11 @@ def _check_value(key: str, hint: Any, value: Any, limit: Range | None, nullable:
         if not math.isfinite(number) or (limit is not None and number not in limit):
             raise fail(wanted)
         return number
+    if isinstance(hint, type) and issubclass(hint, _Section):  # a nested section (model.hybrid)
+        if not isinstance(value, hint):
+            raise fail(f"a {hint.__name__} (an object of its keys)")
+        value.validate()
+        return value
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] is int:
         wanted = f"a list of at most {MAX_LAYERS} integers, each {limit.text() if limit else ''}".rstrip(", ")
         if not isinstance(value, (list, tuple)) or len(value) > MAX_LAYERS:
@@ -374,8 +395,110 @@ def _validate_section(section: _Section) -> None:
         )
 
 
-SAVED_BEFORE_KEY: dict[tuple[str, str], Any] = {("model", "fold_in_trust"): "global"}
-"""What a saved config without the key meant (the key did not exist when it was written)."""
+SAVED_BEFORE_KEY: dict[tuple[str, ...], Any] = {("model", "hybrid", "fold_in_trust"): "global"}
+"""What a saved config without the key (its path of section names, then the key) meant: the key did
+not exist when it was written."""
+
+HYBRID_KEYS: tuple[str, ...] = tuple(f.name for f in fields(HybridConfig))
+"""The ``model.hybrid`` keys; configs and saved models written before that section existed have them
+directly in ``model`` (``{"model": {"trend": false}}``, ``model.trend``)."""
+
+
+def _warn_flat(keys: list[str]) -> None:
+    shown = ", ".join(f"model.{k}" for k in keys)
+    warnings.warn(
+        f"config key(s) {shown}: options of the hybrid head now live in the model.hybrid section "
+        f"(model.hybrid.{keys[0]}); read as such",
+        FutureWarning,
+        stacklevel=4,
+    )
+
+
+def _lift_hybrid_keys(model: dict[str, Any], *, warn: bool) -> dict[str, Any]:
+    """A raw ``model`` section with the flat form of the hybrid keys (``{"trend": false}``) moved into
+    its ``hybrid`` section (a copy when anything moves). ``warn``: say so with a FutureWarning (a
+    user's config); saved models and checkpoints are mapped silently, the flat form was their format.
+    A key given both ways is a SpecError."""
+    flat = [k for k in HYBRID_KEYS if k in model]
+    if not flat:
+        return model
+    nested = model.get("hybrid")
+    if nested is None:
+        nested = {}
+    if isinstance(nested, HybridConfig):
+        raise SpecError(f"config key model.{flat[0]}: give it in the HybridConfig of model.hybrid")
+    if not isinstance(nested, dict):
+        raise SpecError(
+            f"config section model.hybrid: expected an object (table) of keys, got {type(nested).__name__}"
+        )
+    both = [k for k in flat if k in nested]
+    if both:
+        raise SpecError(
+            f"config key model.{both[0]} is also given as model.hybrid.{both[0]}; "
+            f"keep only model.hybrid.{both[0]}"
+        )
+    if warn:
+        _warn_flat(flat)
+    model = dict(model)
+    model["hybrid"] = {**nested, **{k: model.pop(k) for k in flat}}
+    return model
+
+
+_S = typing.TypeVar("_S", bound=_Section)
+
+
+def _section_from_dict(klass: type[_S], raw: Any, name: str, *, warn: bool = True) -> _S:
+    """A validated section from its raw keys (None: every default); nested sections (``model.hybrid``)
+    are built from their own objects. Unknown keys are a SpecError naming the section."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError(
+            f"config section {name}: expected an object (table) of keys, got {type(raw).__name__}"
+        )
+    if klass is ModelConfig:
+        raw = _lift_hybrid_keys(raw, warn=warn)
+    known = {f.name for f in fields(klass)}
+    bad = set(raw) - known
+    if bad:
+        shown = sorted(map(str, bad))
+        raise SpecError(f"[{name}]: unknown key(s) {_shown(shown)}; expected among {sorted(known)}")
+    raw = dict(raw)
+    for f in fields(klass):
+        hint = _hints(klass)[f.name]
+        nested = isinstance(hint, type) and issubclass(hint, _Section)
+        if nested and f.name in raw and not isinstance(raw[f.name], hint):
+            raw[f.name] = _section_from_dict(hint, raw[f.name], f"{name}.{f.name}", warn=warn)
+    return klass(**raw)
+
+
+def _accept_flat_hybrid_keys(init: Any) -> Any:
+    """``ModelConfig(trend=False)`` (the keys' old place) means ``ModelConfig(hybrid=HybridConfig(
+    trend=False))``, with a FutureWarning; ``hybrid`` may also be given as a dict of its keys."""
+
+    @functools.wraps(init)
+    def __init__(self: ModelConfig, *args: Any, **kwargs: Any) -> None:
+        kwargs = _lift_hybrid_keys(kwargs, warn=True)
+        if isinstance(kwargs.get("hybrid"), dict):
+            kwargs["hybrid"] = _section_from_dict(HybridConfig, kwargs["hybrid"], "model.hybrid")
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+ModelConfig.__init__ = _accept_flat_hybrid_keys(ModelConfig.__init__)  # type: ignore[method-assign]
+
+
+def _merged(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``change``'s keys set, nested objects merged key by key."""
+    out = dict(base)
+    for key, value in change.items():
+        if isinstance(value, _Section):
+            value = asdict(value)
+        out[key] = (
+            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
 
 
 @dataclass
@@ -416,22 +539,7 @@ class RecommenderConfig:
         if unknown:
             shown = sorted(map(str, unknown))
             raise SpecError(f"unknown config section(s) {_shown(shown)}; expected {sorted(parts)}")
-        built = {}
-        for name, klass in parts.items():
-            section = raw.get(name)
-            if section is None:
-                section = {}
-            if not isinstance(section, dict):
-                raise SpecError(
-                    f"config section {name}: expected an object (table) of keys, got {type(section).__name__}"
-                )
-            known = {f.name for f in fields(klass)}
-            bad = set(section) - known
-            if bad:
-                shown = sorted(map(str, bad))
-                raise SpecError(f"[{name}]: unknown key(s) {_shown(shown)}; expected among {sorted(known)}")
-            built[name] = klass(**section)
-        return cls(**built)
+        return cls(**{name: _section_from_dict(klass, raw.get(name), name) for name, klass in parts.items()})
 
     @classmethod
     def from_saved(cls, raw: dict[str, Any]) -> RecommenderConfig:
@@ -441,9 +549,19 @@ class RecommenderConfig:
         if not isinstance(raw, dict):
             raise SpecError(f"saved config: expected an object, got {type(raw).__name__}")
         raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
-        for (section, key), value in SAVED_BEFORE_KEY.items():
-            if isinstance(raw.get(section), dict):
-                raw[section].setdefault(key, value)
+        if isinstance(raw.get("model"), dict):  # written before model.hybrid existed: the same keys, flat
+            raw["model"] = _lift_hybrid_keys(raw["model"], warn=False)
+        for (*path, key), value in SAVED_BEFORE_KEY.items():
+            node = raw
+            for depth, part in enumerate(path):
+                if depth and node.get(part) is None:
+                    node[part] = {}  # a nested section the file predates
+                if not isinstance(node.get(part), dict):
+                    break
+                node[part] = dict(node[part])
+                node = node[part]
+            else:
+                node.setdefault(key, value)
         return cls.from_dict(raw)
 
     MAX_FILE_BYTES = 1_000_000
@@ -501,11 +619,48 @@ class RecommenderConfig:
             raise SpecError(f"{path}: {exc}") from None
 
     def override(self, **dotted: Any) -> RecommenderConfig:
-        """Copy with ``section.key=value`` overrides (e.g. ``override(**{"train.epochs": 3})``)."""
+        """Copy with ``section.key=value`` overrides (e.g. ``override(**{"train.epochs": 3})``, nested
+        sections ``model.hybrid.trend``): the CLI's and JSON's dotted form; code uses :meth:`replace`.
+        The hybrid keys' old flat form (``model.trend``) is read as ``model.hybrid.trend`` with a
+        FutureWarning."""
         raw = self.to_dict()
         for key, value in dotted.items():
-            section, _, name = key.partition(".")
-            if section not in raw or name not in raw[section]:
+            *path, name = key.split(".")
+            if path == ["model"] and name in HYBRID_KEYS:
+                _warn_flat([name])
+                path = ["model", "hybrid"]
+            node: Any = raw
+            for part in path:
+                node = node.get(part) if isinstance(node, dict) else None
+            if not path or not isinstance(node, dict) or name not in node or isinstance(node[name], dict):
                 raise SpecError(f"unknown config key '{key}'")
-            raw[section][name] = value
+            node[name] = value
+        return RecommenderConfig.from_dict(raw)
+
+    def replace(self, **sections: dict[str, Any] | _Section) -> RecommenderConfig:
+        """A validated copy with some keys changed, given by section:
+        ``cfg.replace(meta={"inner_steps": 5, "first_order": True}, model={"hybrid": {"trend": False}})``
+        (nested sections merge key by key). A section may also be given whole:
+        ``cfg.replace(meta=dataclasses.replace(cfg.meta, inner_steps=5))``. Any bad key or value is a
+        SpecError, as when a config is built."""
+        raw = self.to_dict()
+        for name, change in sections.items():
+            if name not in raw:
+                raise SpecError(f"unknown config section {name!r}; expected {sorted(raw)}")
+            current = getattr(self, name)
+            if isinstance(change, _Section):
+                if not isinstance(change, type(current)):
+                    raise SpecError(
+                        f"config section {name}: expected a {type(current).__name__}, got {type(change).__name__}"
+                    )
+                raw[name] = asdict(change)
+            elif isinstance(change, dict):
+                raw[name] = _merged(
+                    raw[name], _lift_hybrid_keys(change, warn=True) if name == "model" else change
+                )
+            else:
+                raise SpecError(
+                    f"config section {name}: expected an object of keys or a {type(current).__name__}, "
+                    f"got {type(change).__name__}"
+                )
         return RecommenderConfig.from_dict(raw)

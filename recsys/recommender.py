@@ -368,11 +368,11 @@ class ColdStartRecommender:
             inter, rating_scale = inter.drop(RATING), None
         implicit = RATING not in inter.columns
         if implicit:  # no ratings: train the ranking objective alone, every interaction a positive
-            cfg = self.config = cfg.override(
-                **{
-                    "meta.rating_weight": 0.0,
-                    "meta.rank_threshold": None,
-                    "meta.rank_weight": cfg.meta.rank_weight or 1.0,
+            cfg = self.config = cfg.replace(
+                meta={
+                    "rating_weight": 0.0,
+                    "rank_threshold": None,
+                    "rank_weight": cfg.meta.rank_weight or 1.0,
                 }
             )
         if users is not None and user_fields is None:
@@ -444,7 +444,7 @@ class ColdStartRecommender:
                 threshold=cfg.meta.rank_threshold,
                 implicit=implicit,
                 seed=cfg.train.seed,
-                kinds=cfg.model.item_item_kinds,
+                kinds=cfg.model.hybrid.item_item_kinds,
             )
             head.set_item_item(torch.from_numpy(matrix), torch.from_numpy(folds))
             self.info["item_item"] = chosen
@@ -461,7 +461,12 @@ class ColdStartRecommender:
         self.history = state.history
         self.learner.to("cpu")
         self._cache = None
-        if head.capabilities.trend_prior and cfg.model.trend and val_log is not None and val_log.n_users:
+        if (
+            head.capabilities.trend_prior
+            and cfg.model.hybrid.trend
+            and val_log is not None
+            and val_log.n_users
+        ):
             self.info["trend"] = self._choose_trend(train_log, val_log)
         if val_log is not None and val_log.n_users:
             self.summary = self._summarise(train_log, val_log, state, time.perf_counter() - t0)

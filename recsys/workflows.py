@@ -72,7 +72,7 @@ def train_model(
     """
     seed = config.train.seed if seed is None else seed
     if seed != config.train.seed:
-        config = config.override(**{"train.seed": seed})
+        config = config.replace(train={"seed": seed})
     rec = ColdStartRecommender(config)
     split = None
     if protocol and protocol != "none":

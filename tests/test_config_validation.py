@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from recsys import ColdStartRecommender
 from recsys.cli import app, main
-from recsys.config import LIMITS, MetaConfig, ModelConfig, RecommenderConfig, TrainConfig
+from recsys.config import LIMITS, HybridConfig, MetaConfig, ModelConfig, RecommenderConfig, TrainConfig
 from recsys.errors import ModelFileError, SpecError
 from recsys.evaluation.baselines import BASELINES
 from recsys.evaluation.runner import RESCORED_ABLATIONS, RETRAINED_ABLATIONS
@@ -25,12 +25,20 @@ from recsys.models.network import ColdStartNet
 from recsys.onboarding import STRATEGIES
 from recsys.utils.io import sha256_file
 
-SECTIONS = {"model": ModelConfig, "meta": MetaConfig, "train": TrainConfig}
+SECTIONS = {"model": ModelConfig, "model.hybrid": HybridConfig, "meta": MetaConfig, "train": TrainConfig}
+
+
+def nested(key: str, value) -> dict:
+    """``{"model": {"hybrid": {"trend": value}}}`` for ``model.hybrid.trend``."""
+    *path, name = key.split(".")
+    raw = {name: value}
+    for part in reversed(path):
+        raw = {part: raw}
+    return raw
 
 
 def build(key: str, value) -> RecommenderConfig:
-    section, _, name = key.partition(".")
-    return RecommenderConfig.from_dict({section: {name: value}})
+    return RecommenderConfig.from_dict(nested(key, value))
 
 
 # ---- values ------------------------------------------------------------------------------------
@@ -72,7 +80,7 @@ BAD_VALUES = [
     ("model.factor_dim", 0),
     ("model.factor_dim", 10**6),
     ("model.item_id_min_count", 0),
-    ("model.item_item_max_items", -1),
+    ("model.hybrid.item_item_max_items", -1),
     ("meta.inner_lr", -0.1),
     ("meta.inner_lr", float("nan")),
     ("meta.rating_weight", -1.0),
@@ -115,9 +123,8 @@ def test_a_bad_config_value_is_one_spec_error_line_naming_the_key(key, value) ->
     # the same through override (the CLI's path) and through a saved model's config
     with pytest.raises(SpecError, match=f"config key {key}"):
         RecommenderConfig().override(**{key: value})
-    section, _, name = key.partition(".")
     with pytest.raises(SpecError, match=f"config key {key}"):
-        RecommenderConfig.from_saved({section: {name: value}})
+        RecommenderConfig.from_saved(nested(key, value))
 
 
 def test_epochs_ten_as_a_word_names_the_key_the_value_and_the_expectation() -> None:

@@ -1,7 +1,8 @@
-"""Per-user trust in the hybrid head's ridge fold-in (``model.fold_in_trust = "support"``)."""
+"""Per-user trust in the hybrid head's ridge fold-in (``model.hybrid.fold_in_trust = "support"``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,12 +11,14 @@ import torch
 from torch.func import vmap
 
 from recsys import ColdStartRecommender
-from recsys.config import MetaConfig, ModelConfig, RecommenderConfig
+from recsys.config import HybridConfig, MetaConfig, ModelConfig, RecommenderConfig
 from recsys.models.heads import SUPPORT_STATS, HybridHead, support_summary
 from recsys.utils.io import sha256_file
 from tests.helpers import make_batch, make_learner, meta_grads, pad_batch, space_and_log
 
-TRUST = ModelConfig(embedding_dim=8, hidden=(16,), head="hybrid", factor_dim=6, fold_in_trust="support")
+TRUST = ModelConfig(
+    embedding_dim=8, hidden=(16,), head="hybrid", factor_dim=6, hybrid=HybridConfig(fold_in_trust="support")
+)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +100,7 @@ def test_zero_initialised_trust_starts_from_the_global_shrinkage(data) -> None:
     out = {}
     for trust in ("global", "support"):
         torch.manual_seed(3)
-        cfg = ModelConfig(**{**TRUST.__dict__, "fold_in_trust": trust})
+        cfg = dataclasses.replace(TRUST, hybrid=HybridConfig(fold_in_trust=trust))
         learner = make_learner(space, MetaConfig(inner_steps=0), cfg, dtype=torch.float64)
         tt = learner.task_tensors(batch)
         with torch.no_grad():
@@ -169,7 +172,7 @@ def test_models_saved_before_the_trust_option_load_with_a_global_shrinkage(synth
     (its extra parameters are not in the saved weights)."""
     rec = ColdStartRecommender(
         **{
-            "model.fold_in_trust": "global",
+            "model.hybrid.fold_in_trust": "global",
             "model.embedding_dim": 8,
             "model.factor_dim": 8,
             "train.epochs": 1,
@@ -179,15 +182,15 @@ def test_models_saved_before_the_trust_option_load_with_a_global_shrinkage(synth
     rec.save(tmp_path / "m")
     cfg_path = tmp_path / "m" / "config.json"
     raw = json.loads(cfg_path.read_text())
-    del raw["model"]["fold_in_trust"]
+    del raw["model"]["hybrid"]["fold_in_trust"]
     cfg_path.write_text(json.dumps(raw))
     manifest_path = tmp_path / "m" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["files"]["config.json"] = sha256_file(cfg_path)  # as an older version wrote it
     manifest_path.write_text(json.dumps(manifest))
     loaded = ColdStartRecommender.load(tmp_path / "m")
-    assert loaded.config.model.fold_in_trust == "global"
-    assert RecommenderConfig().model.fold_in_trust == "support"
+    assert loaded.config.model.hybrid.fold_in_trust == "global"
+    assert RecommenderConfig().model.hybrid.fold_in_trust == "support"
     user = synthetic_small.interactions.filter(
         synthetic_small.interactions["user_id"] == synthetic_small.interactions["user_id"][0]
     )

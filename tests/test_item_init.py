@@ -86,9 +86,9 @@ def test_als_start_ranks_a_drifting_log_better_than_a_random_start() -> None:
 
     frame, validation = _drifting_log()
     quality = {
-        init: _fit(frame, validation, **{"model.item_id_init": init, "model.trend": True}).info["trend"][
-            "validation_without"
-        ]
+        init: _fit(frame, validation, **{"model.item_id_init": init, "model.hybrid.trend": True}).info[
+            "trend"
+        ]["validation_without"]
         for init in ("als", "random")
     }
     assert quality["als"] > quality["random"] + 0.12

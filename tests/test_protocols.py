@@ -195,7 +195,7 @@ def test_no_trend_row_pools_every_seed_also_where_validation_chose_no_prior(synt
     from recsys.evaluation.runner import EvalSettings, Evaluation
 
     cfg = RecommenderConfig().override(
-        **{"train.epochs": 1, "model.embedding_dim": 8, "model.hidden": (16,), "model.trend": False}
+        **{"train.epochs": 1, "model.embedding_dim": 8, "model.hidden": (16,), "model.hybrid.trend": False}
     )
     settings = EvalSettings(
         protocols=["random"], shots=[3], baselines=[], seeds=2, ablations=["no-trend"], n_boot=10

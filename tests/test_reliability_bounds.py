@@ -288,7 +288,7 @@ def test_a_nested_json_bomb_in_the_checkpoint_under_resume_is_a_model_file_error
 
     ds = make_synthetic(n_users=40, n_items=20, n_interactions=500, seed=5)
     ckpt = _bomb_checkpoint(tmp_path / "checkpoint.safetensors")
-    rec = ColdStartRecommender(TINY | {"model": TINY["model"] | {"item_item": False}})
+    rec = ColdStartRecommender(TINY | {"model": TINY["model"] | {"hybrid": {"item_item": False}}})
     with pytest.raises(ModelFileError, match="nested"):
         rec.fit_dataset(ds, checkpoint=ckpt, resume=True)
 

@@ -34,6 +34,7 @@ CONFIG = """
 embedding_dim = 4
 hidden = [8]
 factor_dim = 8
+[model.hybrid]
 item_item = false
 [train]
 epochs = 6
@@ -175,7 +176,7 @@ def test_sigkill_at_random_steps_and_mid_checkpoint_write_then_resume_matches_un
 # ---- non-finite losses and gradients (in process: the loss is made non-finite on chosen steps) ----
 
 TINY = {
-    "model": {"embedding_dim": 4, "hidden": [8], "factor_dim": 8, "item_item": False},
+    "model": {"embedding_dim": 4, "hidden": [8], "factor_dim": 8, "hybrid": {"item_item": False}},
     "train": {"epochs": 2, "meta_batch_size": 16, "num_threads": 1, "patience": 0, "checkpoint_every": 1},
 }
 

@@ -93,7 +93,8 @@ def test_a_malicious_pickle_as_the_model_is_refused_and_never_runs(model, tmp_pa
 def test_a_malicious_pickle_as_the_checkpoint_is_refused_by_train_resume(tmp_path, capsys) -> None:
     data = write_synthetic(make_synthetic(n_users=60, n_items=30, n_interactions=900, seed=2), tmp_path / "d")
     (tmp_path / "tiny.toml").write_text(
-        "[model]\nembedding_dim = 4\nhidden = [8]\nfactor_dim = 8\nitem_item = false\n[train]\nepochs = 1\n"
+        "[model]\nembedding_dim = 4\nhidden = [8]\nfactor_dim = 8\n"
+        "[model.hybrid]\nitem_item = false\n[train]\nepochs = 1\n"
     )
     marker = tmp_path / "PWNED"
     out = tmp_path / "out"

@@ -77,7 +77,7 @@ def rich_model() -> ColdStartRecommender:
         FieldSpec("income", "dense"),
         FieldSpec("tags", "multi"),
     ]
-    rec = ColdStartRecommender(TINY | {"model": TINY["model"] | {"item_item": False}})
+    rec = ColdStartRecommender(TINY | {"model": TINY["model"] | {"hybrid": {"item_item": False}}})
     return rec.fit(
         ds.interactions, users, ds.items, user_fields=fields, item_fields=[], rating_scale=(1.0, 5.0)
     )

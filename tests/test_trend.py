@@ -117,7 +117,7 @@ def test_the_head_adds_exactly_weight_times_prior_to_ranking_scores():
 
 def test_trend_off_in_the_config_sets_no_prior(tmp_path):
     frame, validation = _drifting_log()
-    rec = _fit(frame, validation, **{"model.trend": False})
+    rec = _fit(frame, validation, **{"model.hybrid.trend": False})
     assert "trend" not in rec.info
     assert float(rec.learner.head.trend_weight) == 0.0
 

@@ -151,31 +151,24 @@ class Cell:
         return float(np.std(means)) if len(means) > 1 else None
 
 
-RETRAINED_ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "second-order": (
-        "MAML 5 steps, second-order",
-        {"meta.inner_steps": 5, "meta.first_order": False},
-    ),
-    "first-order": ("MAML 5 steps, first-order", {"meta.inner_steps": 5, "meta.first_order": True}),
+RETRAINED_ABLATIONS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
+    "second-order": ("MAML 5 steps, second-order", {"meta": {"inner_steps": 5, "first_order": False}}),
+    "first-order": ("MAML 5 steps, first-order", {"meta": {"inner_steps": 5, "first_order": True}}),
     "meta-sgd": (
         "Meta-SGD 5 steps, second-order",
-        {"meta.inner_steps": 5, "meta.first_order": False, "meta.meta_sgd": True},
+        {"meta": {"inner_steps": 5, "first_order": False, "meta_sgd": True}},
     ),
     "melu": (
         "MeLU architecture, 5 steps",
-        {
-            "model.head": "melu",
-            "meta.inner_steps": 5,
-            "meta.rank_weight": 0.0,
-            "meta.inner_lr": 0.005,
-        },
+        {"model": {"head": "melu"}, "meta": {"inner_steps": 5, "rank_weight": 0.0, "inner_lr": 0.005}},
     ),
-    "no-item-item": ("without item-item blend", {"model.item_item": False}),
-    "no-als-init": ("item ids not initialised from ALS", {"model.item_id_init": "random"}),
-    "random-query": ("random query for temporal-support tasks", {"train.query_order": "random"}),
-    "global-trust": ("one global fold-in shrinkage", {"model.fold_in_trust": "global"}),
+    "no-item-item": ("without item-item blend", {"model": {"hybrid": {"item_item": False}}}),
+    "no-als-init": ("item ids not initialised from ALS", {"model": {"item_id_init": "random"}}),
+    "random-query": ("random query for temporal-support tasks", {"train": {"query_order": "random"}}),
+    "global-trust": ("one global fold-in shrinkage", {"model": {"hybrid": {"fold_in_trust": "global"}}}),
 }
-"""Retrained meta-learner variants: name -> (row label, config overrides); seed 0 only."""
+"""Retrained meta-learner variants: name -> (row label, changed keys by config section, as
+:meth:`RecommenderConfig.replace` takes them); seed 0 only."""
 
 RESCORED_ABLATIONS = ("no-adaptation", "no-trend", "1-step", "5-steps")
 """Variants that re-score the trained model (every seed)."""
@@ -349,11 +342,11 @@ class Evaluation:
             # retrained variants run on the first seed only: the default's own seed-0 row is their
             # like-for-like reference (a seed's new users can be easier or harder than the average)
             variants.append(Method(f"{name} ({SEED0_LABEL})", True, variants[0].score, "ablation"))
-        for key, (label, overrides) in RETRAINED_ABLATIONS.items():
+        for key, (label, changes) in RETRAINED_ABLATIONS.items():
             if key not in self.s.ablations or seed != 0:
                 continue  # retrained variants run on the first seed only, to bound the run time
             t0 = time.perf_counter()
-            variant, _ = train_model(ds, rec.config.override(**overrides), protocol=split.protocol, seed=seed)
+            variant, _ = train_model(ds, rec.config.replace(**changes), protocol=split.protocol, seed=seed)
             self.timings["train ablations"] = (
                 self.timings.get("train ablations", 0.0) + time.perf_counter() - t0
             )

@@ -327,8 +327,8 @@ class HybridHead(Head):
     def from_config(
         cls, cfg: ModelConfig, user_dim: int, item_dim: int, *, rating_mean: float, n_items: int
     ) -> HybridHead:
-        ii = n_items if cfg.item_item and n_items <= cfg.item_item_max_items else 0
-        trust = cfg.fold_in_trust == "support"
+        ii = n_items if cfg.hybrid.item_item and n_items <= cfg.hybrid.item_item_max_items else 0
+        trust = cfg.hybrid.fold_in_trust == "support"
         return cls(
             user_dim, item_dim, cfg.hidden, cfg.factor_dim, rating_mean, ii, n_items, support_trust=trust
         )
