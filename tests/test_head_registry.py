@@ -109,8 +109,8 @@ def test_network_builds_the_registered_head_and_its_paths_from_the_declared_capa
 
 def test_item_item_is_active_only_when_the_config_and_catalogue_size_allow_it():
     assert _net("hybrid", n_items=6).head.item_item_active
-    assert not _net("hybrid", n_items=6, item_item=False).head.item_item_active
-    assert not _net("hybrid", n_items=6, item_item_max_items=5).head.item_item_active
+    assert not _net("hybrid", n_items=6, hybrid={"item_item": False}).head.item_item_active
+    assert not _net("hybrid", n_items=6, hybrid={"item_item_max_items": 5}).head.item_item_active
     assert not _net("melu").head.item_item_active
     assert not _net("factorized").head.item_item_active
 
