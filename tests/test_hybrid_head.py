@@ -17,24 +17,6 @@ def data(synthetic_small):
     return space_and_log(synthetic_small)
 
 
-@pytest.mark.parametrize("steps", [0, 2])
-def test_vectorised_equals_loop_with_ranking_loss(data, steps) -> None:
-    space, log = data
-    meta = MetaConfig(inner_steps=steps, inner_lr=0.05, rank_weight=0.5)
-    learner = make_learner(space, meta, HYBRID, dtype=torch.float64)
-    batch = make_batch(space, log, n_tasks=7, support=(1, 8), dtype=torch.float64, rank=True)
-    assert batch.rank_mask.any()
-    loss_v, g_v = meta_grads(learner, batch)
-    loss_l, g_l = meta_grads(learner, batch, loop=True)
-    assert abs(loss_v - loss_l) < 1e-8
-    for name in g_v:
-        torch.testing.assert_close(g_v[name], g_l[name], atol=1e-8, rtol=1e-6, msg=name)
-    # the ranking loss reaches the ranking tower, the rating loss the factor tower
-    assert (
-        g_v["net.head.r_tower.0.weight"].abs().sum() > 0 and g_v["net.head.q_tower.0.weight"].abs().sum() > 0
-    )
-
-
 def test_ridge_init_is_the_closed_form_solution(data) -> None:
     space, log = data
     learner = make_learner(space, MetaConfig(inner_steps=0), HYBRID, dtype=torch.float64)
@@ -53,19 +35,6 @@ def test_ridge_init_is_the_closed_form_solution(data) -> None:
             d = np.r_[np.full(head.d, lam[0]), lam[1]]
             expected = np.linalg.solve(phi.T @ phi + np.diag(d), phi.T @ resid + d * w0)
             np.testing.assert_allclose(fast["fast.w"][t].numpy(), expected, rtol=1e-8, atol=1e-10)
-
-
-def test_padding_rows_do_not_change_the_fold_in(data) -> None:
-    from tests.helpers import pad_batch
-
-    space, log = data
-    learner = make_learner(space, MetaConfig(inner_steps=1, rank_weight=1.0), HYBRID, dtype=torch.float64)
-    batch = make_batch(space, log, n_tasks=5, dtype=torch.float64, rank=True)
-    a, ga = meta_grads(learner, batch)
-    b, gb = meta_grads(learner, pad_batch(batch, 4, 2))
-    assert abs(a - b) < 1e-12
-    for name in ga:
-        torch.testing.assert_close(ga[name], gb[name], atol=1e-12, rtol=1e-9)
 
 
 def test_ranking_loss_excludes_support_items(data) -> None:

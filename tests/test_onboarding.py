@@ -12,7 +12,7 @@ from recsys.config import RecommenderConfig
 from recsys.data.tasks import UserLog
 from recsys.errors import ScoringInputError, SpecError
 from recsys.evaluation.onboarding import evaluate_onboarding, markdown_table, simulate_answers, summarise
-from recsys.onboarding import _greedy_d_optimal
+from recsys.onboarding import _greedy_d_optimal, onboarding_order
 from recsys.workflows import train_model
 
 TINY = {
@@ -90,6 +90,19 @@ def test_onboarding_with_user_features_draws_from_the_users_top_ranked_items(tra
     features.pop("user_id")
     items = rec.onboarding_items(8, features)
     assert len(set(items)) == 8
+    # the model's catalogue ranking for this user before any rating; the pool is its top-ranked
+    # items among those seen in training (not the most popular ones)
+    prior = rec.score_padded(np.full((1, 1), -1), np.zeros((1, 1)), [features], what="rank")[0]
+    seen = np.nonzero(rec.space.popularity > 0)[0]
+    top8 = set(seen[np.argsort(-prior[seen], kind="stable")][:8].tolist())
+    popular8 = set(seen[np.argsort(-rec.space.popularity[seen], kind="stable")][:8].tolist())
+    assert top8 != popular8  # so the check below tells the two pools apart
+    # a pool of 8 for 8 questions: exactly the user's 8 top-ranked items, in the design's order
+    chosen = onboarding_order(rec, 8, user_features=features, pool=8)
+    assert len(chosen) == 8 and set(chosen.tolist()) == top8
+    # onboarding_items is that order (with the default pool), as item ids
+    default = onboarding_order(rec, 8, user_features=features)
+    assert items == [rec.space.items.ids[int(i)] for i in default]
 
 
 def test_onboarding_rejects_bad_requests(trained) -> None:

@@ -169,11 +169,44 @@ def test_pandas_input_and_inferred_fields(synthetic_small) -> None:
     assert len(rec.recommend({1: 4.0}, n=3)) == 3
 
 
-def test_summary_reports_baseline_comparison(trained) -> None:
+def test_summary_reports_baseline_comparison(trained, synthetic_small) -> None:
+    """The summary's figures are the validation users' MAEs of the kept model and of the item-mean
+    baseline, recomputed here from the same split (the seeded validation draw fit() makes)."""
+    from recsys.data.log_checks import choose_validation_users
+    from recsys.data.tasks import UserLog
+    from recsys.evaluation.metrics import mae
+    from recsys.meta.trainer import evaluate_rating_tasks, validation_tasks
+
     rec, path = trained
     s = rec.summary
     assert s is not None and s.validation_users > 0
     assert 0 < s.mae_adapted < 2 and 0 < s.mae_item_mean < 2
+    cfg = rec.config.train
+    inter = synthetic_small.interactions
+    val = choose_validation_users(
+        inter, cfg.validation_fraction, np.random.default_rng([cfg.seed, 7]), min_ratings=cfg.min_user_ratings
+    )
+    is_val = inter["user_id"].is_in(val.implode())
+    train_log = UserLog.from_frame(inter.filter(~is_val), rec.space.items)
+    val_log = UserLog.from_frame(inter.filter(is_val), rec.space.items)
+    assert val_log.n_users == rec.info["validation_users"]  # the split fit() made
+    assert len(train_log.items) == rec.info["train_interactions"]
+    tasks = validation_tasks(val_log, cfg)
+    assert s.validation_users == len(tasks)
+    # the item-mean baseline: each query item's mean training rating (the global mean if unrated)
+    sums = np.bincount(train_log.items, weights=train_log.ratings, minlength=rec.space.n_items)
+    counts = np.bincount(train_log.items, minlength=rec.space.n_items)
+    item_mean = np.where(counts > 0, sums / np.maximum(counts, 1), train_log.ratings.mean())
+    query = np.maximum(tasks.query, 0)
+    per_user = mae(item_mean[val_log.items[query]], val_log.ratings[query], tasks.query >= 0)
+    assert s.mae_item_mean == pytest.approx(float(np.nanmean(per_user)), rel=1e-9)
+    # the adapted and support-ignored figures are the kept model's, on the same tasks
+    adapted = evaluate_rating_tasks(rec.learner, rec.space, val_log, tasks)["mae"]
+    frozen = evaluate_rating_tasks(rec.learner, rec.space, val_log, tasks, ignore_support=True)["mae"]
+    assert s.mae_adapted == pytest.approx(adapted, rel=1e-6)
+    assert s.mae_no_adaptation == pytest.approx(frozen, rel=1e-6)
+    assert s.mae_adapted != s.mae_no_adaptation  # the support is used
+    assert s.mae_adapted == pytest.approx(rec.history[s.best_epoch - 1]["val_mae"], rel=1e-6)
     hist = json.loads((path / "history.json").read_text())
     assert len(hist["history"]) == 2 and hist["summary"]["mae_adapted"] == pytest.approx(s.mae_adapted)
     assert pl.DataFrame(hist["history"]).height == 2

@@ -1,0 +1,39 @@
+"""The hybrid head's item-item matrices: each out-of-fold copy never saw its own fold's users."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from recsys.data.tasks import UserLog
+from recsys.models.item_item import fit_item_item
+
+
+def _log(users: list[list[int]]) -> UserLog:
+    indptr = np.concatenate([[0], np.cumsum([len(u) for u in users])]).astype(np.int64)
+    items = np.array([i for u in users for i in u], dtype=np.int64)
+    ratings = np.full(len(items), 4.0, dtype=np.float32)
+    return UserLog(pl.Series("user_id", [f"u{i}" for i in range(len(users))]), indptr, items, ratings, None)
+
+
+def test_an_out_of_fold_item_item_matrix_never_contains_its_own_folds_users() -> None:
+    """Fold f's matrix is fitted on the training users whose row parity is not f. Two planted users
+    each create a co-occurrence no other user has: items 10 and 11 (row 5, fold 1) and items 12 and
+    13 (row 4, fold 0). Each pair shows up in the other fold's matrix and in the full one, never in
+    the planted user's own fold's matrix."""
+    rng = np.random.default_rng(0)
+    users = [sorted(rng.choice(10, size=4, replace=False).tolist()) for _ in range(10)]
+    users[5] = [1, 2, 10, 11]  # fold 1 (odd row)
+    users[4] = [3, 4, 12, 13]  # fold 0 (even row)
+    train = _log(users)
+    full, folds, chosen = fit_item_item(train, None, 14, threshold=4.0, implicit=False)
+    assert chosen.startswith("ease:") and folds.shape == (2, 14, 14)
+    assert full[10, 11] > 0 and full[12, 13] > 0
+    # row 5's pair: in fold 0's matrix (fitted on odd rows), absent from its own fold 1's
+    assert folds[0][10, 11] > 0 and folds[0][11, 10] > 0
+    assert folds[1][10, 11] == 0 and folds[1][11, 10] == 0
+    assert not folds[1][[10, 11]].any() and not folds[1][:, [10, 11]].any()
+    # row 4's pair: the other way round
+    assert folds[1][12, 13] > 0 and folds[1][13, 12] > 0
+    assert folds[0][12, 13] == 0 and folds[0][13, 12] == 0
+    assert not folds[0][[12, 13]].any() and not folds[0][:, [12, 13]].any()
