@@ -50,8 +50,8 @@ def _unused(learner) -> set[str]:
     item-item blend when it is off, and its ranking bias's constant term (the same for every item, and
     the softmax over the catalogue is shift-invariant). Empty parameters (the dense-feature weights of
     a space without dense features) are skipped by the caller."""
-    unused = {"net.head.r_bias.bias"} if learner.head.has_rank else set()
-    if not getattr(learner.head, "uses_item_item", True):
+    unused = {"net.head.r_bias.bias"} if learner.head.capabilities.ranking_output else set()
+    if not learner.head.item_item_active:
         unused |= {n for n, _ in learner.named_parameters() if n.startswith("net.head.ii_")}
     return unused
 
