@@ -5,7 +5,7 @@ from many users' ratings; a new user's handful of ratings adapts it in a few gra
 whole catalogue is scored.
 """
 
-__version__ = "0.1.0"
+from recsys.version import __version__
 
 __all__ = ["ColdStartRecommender", "RecommenderConfig", "__version__"]
 

@@ -565,7 +565,7 @@ def _cli_unknown_items(exc: Exception, *, single: bool):
 
 def _load_model(model: str, tracking_uri: str | None):
     from recsys.recommender import ColdStartRecommender
-    from recsys.tracking.uris import resolve_model_location
+    from recsys.utils.locations import resolve_model_location
 
     return ColdStartRecommender.load(resolve_model_location(model, tracking_uri))
 
@@ -597,9 +597,9 @@ def recommend_batch(
     """
     import polars as pl
 
-    from recsys.batch import recommend_frame
     from recsys.data.ids import column_ids
     from recsys.errors import ScoringInputError, UnknownItemError
+    from recsys.requests import recommend_frame
     from recsys.utils.io import MAX_INPUT_BYTES, atomic_write, check_input_file, remove_stale_temps
 
     if batch_size < 1:
@@ -663,9 +663,9 @@ def _csv_list(text: str | None, cast=str) -> list | None:
 def _known_names() -> dict[str, tuple[str, ...]]:
     """Valid names of the evaluation options, read from the tables that define them (this imports
     torch, so it runs only when a command needs the names, never at ``recsys --help``)."""
-    from recsys.evaluation.baselines import BASELINES
     from recsys.evaluation.protocols import split_protocol
     from recsys.evaluation.runner import RESCORED_ABLATIONS, RETRAINED_ABLATIONS
+    from recsys.models.classical import BASELINES
     from recsys.onboarding import STRATEGIES
 
     return {
@@ -773,9 +773,9 @@ def evaluate(
     Writes report.json, report.md (tables with bootstrap intervals, best per column in bold) and PNG
     plots (cold-start curve, per-user error distribution) to --out.
     """
-    from recsys.evaluation.baselines import BASELINES
     from recsys.evaluation.report import markdown, write_report
     from recsys.evaluation.runner import EvalSettings, Evaluation, check_ablations
+    from recsys.models.classical import BASELINES
     from recsys.tracking.mlflow_run import run_params
     from recsys.workflows import load_data
 

@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.data.ids import column_ids
+from recsys.data.ids import IdIndex, column_ids
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.spec import TableSpec
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError
-from recsys.features.space import IdIndex
 from recsys.utils.io import check_input_file
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ import numpy as np
 import polars as pl
 
 from recsys.data.tasks import UserLog
-from recsys.evaluation import metrics as M
 from recsys.evaluation.protocols import QUERY_SIZE, split_protocol
+from recsys.metrics import core as M
 from recsys.onboarding import STRATEGIES, onboarding_order
 
 if TYPE_CHECKING:

@@ -24,8 +24,6 @@ from recsys.data.dataset import Dataset
 from recsys.data.schema import USER
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError, SpecError
-from recsys.evaluation import metrics as M
-from recsys.evaluation.baselines import BASELINES, Baseline, RankingBaseline
 from recsys.evaluation.protocols import (
     MELU_MAX,
     MELU_MIN,
@@ -35,10 +33,12 @@ from recsys.evaluation.protocols import (
     new_user_tasks,
     split_protocol,
 )
-from recsys.evaluation.task_metrics import support_arrays as _support_arrays
-from recsys.evaluation.task_metrics import user_metrics
 from recsys.features.encoders import EncodedTable
 from recsys.features.space import FeatureSpace
+from recsys.metrics import core as M
+from recsys.metrics.task_metrics import support_arrays as _support_arrays
+from recsys.metrics.task_metrics import user_metrics
+from recsys.models.classical import BASELINES, Baseline, RankingBaseline
 from recsys.recommender import ColdStartRecommender
 from recsys.utils.progress import progress
 

@@ -23,12 +23,14 @@ import numpy as np
 import torch
 
 from recsys.config import TrainConfig
-from recsys.data.tasks import TaskSet, UserLog, build_batch, iterate_batches, sample_tasks
+from recsys.data.tasks import TaskSet, UserLog, iterate_batches, sample_tasks
 from recsys.errors import ModelFileError, TrainingError
-from recsys.evaluation import metrics as M
 from recsys.features.space import FeatureSpace
+from recsys.meta.batches import build_batch
 from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import predict_tasks, score_catalogue
+from recsys.metrics import core as M
+from recsys.metrics.task_metrics import support_arrays, user_metrics
 from recsys.utils.checkpoint import flatten_optimizer, load_tensors, save_tensors, unflatten_optimizer
 from recsys.utils.io import remove_stale_temps
 from recsys.utils.progress import progress
@@ -129,7 +131,6 @@ def catalogue_scores(
     steps: int | None = None,
 ) -> np.ndarray:
     """Catalogue ranking scores [n_tasks, n_items] of each task's user adapted to its support."""
-    from recsys.evaluation.task_metrics import support_arrays
 
     si, sr = support_arrays(log, tasks)
     rows = space.user_rows(log.user_ids.gather(tasks.users))
@@ -144,7 +145,6 @@ def catalogue_quality(
 ) -> dict[str, float]:
     """Mean catalogue Recall@20 and nDCG@10 of ranking ``scores`` (support excluded); relevant = the
     user's other items rated at or above ``threshold`` (every interaction for implicit feedback)."""
-    from recsys.evaluation.task_metrics import user_metrics
 
     m = user_metrics(
         scores,

@@ -9,7 +9,7 @@
         tr.log_model(rec, registered_name="movies")
 
 Where runs go: ``TrackingOptions.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else the embedded store
-``sqlite:///mlflow.db`` with artifacts in ``./mlartifacts`` (see :mod:`recsys.tracking.uris`).
+``sqlite:///mlflow.db`` with artifacts in ``./mlartifacts`` (see :mod:`recsys.utils.locations`).
 
 Resilience:
 
@@ -45,15 +45,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recsys.data.frames import to_polars
 from recsys.errors import RecsysError
-from recsys.tracking.uris import (
+from recsys.utils.io import atomic_write_json, atomic_write_text
+from recsys.utils.locations import (
     MODEL_SUBDIR,
     default_tracking_uri,
     is_remote,
     local_artifact_root,
     resolve_tracking_uri,
 )
-from recsys.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,6 @@ def data_fingerprint(frame: Any) -> str:
     Row hashes from polars (stable for a given polars version, which runs record), sorted, then
     SHA-256 together with the column names and types.
     """
-    from recsys.recommender import to_polars
 
     frame = to_polars(frame)
     cols = sorted(frame.columns)

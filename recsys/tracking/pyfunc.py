@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from recsys.tracking.uris import MODEL_SUBDIR
+from recsys.utils.locations import MODEL_SUBDIR
 
 if TYPE_CHECKING:
     from mlflow.models import ModelSignature
@@ -61,7 +61,7 @@ class RecsysPyfunc(PythonModel):
     def load_context(self, context) -> None:
         from recsys.errors import ModelFileError
         from recsys.recommender import ColdStartRecommender
-        from recsys.tracking.uris import artifact_inside
+        from recsys.utils.locations import artifact_inside
 
         path = Path(context.artifacts[MODEL_SUBDIR])
         if self.model_root is not None:
@@ -217,7 +217,7 @@ def pip_requirements() -> list[str]:
     import polars
     import torch
 
-    from recsys import __version__
+    from recsys.version import __version__
 
     return [
         f"mlflow=={mlflow.__version__}",

@@ -65,7 +65,7 @@ def version_tags(rec: Any, data_fingerprint: str | None = None) -> dict[str, str
 def _client(tracking_uri: str | None):
     from mlflow import MlflowClient
 
-    from recsys.tracking.uris import resolve_tracking_uri
+    from recsys.utils.locations import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
