@@ -107,7 +107,8 @@ def run(args: argparse.Namespace, echo=print) -> PipelineResult:
     from recsys.evaluation.report import write_report
     from recsys.evaluation.runner import EvalSettings, Evaluation
     from recsys.models.classical import BASELINES
-    from recsys.tracking.mlflow_run import Tracker, TrackingOptions, run_params
+    from recsys.tracking.mlflow_run import Tracker, TrackingOptions
+    from recsys.tracking.params import run_params
     from recsys.tracking.registry import champion_challenger_gate, gate_value, version_tags
     from recsys.workflows import default_protocol, load_data, summary_text, train_model
 

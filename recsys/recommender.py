@@ -34,9 +34,9 @@ from recsys.data.log_checks import (
     drop_constant_timestamps,
     single_rating_value,
 )
-from recsys.data.readers import dedupe_interactions
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.spec import FieldKind, FieldSpec
+from recsys.data.tables import dedupe_interactions
 from recsys.data.tasks import UserLog
 from recsys.errors import (
     DataError,
@@ -75,6 +75,7 @@ from recsys.utils.io import (
     read_json_bounded,
     sha256_file,
 )
+from recsys.utils.locations import resolve_model_location
 from recsys.version import __version__
 
 log = logging.getLogger(__name__)
@@ -572,7 +573,6 @@ class ColdStartRecommender:
     @classmethod
     def load(cls, path: str | Path) -> ColdStartRecommender:
         """Load a model folder (or an MLflow ``runs:/`` / ``models:/`` URI), verifying checksums."""
-        from recsys.utils.locations import resolve_model_location
 
         folder = resolve_model_location(path)
         manifest_path = folder / "manifest.json"

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.data.readers import resolve
 from recsys.data.schema import ITEM, RATING, USER
 from recsys.data.spec import TableSpec
+from recsys.data.tables import resolve
 from recsys.errors import DataError
 
 MELU_STATES = ("warm_state", "user_cold_state", "item_cold_state", "user_and_item_cold_state")
