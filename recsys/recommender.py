@@ -50,8 +50,8 @@ from recsys.errors import (
 from recsys.features.space import ITEM_ID_FIELD, FeatureSpace, check_feature_arrays
 from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache, clamp_to_scale, score_catalogue
-from recsys.meta.trainer import (
-    MetaTrainer,
+from recsys.meta.trainer import MetaTrainer
+from recsys.meta.validation import (
     catalogue_quality,
     catalogue_scores,
     evaluate_rating_tasks,
