@@ -1,9 +1,8 @@
-"""Users as tasks: the interaction log grouped by user, support/query sampling and padded batches.
+"""Users as tasks: the interaction log grouped by user, support/query sampling and meta-batches of tasks.
 
 A **task** is one user: a *support* set (the few ratings the model adapts to) and a *query* set (the
 ratings it is judged on). Sampling is vectorised over all users with numpy (no Python loop over users
-or interactions) and redone each epoch.
-Padded tensor batches for the model are built in :mod:`recsys.meta.batches`.
+or interactions) and redone each epoch. Padded tensor batches for the model are built in :mod:`recsys.meta.batches`.
 """
 
 from __future__ import annotations
