@@ -24,8 +24,9 @@ from torch import nn
 
 from benchmarks.common import PeakRSS, find_data_root, header, median, time_interleaved
 from recsys.config import MetaConfig, ModelConfig
-from recsys.data.tasks import UserLog, build_batch, iterate_batches, sample_tasks
+from recsys.data.tasks import UserLog, iterate_batches, sample_tasks
 from recsys.features.space import FeatureSpace
+from recsys.meta.batches import build_batch
 from recsys.meta.maml import MetaLearner, masked_mean
 from recsys.models.network import ColdStartNet
 

@@ -20,8 +20,9 @@ import torch
 
 from benchmarks.common import PeakRSS, header, median, time_interleaved
 from recsys.config import RecommenderConfig
-from recsys.data.tasks import UserLog, build_batch, iterate_batches, sample_tasks
+from recsys.data.tasks import UserLog, iterate_batches, sample_tasks
 from recsys.features.space import FeatureSpace
+from recsys.meta.batches import build_batch
 from recsys.meta.maml import MetaLearner
 from recsys.meta.trainer import MetaTrainer
 from recsys.models.network import ColdStartNet

@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys.data.dataset import builtin_specs
-from recsys.data.readers import ROW, read_raw
+from recsys.data.tables import ROW, read_raw
 from recsys.utils.io import atomic_write_text
 
 SPEC = """\

@@ -104,10 +104,11 @@ def _csv(text: str | None, cast=str) -> list:
 def run(args: argparse.Namespace, echo=print) -> PipelineResult:
     """Run the pipeline for parsed arguments (see :func:`build_parser`)."""
     from recsys.config import RecommenderConfig
-    from recsys.evaluation.baselines import BASELINES
     from recsys.evaluation.report import write_report
     from recsys.evaluation.runner import EvalSettings, Evaluation
-    from recsys.tracking.mlflow_run import Tracker, TrackingOptions, run_params
+    from recsys.models.classical import BASELINES
+    from recsys.tracking.mlflow_run import Tracker, TrackingOptions
+    from recsys.tracking.params import run_params
     from recsys.tracking.registry import champion_challenger_gate, gate_value, version_tags
     from recsys.workflows import default_protocol, load_data, summary_text, train_model
 

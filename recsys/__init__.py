@@ -5,7 +5,7 @@ from many users' ratings; a new user's handful of ratings adapts it in a few gra
 whole catalogue is scored.
 """
 
-__version__ = "0.1.0"
+from recsys.version import __version__
 
 __all__ = ["ColdStartRecommender", "RecommenderConfig", "__version__"]
 
@@ -13,11 +13,11 @@ __all__ = ["ColdStartRecommender", "RecommenderConfig", "__version__"]
 def __getattr__(name: str):
     # imported lazily so that `recsys --help` and the data commands start without loading torch
     if name == "ColdStartRecommender":
-        from recsys.recommender import ColdStartRecommender
+        from recsys.recommender import ColdStartRecommender  # lazy: torch
 
         return ColdStartRecommender
     if name == "RecommenderConfig":
-        from recsys.config import RecommenderConfig
+        from recsys.config import RecommenderConfig  # lazy, like the recommender
 
         return RecommenderConfig
     raise AttributeError(f"module 'recsys' has no attribute {name!r}")

@@ -22,6 +22,10 @@ from typer.core import TyperCommand
 
 from recsys.errors import RecsysError, SpecError
 
+# The commands import the rest of recsys inside their functions, on purpose: those imports are lazy so
+# that `recsys --help` and the light commands start without loading torch, polars, scipy or MLflow
+# (tests/test_architecture.py exempts this module from the per-import "lazy" comment).
+
 app = typer.Typer(
     help="recsys: cold-start recommendations for new users from a handful of ratings.",
     no_args_is_help=True,
@@ -243,7 +247,7 @@ def _tracker(enabled: bool, tracking_uri, experiment, fallback_local, run_name, 
 def _echo_run(tr) -> None:
     if not tr.active:
         return
-    from recsys.tracking.mlflow_run import DEFAULT_EXPERIMENT
+    from recsys.tracking.params import DEFAULT_EXPERIMENT
 
     name = tr.options.experiment or DEFAULT_EXPERIMENT
     typer.echo(f"MLflow run {tr.run_id} (experiment {name!r}, id {tr.experiment_id}) at {tr.uri}")
@@ -416,7 +420,7 @@ def train(
     (params, per-epoch metrics, artifacts, the pyfunc model) unless --no-mlflow.
     """
     from recsys import distributed
-    from recsys.tracking.mlflow_run import run_params
+    from recsys.tracking.params import run_params
     from recsys.tracking.registry import version_tags
     from recsys.workflows import HOLDOUTS, load_data, summary_text, train_model
 
@@ -565,7 +569,7 @@ def _cli_unknown_items(exc: Exception, *, single: bool):
 
 def _load_model(model: str, tracking_uri: str | None):
     from recsys.recommender import ColdStartRecommender
-    from recsys.tracking.uris import resolve_model_location
+    from recsys.utils.locations import resolve_model_location
 
     return ColdStartRecommender.load(resolve_model_location(model, tracking_uri))
 
@@ -597,9 +601,9 @@ def recommend_batch(
     """
     import polars as pl
 
-    from recsys.batch import recommend_frame
     from recsys.data.ids import column_ids
     from recsys.errors import ScoringInputError, UnknownItemError
+    from recsys.requests import recommend_frame
     from recsys.utils.io import MAX_INPUT_BYTES, atomic_write, check_input_file, remove_stale_temps
 
     if batch_size < 1:
@@ -663,9 +667,9 @@ def _csv_list(text: str | None, cast=str) -> list | None:
 def _known_names() -> dict[str, tuple[str, ...]]:
     """Valid names of the evaluation options, read from the tables that define them (this imports
     torch, so it runs only when a command needs the names, never at ``recsys --help``)."""
-    from recsys.evaluation.baselines import BASELINES
-    from recsys.evaluation.protocols import split_protocol
+    from recsys.data.protocols import split_protocol
     from recsys.evaluation.runner import RESCORED_ABLATIONS, RETRAINED_ABLATIONS
+    from recsys.models.classical import BASELINES
     from recsys.onboarding import STRATEGIES
 
     return {
@@ -773,10 +777,10 @@ def evaluate(
     Writes report.json, report.md (tables with bootstrap intervals, best per column in bold) and PNG
     plots (cold-start curve, per-user error distribution) to --out.
     """
-    from recsys.evaluation.baselines import BASELINES
     from recsys.evaluation.report import markdown, write_report
     from recsys.evaluation.runner import EvalSettings, Evaluation, check_ablations
-    from recsys.tracking.mlflow_run import run_params
+    from recsys.models.classical import BASELINES
+    from recsys.tracking.params import run_params
     from recsys.workflows import load_data
 
     # every name is checked before loading any data
@@ -951,7 +955,7 @@ def tracking_sync(
     ] = None,
 ) -> None:
     """Send the tracking calls kept on disk while the tracking server was unreachable."""
-    from recsys.tracking.mlflow_run import sync_spool
+    from recsys.tracking.journal import sync_spool
 
     results = sync_spool(path, tracking_uri)
     if not results:

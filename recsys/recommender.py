@@ -24,18 +24,19 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys import __version__
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
+from recsys.data.frames import to_polars
+from recsys.data.ids import coerce_ids
 from recsys.data.log_checks import (
     check_trainable,
     choose_validation_users,
     drop_constant_timestamps,
     single_rating_value,
 )
-from recsys.data.readers import dedupe_interactions
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.spec import FieldKind, FieldSpec
+from recsys.data.tables import dedupe_interactions
 from recsys.data.tasks import UserLog
 from recsys.errors import (
     DataError,
@@ -46,17 +47,23 @@ from recsys.errors import (
     UnknownItemError,
     shown,
 )
-from recsys.features.space import ITEM_ID_FIELD, FeatureSpace, check_feature_arrays, coerce_ids
+from recsys.features.space import ITEM_ID_FIELD, FeatureSpace, check_feature_arrays
 from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache, clamp_to_scale, score_catalogue
-from recsys.meta.trainer import (
-    MetaTrainer,
+from recsys.meta.trainer import MetaTrainer
+from recsys.meta.validation import (
     catalogue_quality,
     catalogue_scores,
     evaluate_rating_tasks,
     validation_tasks,
 )
+from recsys.metrics.core import mae, top_k
+from recsys.models import trend
+from recsys.models.item_init import init_item_ids_from_als
+from recsys.models.item_item import fit_item_item
 from recsys.models.network import ColdStartNet
+from recsys.onboarding import onboarding_order
+from recsys.requests import recommend_frame
 from recsys.utils.checkpoint import load_tensors, save_tensors
 from recsys.utils.io import (
     MAX_CONFIG_BYTES,
@@ -68,48 +75,13 @@ from recsys.utils.io import (
     read_json_bounded,
     sha256_file,
 )
+from recsys.utils.locations import resolve_model_location
+from recsys.version import __version__
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MODEL_FILES = ("config.json", "features.json", "model.safetensors", "history.json")
-
-
-def to_polars(frame: Any) -> pl.DataFrame | None:
-    """Accept polars or pandas frames (pandas only at the edges)."""
-    if frame is None or isinstance(frame, pl.DataFrame):
-        return frame
-    try:
-        import pandas as pd
-
-        if isinstance(frame, pd.DataFrame):
-            return pl.from_pandas(_mixed_ids_as_strings(frame))
-    except ImportError:  # pragma: no cover
-        pass
-    raise TypeError(f"expected a polars or pandas DataFrame, got {type(frame).__name__}")
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value) or type(value).__name__ == "NAType"
-
-
-def _mixed_ids_as_strings(frame: Any) -> Any:
-    """A pandas frame whose id columns (``user_id``, ``item_id``) are object columns mixing integers
-    and strings, with those columns as strings (integers by their ``str()``, the id rule of
-    :mod:`recsys.data.ids`); Arrow cannot convert such columns. Other frames are returned as they are."""
-    if not frame.columns.is_unique:
-        return frame
-    mixed = {}
-    for col in (USER, ITEM):
-        if col in frame.columns and frame[col].dtype == object:
-            values = frame[col].tolist()
-            kinds = {type(v) for v in values if not _missing(v)}
-            ids = all(
-                issubclass(k, (int, np.integer, str)) and not issubclass(k, (bool, np.bool_)) for k in kinds
-            )
-            if len(kinds) > 1 and ids:
-                mixed[col] = [None if _missing(v) else v if isinstance(v, str) else str(v) for v in values]
-    return frame.assign(**mixed) if mixed else frame
 
 
 def infer_fields(frame: pl.DataFrame, key: str) -> list[FieldSpec]:
@@ -424,8 +396,6 @@ class ColdStartRecommender:
         }
         head = self.learner.head
         if cfg.model.item_id_init == "als" and not resume:
-            from recsys.models.item_init import init_item_ids_from_als
-
             self.info["item_id_init"] = init_item_ids_from_als(
                 self.learner.net, space, train_log, seed=cfg.train.seed
             )
@@ -435,8 +405,6 @@ class ColdStartRecommender:
             damped = (sums + 5.0 * rating_mean) / (counts + 5.0) - rating_mean
             head.set_item_offsets(torch.from_numpy(damped.astype(np.float32)))
         if head.item_item_active:
-            from recsys.models.item_item import fit_item_item
-
             matrix, folds, chosen = fit_item_item(
                 train_log,
                 val_log,
@@ -496,7 +464,6 @@ class ColdStartRecommender:
     def _choose_trend(self, train_log: UserLog, val_log: UserLog) -> dict[str, Any]:
         """Pick the trend prior's half-life and weight (weight 0: none) on the validation users'
         catalogue Recall@20 + nDCG@10, and set it on the head."""
-        from recsys.models import trend
 
         head = self.learner.head
         tasks = validation_tasks(val_log, self.config.train)
@@ -549,7 +516,6 @@ class ColdStartRecommender:
             mask = tasks.query >= 0
             target = val_log.ratings[np.maximum(tasks.query, 0)]
             pred = item_mean[val_log.items[np.maximum(tasks.query, 0)]]
-            from recsys.evaluation.metrics import mae
 
             item_mean_mae = float(np.nanmean(mae(pred, target, mask)))
 
@@ -612,7 +578,6 @@ class ColdStartRecommender:
     @classmethod
     def load(cls, path: str | Path) -> ColdStartRecommender:
         """Load a model folder (or an MLflow ``runs:/`` / ``models:/`` URI), verifying checksums."""
-        from recsys.tracking.uris import resolve_model_location
 
         folder = resolve_model_location(path)
         manifest_path = folder / "manifest.json"
@@ -963,7 +928,6 @@ class ColdStartRecommender:
         if not isinstance(exclude_rated, (bool, np.bool_)):
             raise ScoringInputError(f"exclude_rated must be True or False, got {shown(exclude_rated)}")
         scores, support = self.score_users(list_of_ratings, user_features, on_unknown=on_unknown, what="rank")
-        from recsys.evaluation.metrics import top_k
 
         exclude = None
         if exclude_rated:
@@ -993,7 +957,6 @@ class ColdStartRecommender:
         ``strategy``: ``evidence`` (expected information about the user, weighted by how likely the
         user knows the item), ``popular`` or ``random``.
         """
-        from recsys.onboarding import onboarding_order
 
         if user_features is not None and not isinstance(user_features, dict):
             raise ScoringInputError(
@@ -1016,7 +979,7 @@ class ColdStartRecommender:
         """:meth:`score_users` for already validated padded support arrays: scores [n, n_items].
 
         ``items`` [n, S] are catalogue indices (-1 = padding), ``ratings`` [n, S] the matching ratings;
-        :func:`recsys.batch.encode_frame` builds both from a ratings table without per-rating loops.
+        :func:`recsys.requests.encode_frame` builds both from a ratings table without per-rating loops.
         ``what`` as in :meth:`score_users` (``"rank"`` orders recommendations).
         """
         self._require_fitted()
@@ -1097,7 +1060,6 @@ class ColdStartRecommender:
         return users
 
     def recommend_frame(self, ratings: Any, n: int = 20, **kwargs: Any) -> pl.DataFrame:
-        """Top-``n`` for every user of a ratings table (polars or pandas; see :mod:`recsys.batch`)."""
-        from recsys.batch import recommend_frame
+        """Top-``n`` for every user of a ratings table (polars or pandas; see :mod:`recsys.requests`)."""
 
         return recommend_frame(self, ratings, n=n, **kwargs)

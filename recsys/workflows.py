@@ -11,8 +11,9 @@ import polars as pl
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset, load_dataset, load_files
 from recsys.data.log_checks import check_trainable
+from recsys.data.protocols import ProtocolSplit, split_protocol
 from recsys.data.schema import USER
-from recsys.evaluation.protocols import ProtocolSplit, split_protocol
+from recsys.errors import SpecError
 from recsys.recommender import ColdStartRecommender
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,6 @@ def load_data(
     if dataset is not None:
         return load_dataset(dataset, columns=columns, rating_scale=rating_scale, implicit=implicit)
     if interactions is None:
-        from recsys.errors import SpecError
-
         raise SpecError("give a dataset (--dataset NAME) or an interaction file (--interactions FILE)")
     return load_files(
         interactions, users=users, items=items, columns=columns, rating_scale=rating_scale, implicit=implicit

@@ -7,8 +7,9 @@ import polars as pl
 import torch
 
 from recsys.config import MetaConfig, ModelConfig
-from recsys.data.tasks import TaskBatch, UserLog, build_batch, sample_tasks
+from recsys.data.tasks import UserLog, sample_tasks
 from recsys.features.space import FeatureSpace
+from recsys.meta.batches import TaskBatch, build_batch
 from recsys.meta.maml import MetaLearner
 from recsys.models.network import ColdStartNet
 

@@ -10,8 +10,8 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.data.tasks import UserLog
-from recsys.evaluation.baselines import BASELINES, EASE, Baseline, BiasedMF, ImplicitALS, ItemKNN
 from recsys.features.space import FeatureSpace
+from recsys.models.classical import BASELINES, EASE, Baseline, BiasedMF, ImplicitALS, ItemKNN
 
 
 def make_log(users: list[list[int]], ratings: list[list[float]] | None = None) -> UserLog:

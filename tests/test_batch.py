@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys.batch import encode_frame, recommend_frame
 from recsys.data.synthetic import make_synthetic
 from recsys.errors import FeatureMismatchError, ScoringInputError, UnknownItemError
 from recsys.recommender import ColdStartRecommender
+from recsys.requests import encode_frame, recommend_frame
 from tests.mlflow_servers import cli
 
 TINY = {

@@ -19,8 +19,8 @@ from recsys import ColdStartRecommender
 from recsys.cli import app, main
 from recsys.config import LIMITS, HybridConfig, MetaConfig, ModelConfig, RecommenderConfig, TrainConfig
 from recsys.errors import ModelFileError, SpecError
-from recsys.evaluation.baselines import BASELINES
 from recsys.evaluation.runner import RESCORED_ABLATIONS, RETRAINED_ABLATIONS
+from recsys.models.classical import BASELINES
 from recsys.models.network import ColdStartNet
 from recsys.onboarding import STRATEGIES
 from recsys.utils.io import sha256_file

@@ -11,11 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from recsys.data.ids import IdIndex
 from recsys.data.synthetic import make_synthetic
 from recsys.data.tasks import UserLog
-from recsys.evaluation.baselines import BASELINES, EASE, ItemKNN, Popularity, RankingBaseline, Trending
 from recsys.evaluation.runner import Cell, EvalSettings, Evaluation
-from recsys.features.space import IdIndex
+from recsys.models.classical import BASELINES, EASE, ItemKNN, Popularity, RankingBaseline, Trending
 
 N_ITEMS = 60
 LIKED = np.arange(0, 12)  # a cluster users like

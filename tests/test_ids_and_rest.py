@@ -23,12 +23,11 @@ import polars as pl
 import pytest
 
 from recsys import ColdStartRecommender
-from recsys.data.ids import column_ids, normalise_id, normalise_ids
+from recsys.data.ids import SMALL_LOOKUP, column_ids, normalise_id, normalise_ids
 from recsys.data.readers import read_interactions
 from recsys.data.spec import TableSpec
 from recsys.data.streaming import collect_deduplicated, stream_user_log
 from recsys.errors import DataError, ScoringInputError, UnknownItemError
-from recsys.features.space import SMALL_LOOKUP
 from tests.conftest import write
 from tests.mlflow_servers import cli
 from tests.test_reliability_inputs import TINY, tiny_model
@@ -237,7 +236,7 @@ def _pyfunc_folder() -> Path:
     import mlflow
 
     from recsys.tracking.pyfunc import CODE_FILE, input_example, model_signature
-    from recsys.tracking.uris import MODEL_SUBDIR
+    from recsys.utils.locations import MODEL_SUBDIR
 
     folder = Path(tempfile.mkdtemp(prefix="recsys-rest-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)

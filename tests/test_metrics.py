@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys.evaluation import metrics as M
+from recsys.metrics import core as M
 
 
 def test_mae_rmse_with_padding() -> None:

@@ -212,7 +212,7 @@ def test_a_holdout_that_leaves_too_few_training_users_says_so(tmp_path: Path) ->
 
 
 def test_sampling_tasks_for_no_users_gives_no_tasks() -> None:
-    from recsys.features.space import IdIndex
+    from recsys.data.ids import IdIndex
 
     log = UserLog.from_frame(make_log(5, 4, 10), IdIndex(pl.Series(list(range(10)))))
     tasks = sample_tasks(log, np.zeros(0, np.int64), np.random.default_rng(0), support_size=5, query_size=10)

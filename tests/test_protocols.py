@@ -12,8 +12,8 @@ import pytest
 
 from recsys.config import RecommenderConfig
 from recsys.data import load_dataset
+from recsys.data.protocols import QUERY_SIZE, new_user_tasks, split_protocol
 from recsys.data.tasks import UserLog
-from recsys.evaluation.protocols import QUERY_SIZE, new_user_tasks, split_protocol
 from recsys.features.space import FeatureSpace
 from tests.conftest import write
 

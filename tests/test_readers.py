@@ -67,7 +67,7 @@ def test_parquet_with_list_and_iso_timestamps(tmp_path: Path) -> None:
 
 def test_duplicates_keep_latest_and_are_reported(tmp_path: Path) -> None:
     p = write(tmp_path / "d.csv", "user_id,item_id,rating,timestamp\n1,1,2,50\n1,1,5,90\n1,1,3,70\n1,2,4,1\n")
-    from recsys.data.readers import ReadReport
+    from recsys.data.tables import ReadReport
 
     report = ReadReport()
     df = read(p, report=report)

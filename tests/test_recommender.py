@@ -174,8 +174,8 @@ def test_summary_reports_baseline_comparison(trained, synthetic_small) -> None:
     baseline, recomputed here from the same split (the seeded validation draw fit() makes)."""
     from recsys.data.log_checks import choose_validation_users
     from recsys.data.tasks import UserLog
-    from recsys.evaluation.metrics import mae
     from recsys.meta.trainer import evaluate_rating_tasks, validation_tasks
+    from recsys.metrics.core import mae
 
     rec, path = trained
     s = rec.summary

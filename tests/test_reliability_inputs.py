@@ -23,7 +23,6 @@ import polars as pl
 import pytest
 
 from recsys import ColdStartRecommender
-from recsys.batch import recommend_frame
 from recsys.data import load_dataset
 from recsys.data.dataset import load_files
 from recsys.data.readers import read_interactions, read_side_table
@@ -36,6 +35,7 @@ from recsys.errors import (
     ScoringInputError,
     UnknownItemError,
 )
+from recsys.requests import recommend_frame
 from tests.conftest import write
 from tests.mlflow_servers import cli
 

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from recsys.batch import recommend_frame
 from recsys.data.readers import read_interactions, read_side_table
 from recsys.data.spec import FieldSpec, TableSpec
 from recsys.errors import (
@@ -25,6 +24,7 @@ from recsys.errors import (
     SpecError,
     UnknownItemError,
 )
+from recsys.requests import recommend_frame
 from tests.test_reliability_inputs import tiny_model
 
 SETTINGS = settings(

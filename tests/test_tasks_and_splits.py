@@ -7,8 +7,9 @@ import polars as pl
 import pytest
 
 from recsys.data.splits import split_users
-from recsys.data.tasks import UserLog, build_batch, iterate_batches, sample_tasks
+from recsys.data.tasks import UserLog, iterate_batches, sample_tasks
 from recsys.features.space import FeatureSpace
+from recsys.meta.batches import build_batch
 
 
 @pytest.fixture(scope="module")

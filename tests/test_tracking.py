@@ -15,11 +15,9 @@ import pytest
 from recsys.config import RecommenderConfig
 from recsys.data.synthetic import make_synthetic, write_synthetic
 from recsys.recommender import ColdStartRecommender
-from recsys.tracking.mlflow_run import (
+from recsys.tracking.mlflow_run import Tracker, TrackingOptions, TrackingUnavailableError
+from recsys.tracking.params import (
     MAX_PARAM_LENGTH,
-    Tracker,
-    TrackingOptions,
-    TrackingUnavailableError,
     data_fingerprint,
     eval_metric_key,
     flatten_params,

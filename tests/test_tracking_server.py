@@ -13,7 +13,8 @@ import pytest
 from recsys.config import RecommenderConfig
 from recsys.data.synthetic import make_synthetic
 from recsys.recommender import ColdStartRecommender
-from recsys.tracking.mlflow_run import Tracker, TrackingOptions, run_params
+from recsys.tracking.mlflow_run import Tracker, TrackingOptions
+from recsys.tracking.params import run_params
 from recsys.tracking.registry import version_tags
 from recsys.workflows import train_model
 from tests.mlflow_servers import MlflowServer, cli

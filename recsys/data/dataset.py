@@ -18,10 +18,13 @@ import numpy as np
 import polars as pl
 
 from recsys.data.log_checks import drop_constant_timestamps
-from recsys.data.readers import ReadReport, read_interactions, read_side_table, resolve
+from recsys.data.melu import MELU_SOURCE
+from recsys.data.readers import read_interactions, read_side_table
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
-from recsys.data.spec import DatasetSpec, TableSpec
-from recsys.errors import DatasetNotFoundError, SpecError
+from recsys.data.spec import DatasetSpec, FieldKind, FieldSpec, TableSpec
+from recsys.data.tables import ROW, ReadReport, read_raw, resolve
+from recsys.errors import DataError, DatasetNotFoundError, SpecError
+from recsys.utils import io as io_utils
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +279,6 @@ def load_files(
 def _inferred_table(path: Path, key: str) -> TableSpec:
     """A side table's spec with field kinds inferred from its values (read and validated by read_raw:
     a missing, empty, garbled or non-UTF-8 file is a DataError naming it)."""
-    from recsys.data.readers import ROW, read_raw
-    from recsys.data.spec import FieldKind, FieldSpec
-    from recsys.errors import DataError
 
     frame = read_raw(TableSpec(path=str(path)), None).drop(ROW)
     if key not in frame.columns:
@@ -317,18 +317,13 @@ def _all_numbers(values: pl.Series) -> bool:
 
 def _default_columns(path: Path, given: dict[str, str]) -> dict[str, str]:
     """Canonical -> file column; unmapped optional columns are used when the file has them."""
-    from recsys.data.readers import read_raw
 
     cols = {USER: USER, ITEM: ITEM} | {k: v for k, v in given.items() if v}
     if path.suffix in (".parquet", ".pq"):
-        from recsys.utils import io as io_utils
-
         io_utils.check_input_file(path, "interactions file", io_utils.MAX_INPUT_BYTES)
         try:
             header = list(pl.read_parquet_schema(path).keys())
         except Exception as exc:  # polars raises several types for damaged files
-            from recsys.errors import DataError
-
             raise DataError(
                 f"not a readable Parquet file ({type(exc).__name__}: {str(exc)[:120]})", path=str(path)
             ) from None
@@ -373,8 +368,6 @@ def _missing_message(name: str, directory: Path, specs: list[DatasetSpec]) -> st
         f"{s.layout}: {', '.join(t.path for t in (s.interactions, s.users, s.items) if t)}" for s in specs
     )
     if name == "melu-ml1m":
-        from recsys.data.melu import MELU_SOURCE
-
         how = (
             f"put MeLU's files (movies_extrainfos.dat, warm_state*.json, *_cold_state*.json) in {directory} "
             f"from {MELU_SOURCE}, and run `recsys data download ml-1m` for the user features"

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.data.readers import resolve
 from recsys.data.schema import ITEM, RATING, USER
 from recsys.data.spec import TableSpec
+from recsys.data.tables import resolve
 from recsys.errors import DataError
 from recsys.utils.io import MAX_INPUT_BYTES, read_bytes_bounded
 

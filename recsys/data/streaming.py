@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.data.ids import column_ids
+from recsys.data.ids import IdIndex, column_ids
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.spec import TableSpec
+from recsys.data.tables import read_interactions_eager
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError
-from recsys.features.space import IdIndex
 from recsys.utils.io import check_input_file
 
 log = logging.getLogger(__name__)
@@ -106,14 +106,11 @@ def _validate(frame: pl.DataFrame, path, columns, rating_scale, separator) -> No
         checks["timestamp"] = frame[TIMESTAMP].null_count()
     problems = {k: v for k, v in checks.items() if v}
     if problems:
-        from recsys.data.readers import read_interactions
-
         cols = columns or {c: c for c in frame.columns}
-        read_interactions(
+        read_interactions_eager(
             TableSpec(path=str(path), columns=cols, separator=separator),
             None,
             rating_scale=rating_scale,
-            streaming=False,
         )
         raise DataError(f"invalid values ({problems})", path=str(path))
 

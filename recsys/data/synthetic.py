@@ -15,9 +15,9 @@ import numpy as np
 import polars as pl
 
 from recsys.data.dataset import Dataset
-from recsys.data.readers import dedupe_interactions
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.spec import DatasetSpec, FieldKind, FieldSpec, TableSpec
+from recsys.data.tables import dedupe_interactions
 
 
 @dataclass

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from recsys.data.protocols import QUERY_SIZE, split_protocol
 from recsys.data.tasks import UserLog
-from recsys.evaluation import metrics as M
-from recsys.evaluation.protocols import QUERY_SIZE, split_protocol
+from recsys.errors import SpecError
+from recsys.evaluation.runner import UserRef, meta_scorer
+from recsys.metrics import core as M
 from recsys.onboarding import STRATEGIES, onboarding_order
 
 if TYPE_CHECKING:
@@ -82,13 +84,10 @@ def evaluate_onboarding(
     (``recsys.workflows.train_model``); new users need 2 x 10 ratings, so that the held-out half holds
     at least 10.
     """
-    from recsys.evaluation.runner import UserRef, meta_scorer
 
     split = split_protocol(ds, protocol, seed=seed, validation_fraction=rec.config.train.validation_fraction)
     holdout = rec.info.get("holdout") or {}
     if holdout.get("fingerprint") != split.fingerprint():
-        from recsys.errors import SpecError
-
         raise SpecError(
             f"the model was not trained on the {protocol} split with seed {seed}: its new users would "
             "include training users (train with recsys.workflows.train_model(..., protocol, seed))"

@@ -14,6 +14,7 @@ import numpy as np
 
 from recsys.evaluation.runner import CATALOGUE_METRICS, QUERY_METRICS, RATING_METRICS, Evaluation
 from recsys.utils.io import atomic_write_json, atomic_write_text
+from recsys.version import __version__
 
 LOWER_IS_BETTER = {"mae", "rmse"}
 LABELS = {
@@ -32,8 +33,6 @@ LABELS = {
 
 def build_report(ev: Evaluation, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     import torch
-
-    from recsys import __version__
 
     return {
         "dataset": ev.ds.name,

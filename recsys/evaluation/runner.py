@@ -21,12 +21,7 @@ import polars as pl
 
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
-from recsys.data.schema import USER
-from recsys.data.tasks import UserLog
-from recsys.errors import DataError, SpecError
-from recsys.evaluation import metrics as M
-from recsys.evaluation.baselines import BASELINES, Baseline, RankingBaseline
-from recsys.evaluation.protocols import (
+from recsys.data.protocols import (
     MELU_MAX,
     MELU_MIN,
     MELU_SCENARIOS,
@@ -35,12 +30,19 @@ from recsys.evaluation.protocols import (
     new_user_tasks,
     split_protocol,
 )
-from recsys.evaluation.task_metrics import support_arrays as _support_arrays
-from recsys.evaluation.task_metrics import user_metrics
+from recsys.data.schema import USER
+from recsys.data.tasks import UserLog
+from recsys.errors import DataError, SpecError
 from recsys.features.encoders import EncodedTable
 from recsys.features.space import FeatureSpace
+from recsys.meta.scoring import score_catalogue
+from recsys.metrics import core as M
+from recsys.metrics.task_metrics import support_arrays as _support_arrays
+from recsys.metrics.task_metrics import user_metrics
+from recsys.models.classical import BASELINES, Baseline, RankingBaseline
 from recsys.recommender import ColdStartRecommender
 from recsys.utils.progress import progress
+from recsys.workflows import train_model
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +293,6 @@ class Evaluation:
     def _meta_methods(
         self, ds: Dataset, split: ProtocolSplit, seed: int
     ) -> tuple[list[Method], FeatureSpace]:
-        from recsys.workflows import train_model
 
         rec = self.model
         holdout = (rec.info.get("holdout") or {}) if rec else {}
@@ -482,7 +483,6 @@ def meta_scorer(
 ) -> Scorer:
     """A scorer (predicted ratings, ranking scores) of a trained recommender for evaluation tasks;
     user features come from ``ds``; ``ignore_support`` scores with the meta-learned prior alone."""
-    from recsys.meta.scoring import score_catalogue
 
     features = ds.users
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from recsys.data.ids import is_integer_dtype, normalise_id, normalise_id_list, normalise_ids
+from recsys.data.ids import IdIndex, coerce_ids
 from recsys.data.schema import ITEM, USER
 from recsys.data.spec import FieldKind, FieldSpec
 from recsys.errors import FeatureMismatchError
@@ -22,57 +22,6 @@ if TYPE_CHECKING:
     from recsys.data.dataset import Dataset
 
 ITEM_ID_FIELD = "__item_id"
-SMALL_LOOKUP = 256  # requests up to this many ids use a dict instead of a polars join
-
-
-class IdIndex:
-    """Raw ids (integers or strings, as the data gives them) <-> dense indices 0..n-1."""
-
-    def __init__(self, ids: pl.Series) -> None:
-        self.ids = ids.alias("id")
-        self.dtype = ids.dtype
-        # the keys callers' ids are matched against: Int64 for integer catalogues, strings otherwise
-        self._integer = is_integer_dtype(ids.dtype)
-        keys = ids.cast(pl.Int64 if self._integer else pl.String, strict=False).alias("id")
-        self._frame = pl.DataFrame({"id": keys, "idx": np.arange(len(ids), dtype=np.int64)})
-        self._dict: dict | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def lookup(self, values: pl.Series | list | np.ndarray) -> np.ndarray:
-        """Indices of raw ids, -1 where unknown. Every value is matched by the one id rule of
-        :mod:`recsys.data.ids`, whatever the number of values and however they are given."""
-        if not isinstance(values, pl.Series) and len(values) <= SMALL_LOOKUP:
-            return self._lookup_small(values)
-        if isinstance(values, pl.Series):
-            s = normalise_ids(values, self._integer)
-        else:
-            s = normalise_id_list(values, self._integer)
-        joined = pl.DataFrame({"id": s}).join(self._frame, on="id", how="left", maintain_order="left")
-        return joined["idx"].fill_null(-1).to_numpy().astype(np.int64)
-
-    def _lookup_small(self, values) -> np.ndarray:
-        """Dictionary lookups for a handful of ids (a scoring request), avoiding a polars join."""
-        if self._dict is None:
-            self._dict = dict(zip(self._frame["id"].to_list(), range(len(self.ids)), strict=True))
-            self._dict.pop(None, None)
-        out = np.empty(len(values), dtype=np.int64)
-        for k, v in enumerate(values):
-            key = normalise_id(v, self._integer)
-            out[k] = -1 if key is None else self._dict.get(key, -1)
-        return out
-
-    def to_list(self) -> list:
-        return self.ids.to_list()
-
-
-def coerce_ids(values: pl.Series, dtype: pl.DataType) -> pl.Series:
-    """Ids as ``dtype`` by the one id rule (:mod:`recsys.data.ids`); values that are not ids of that
-    type become null (so they are unknown)."""
-    if values.dtype == dtype:
-        return values.alias("id")
-    return normalise_ids(values, is_integer_dtype(dtype)).cast(dtype, strict=False).alias("id")
 
 
 @dataclass

@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import grad, vmap
 
 from recsys.config import MetaConfig
-from recsys.data.tasks import TaskBatch
+from recsys.meta.batches import TaskBatch
 from recsys.models.heads import Head, Params, Side
 from recsys.models.network import ColdStartNet
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recsys.data.tasks import TaskSet, UserLog, build_batch
+from recsys.data.tasks import TaskSet, UserLog
 from recsys.features.encoders import EncodedTable
 from recsys.features.space import FeatureSpace
+from recsys.meta.batches import build_batch
 from recsys.meta.maml import MetaLearner
 
 

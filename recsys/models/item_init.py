@@ -16,6 +16,7 @@ import torch
 
 from recsys.data.tasks import UserLog
 from recsys.features.space import ITEM_ID_FIELD, FeatureSpace
+from recsys.models.classical import BiasedMF, ImplicitALS
 from recsys.models.embedding import INIT_STD
 from recsys.models.network import ColdStartNet
 
@@ -53,7 +54,6 @@ def als_item_factors(
 ) -> dict[str, np.ndarray]:
     """``{path: [n_items, dim]}`` item factors fitted on ``log`` for the requested ``paths``: biased MF
     for ``rating`` (implicit's ALS on implicit feedback), implicit's ALS for ``ranking``."""
-    from recsys.evaluation.baselines import BiasedMF, ImplicitALS
 
     out: dict[str, np.ndarray] = {}
     if "ranking" in paths or implicit:

@@ -15,6 +15,8 @@ import logging
 import numpy as np
 
 from recsys.data.tasks import UserLog, sample_tasks
+from recsys.metrics.task_metrics import support_arrays, user_metrics
+from recsys.models.classical import BASELINES
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,6 @@ DEFAULT = ("ease", 8000.0)
 
 def _fit(log_: UserLog, n_items: int, kind: tuple[str, float]) -> np.ndarray:
     """The dense item-item matrix of one candidate, fitted on ``log_``."""
-    from recsys.evaluation.baselines import BASELINES
 
     name, value = kind
     if name == "ease":
@@ -61,7 +62,6 @@ def fit_item_item(
     Out-of-fold matrix ``f`` is fitted on the training users whose log row parity is not ``f``, so a
     training task of a user in fold ``f`` never sees its own interactions through ``B``.
     """
-    from recsys.evaluation.task_metrics import support_arrays, user_metrics
 
     support = None
     kind, full = DEFAULT, None

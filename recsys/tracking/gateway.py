@@ -30,6 +30,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from recsys.errors import RecsysError, shown
+
 MAX_BODY_ENV = "RECSYS_SERVE_MAX_BODY_MB"
 DEFAULT_MAX_BODY_MB = 16.0
 
@@ -77,9 +79,9 @@ def check_body(body: bytes, scale: tuple[float, float] | None) -> Any:
     """Raise :class:`Rejected` for a JSON body the pyfunc must not get; returns the decoded body."""
     import pandas as pd
 
-    from recsys.errors import RecsysError, shown
+    # lazy: torch (recommender) and MLflow (pyfunc) load on the first request, not when the gateway starts
     from recsys.recommender import check_rating
-    from recsys.tracking.pyfunc import check_params, check_request_size
+    from recsys.tracking.pyfunc import check_params, check_request_size  # lazy: MLflow
 
     try:
         doc = json.loads(body)

@@ -9,7 +9,7 @@
         tr.log_model(rec, registered_name="movies")
 
 Where runs go: ``TrackingOptions.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else the embedded store
-``sqlite:///mlflow.db`` with artifacts in ``./mlartifacts`` (see :mod:`recsys.tracking.uris`).
+``sqlite:///mlflow.db`` with artifacts in ``./mlartifacts`` (see :mod:`recsys.utils.locations`).
 
 Resilience:
 
@@ -26,182 +26,47 @@ Resilience:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
-import os
-import platform
-import re
 import shutil
-import ssl
-import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from recsys.errors import RecsysError
-from recsys.tracking.uris import (
+from recsys.tracking.journal import (
+    PROGRAMMING_ERRORS,
+    apply_op,
+    is_rejection,
+    probe_server,
+    short_http_retries,
+    spool_root,
+)
+from recsys.tracking.params import (
+    DEFAULT_EXPERIMENT,
+    MAX_TAG_LENGTH,
+    eval_metric_key,
+    flatten_params,
+    git_commit,
+    metric_name,
+)
+from recsys.utils.io import atomic_write_json, atomic_write_text
+from recsys.utils.locations import (
     MODEL_SUBDIR,
     default_tracking_uri,
     is_remote,
     local_artifact_root,
     resolve_tracking_uri,
 )
-from recsys.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
-
-DEFAULT_EXPERIMENT = "recsys"
-SPOOL_ENV = "RECSYS_MLFLOW_SPOOL"
-DEFAULT_SPOOL = "mlflow-spool"
-MAX_PARAM_LENGTH = 6000
-MAX_TAG_LENGTH = 8000
-MAX_KEY_LENGTH = 250
-# While a run is open, MLflow's own HTTP retries are kept short (unless the user set them): a dead
-# server must not stall training for minutes; our journal retries instead.
-HTTP_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # downloads here are tiny (input-example check)
-}
 
 
 class TrackingUnavailableError(RecsysError):
     """The MLflow tracking server cannot be reached (or refuses the run) when a run starts."""
-
-
-# ---- names, params, fingerprints -------------------------------------------------------------------
-_ILLEGAL = re.compile(r"[^A-Za-z0-9_\-./]+")
-
-
-def metric_name(name: str) -> str:
-    """A legal MLflow metric/param key: ``@`` -> ``_at_``; spaces and illegal characters -> ``_``."""
-    text = str(name).replace("@", "_at_")
-    text = _ILLEGAL.sub("_", text)
-    text = re.sub(r"_+", "_", text).strip("_")
-    return text[:MAX_KEY_LENGTH] or "_"
-
-
-def flatten_params(obj: Any, prefix: str = "") -> dict[str, str]:
-    """Nested dicts -> ``section.key`` string values (lists as JSON), truncated to MLflow's limit."""
-    out: dict[str, str] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            out.update(flatten_params(v, key))
-        return out
-    if isinstance(obj, (list, tuple)):
-        text = json.dumps(list(obj), default=str)
-    elif obj is None:
-        text = "None"
-    else:
-        text = str(obj)
-    if len(text) > MAX_PARAM_LENGTH:
-        text = text[: MAX_PARAM_LENGTH - 3] + "..."
-    out[metric_name(prefix)] = text
-    return out
-
-
-def data_fingerprint(frame: Any) -> str:
-    """Hash of a table's content, independent of row and column order (16 hex digits).
-
-    Row hashes from polars (stable for a given polars version, which runs record), sorted, then
-    SHA-256 together with the column names and types.
-    """
-    from recsys.recommender import to_polars
-
-    frame = to_polars(frame)
-    cols = sorted(frame.columns)
-    frame = frame.select(cols)
-    digest = hashlib.sha256(json.dumps([[c, str(frame.schema[c])] for c in cols]).encode())
-    digest.update(str(frame.height).encode())
-    if frame.height:
-        hashes = frame.hash_rows(seed=0).to_numpy().copy()
-        hashes.sort()
-        digest.update(hashes.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def git_commit() -> str | None:
-    """Commit of the repository holding the ``recsys`` package (else the working directory),
-    with ``-dirty`` when tracked files have uncommitted changes; None outside a git checkout."""
-    roots = [Path(__file__).resolve().parents[2], Path.cwd()]
-    for root in roots:
-        try:
-            head = subprocess.run(
-                ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-            )
-            if head.returncode != 0:
-                continue
-            status = subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        commit = head.stdout.strip()
-        return commit + ("-dirty" if status.returncode == 0 and status.stdout.strip() else "")
-    return None
-
-
-def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in ("recsys", "torch", "polars", "pandas", "numpy", "mlflow"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def dataset_params(ds: Any) -> dict[str, Any]:
-    """Dataset name, size and content fingerprint, for run params."""
-    inter = ds.interactions
-    out = {
-        "dataset": ds.name,
-        "data.rows": inter.height,
-        "data.users": inter["user_id"].n_unique(),
-        "data.items": inter["item_id"].n_unique(),
-        "data.fingerprint": data_fingerprint(inter),
-        "data.feedback": "implicit" if ds.implicit else "explicit",
-    }
-    if getattr(ds, "path", None):
-        out["data.path"] = str(ds.path)
-    return out
-
-
-def run_params(ds: Any = None, config: Any = None, **extra: Any) -> dict[str, Any]:
-    """The params every run logs: the full config (``model.embedding_dim``...), the dataset and its
-    fingerprint, the git commit and package versions, plus ``extra``."""
-    out: dict[str, Any] = {}
-    if config is not None:
-        out.update(config.to_dict())
-    if ds is not None:
-        out.update(dataset_params(ds))
-    out["git_commit"] = git_commit() or "unknown"
-    out.update({f"version.{k}": v for k, v in package_versions().items()})
-    out.update({k: v for k, v in extra.items() if v is not None})
-    return out
-
-
-def eval_metric_key(row: dict[str, Any], metric: str) -> str:
-    """``eval/<protocol>[/<scenario>]/k<K>/<method>/<metric>`` for one report row."""
-    parts = ["eval", row["protocol"]]
-    if row.get("scenario") not in (None, "new_users"):
-        parts.append(row["scenario"])
-    parts += [f"k{row['k']}", row["method"], metric]
-    return "/".join(metric_name(p) for p in parts)
 
 
 # ---- options ---------------------------------------------------------------------------------------
@@ -222,106 +87,6 @@ class TrackingOptions:
     """Where failed tracking calls are kept (default ``$RECSYS_MLFLOW_SPOOL`` or ``./mlflow-spool``)."""
 
 
-def spool_root(spool_dir: str | Path | None = None) -> Path:
-    return Path(spool_dir or os.environ.get(SPOOL_ENV) or DEFAULT_SPOOL)
-
-
-def probe_server(uri: str, timeout: float = 3.0) -> str | None:
-    """None if ``uri``'s ``/health`` answers, else why not (one line)."""
-    if not uri.startswith(("http://", "https://")):
-        return None
-    url = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return None if resp.status < 400 else f"HTTP {resp.status}"
-    except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, ssl.SSLError):
-            return None  # TLS set-up (custom CA, MLFLOW_TRACKING_INSECURE_TLS) is MLflow's client's business
-        return f"{type(reason).__name__}: {reason}"
-
-
-@contextlib.contextmanager
-def _short_http_retries() -> Iterator[None]:
-    added = {k: v for k, v in HTTP_ENV.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for k in added:
-            os.environ.pop(k, None)
-
-
-PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError, KeyError, IndexError, AssertionError, ImportError)
-
-
-def _is_rejection(exc: BaseException) -> bool:
-    """The server answered and refused this call (4xx): retrying it would not help."""
-    try:
-        from mlflow.exceptions import MlflowException
-    except ImportError:  # pragma: no cover
-        return False
-    if not isinstance(exc, MlflowException):
-        return False
-    try:
-        status = exc.get_http_status_code()
-    except Exception:
-        return False
-    text = str(exc)
-    transport = "Max retries exceeded" in text or "Connection" in text or "timed out" in text
-    return 400 <= status < 500 and not transport
-
-
-# ---- applying one tracking operation -----------------------------------------------------------------
-def apply_op(client: Any, run_id: str, op: dict[str, Any], tracking_uri: str) -> dict[str, Any]:
-    """Send one journal operation to MLflow (used live and by ``recsys tracking sync``)."""
-    from mlflow.entities import Metric, Param, RunTag
-
-    kind = op["op"]
-    if kind == "params":
-        items = list(op["params"].items())
-        for i in range(0, len(items), 100):
-            client.log_batch(run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
-    elif kind == "metrics":
-        metrics = [Metric(k, v, op["timestamp"], op["step"]) for k, v in op["metrics"].items()]
-        for i in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=metrics[i : i + 1000])
-    elif kind == "tags":
-        items = list(op["tags"].items())
-        for i in range(0, len(items), 100):
-            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in items[i : i + 100]])
-    elif kind == "artifacts":
-        path = Path(op["local"])
-        if path.is_dir():
-            client.log_artifacts(run_id, str(path), op.get("artifact_path"))
-        else:
-            client.log_artifact(run_id, str(path), op.get("artifact_path"))
-    elif kind == "model":
-        from recsys.tracking.pyfunc import log_pyfunc
-
-        model_uri, version = log_pyfunc(
-            op["local"],
-            run_id=run_id,
-            tracking_uri=tracking_uri,
-            name=op.get("name", "model"),
-            registered_name=op.get("registered_name"),
-        )
-        client.set_tag(run_id, "recsys.model_uri", model_uri)
-        if version is not None:
-            client.set_tag(run_id, "recsys.registered_model", f"{op['registered_name']}/{version}")
-            for k, v in (op.get("version_tags") or {}).items():
-                client.set_model_version_tag(op["registered_name"], version, k, v)
-        return {"model_uri": model_uri, "version": version}
-    elif kind == "end":
-        client.set_terminated(run_id, op["status"], op["end_time"])
-    else:  # pragma: no cover
-        raise ValueError(f"unknown tracking operation {kind!r}")
-    return {}
-
-
-# ---- the tracker -------------------------------------------------------------------------------------
 @dataclass
 class LoggedModelRef:
     """Where a logged model is (``model_uri`` is None while it waits in the journal)."""
@@ -384,7 +149,7 @@ class Tracker:
             problem = probe_server(uri, timeout=5.0)
             if problem:
                 uri = self._unreachable(uri, problem)
-        self._stack.enter_context(_short_http_retries())
+        self._stack.enter_context(short_http_retries())
         try:
             try:
                 self._open(uri)
@@ -624,7 +389,7 @@ class Tracker:
         except PROGRAMMING_ERRORS:
             raise  # a bug, not an outage: surface it
         except Exception as exc:
-            if _is_rejection(exc):
+            if is_rejection(exc):
                 log.warning("MLflow refused a %s call of run %s: %s", op["op"], self.run_id, exc)
                 return None
             log.warning(
@@ -674,7 +439,7 @@ class Tracker:
             try:
                 apply_op(self.client, self.run_id, self.pending[0], self.uri)
             except Exception as exc:
-                if not _is_rejection(exc):
+                if not is_rejection(exc):
                     log.debug("retry failed: %s", exc)
                     break
                 log.warning("MLflow refused a kept %s call: %s", self.pending[0]["op"], exc)
@@ -691,46 +456,3 @@ class Tracker:
             self.spool = None
         log.info("MLflow tracking server back: %d kept call(s) sent", sent)
         return True
-
-
-def sync_spool(path: str | Path | None = None, tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """Send journals kept by runs that lost their tracking server (``recsys tracking sync``).
-
-    ``path``: one run's journal folder or the spool root holding several. Returns, per run, how many
-    calls were sent and how many are left (a run whose server is still down keeps its journal).
-    """
-    from mlflow import MlflowClient
-
-    root = spool_root(path)
-    runs = [root] if (root / "journal.jsonl").exists() else sorted(p for p in root.glob("*") if p.is_dir())
-    results = []
-    for folder in runs:
-        journal = folder / "journal.jsonl"
-        if not journal.exists():
-            continue
-        meta = json.loads((folder / "run.json").read_text())
-        uri = tracking_uri or meta["tracking_uri"]
-        ops = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
-        sent = 0
-        error = None
-        with _short_http_retries():
-            problem = probe_server(uri)
-            if problem:
-                error = f"server unreachable ({problem})"
-            else:
-                client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-                try:
-                    while ops:
-                        apply_op(client, meta["run_id"], ops[0], uri)
-                        ops.pop(0)
-                        sent += 1
-                except Exception as exc:
-                    error = f"{type(exc).__name__}: {str(exc)[:300]}"
-        if ops:
-            atomic_write_text(journal, "".join(json.dumps(o) + "\n" for o in ops))
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-        results.append(
-            {"run_id": meta["run_id"], "tracking_uri": uri, "sent": sent, "left": len(ops), "error": error}
-        )
-    return results

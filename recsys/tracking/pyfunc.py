@@ -36,7 +36,12 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from recsys.tracking.uris import MODEL_SUBDIR
+from recsys.data.spec import FieldKind
+from recsys.errors import ModelFileError, RecsysError, ScoringInputError, shown
+from recsys.recommender import ColdStartRecommender
+from recsys.tracking.params import DEFAULT_EXPERIMENT
+from recsys.utils.locations import MODEL_SUBDIR, artifact_inside
+from recsys.version import __version__
 
 if TYPE_CHECKING:
     from mlflow.models import ModelSignature
@@ -59,9 +64,6 @@ class RecsysPyfunc(PythonModel):
         before it did."""
 
     def load_context(self, context) -> None:
-        from recsys.errors import ModelFileError
-        from recsys.recommender import ColdStartRecommender
-        from recsys.tracking.uris import artifact_inside
 
         path = Path(context.artifacts[MODEL_SUBDIR])
         if self.model_root is not None:
@@ -80,8 +82,6 @@ class RecsysPyfunc(PythonModel):
         self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         from mlflow.exceptions import MlflowException
-
-        from recsys.errors import RecsysError
 
         try:
             params = check_params(params)
@@ -117,7 +117,6 @@ def _limit(env: str, default: int) -> int:
 def check_params(params: Any) -> dict[str, Any]:
     """The request's params as a dict; a param outside :data:`PARAMS` is a ScoringInputError naming it
     and listing the valid ones (MLflow itself only logs a warning and drops it)."""
-    from recsys.errors import ScoringInputError, shown
 
     if params is None:
         return {}
@@ -135,7 +134,6 @@ def check_request_size(frame: Any) -> None:
     """Caps on one request: rows (``$RECSYS_SERVE_MAX_ROWS``, default 100,000), ratings of one user
     (``$RECSYS_SERVE_MAX_RATINGS_PER_USER``, 10,000) and the length of a string id
     (``$RECSYS_SERVE_MAX_ID_CHARS``, 256). Over a cap: a ScoringInputError (HTTP 400)."""
-    from recsys.errors import ScoringInputError, shown
 
     if not isinstance(frame, pd.DataFrame):
         return  # recommend_frame says what is wrong with it
@@ -167,7 +165,6 @@ def check_request_size(frame: Any) -> None:
 
 def user_feature_columns(rec: ColdStartRecommender) -> list[tuple[str, str]]:
     """(column, MLflow type) of the model's user features (multi-valued fields: a joined string)."""
-    from recsys.data.spec import FieldKind
 
     out = []
     for f in rec.space.user_encoder.fields:
@@ -217,8 +214,6 @@ def pip_requirements() -> list[str]:
     import polars
     import torch
 
-    from recsys import __version__
-
     return [
         f"mlflow=={mlflow.__version__}",
         f"torch=={torch.__version__.split('+')[0]}",
@@ -243,8 +238,6 @@ def log_pyfunc(
     of run ``run_id``; register it as ``registered_name`` if given. Returns (model URI, version)."""
     import mlflow
     from mlflow.models import Model
-
-    from recsys.recommender import ColdStartRecommender
 
     model_dir = Path(model_dir)
     if model_dir.name != MODEL_SUBDIR:
@@ -283,7 +276,6 @@ def log_pyfunc(
 
 
 def _default_experiment_id(client) -> str:
-    from recsys.tracking.mlflow_run import DEFAULT_EXPERIMENT
 
     exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     return exp.experiment_id if exp else client.create_experiment(DEFAULT_EXPERIMENT)

@@ -15,6 +15,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from recsys.utils.locations import resolve_tracking_uri
+
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -64,8 +66,6 @@ def version_tags(rec: Any, data_fingerprint: str | None = None) -> dict[str, str
 
 def _client(tracking_uri: str | None):
     from mlflow import MlflowClient
-
-    from recsys.tracking.uris import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

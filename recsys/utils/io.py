@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from recsys.errors import DataError, ModelFileError, RecsysError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -178,7 +180,6 @@ def _file_kind(mode: int) -> str:
 
 def _fail(error: type[Exception], path: str | os.PathLike, message: str) -> Exception:
     """``error`` for ``path``: DataError takes the path as a field, the others as a message prefix."""
-    from recsys.errors import DataError
 
     if isinstance(error, type) and issubclass(error, DataError):
         return error(message, path=str(path))
@@ -219,7 +220,6 @@ def check_input_file(
 
     Raises ``error`` (default :class:`~recsys.errors.DataError`) naming the file and what it is;
     returns the file's ``stat``."""
-    from recsys.errors import DataError
 
     error = error or DataError
     path = Path(path)
@@ -255,7 +255,6 @@ def read_bytes_bounded(
 
     The file is opened without blocking and checked through its descriptor, so a FIFO or a device
     swapped in after a check is still refused, and never more than ``max_bytes`` are read."""
-    from recsys.errors import ModelFileError
 
     error = error or ModelFileError
     path = Path(path)
@@ -318,7 +317,6 @@ def loads_bounded(
     """``json.loads`` that never raises anything but ``error`` (default ModelFileError) naming
     ``where``: nesting deeper than ``max_depth`` is refused before parsing (no RecursionError), and text
     that is not UTF-8, not JSON, or holds integers past Python's digit limit is "damaged"."""
-    from recsys.errors import ModelFileError
 
     error = error or ModelFileError
 
@@ -403,7 +401,6 @@ class FolderLock:
             except BlockingIOError:
                 owner = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
                 os.close(fd)
-                from recsys.errors import RecsysError
 
                 raise RecsysError(
                     f"{self.folder} is in use by another {self.what} (pid {owner}); wait for it to end "

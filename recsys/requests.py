@@ -1,4 +1,8 @@
-"""Batch scoring from a table of new users' ratings, vectorised over users.
+"""Requests: new users' ratings as a table, encoded and scored to top-N, vectorised over users.
+
+Shared by the front (:meth:`ColdStartRecommender.recommend_batch <recsys.recommender.ColdStartRecommender>`
+over a table), ``recsys recommend-batch`` and the pyfunc model; it takes the recommender as an argument and
+imports it only for type checking, so the front can import it.
 
 The input is one row per (user, rated item): a user key column (``user_id`` by default), ``item_id``,
 ``rating`` and, optionally, the model's user-feature columns (the first non-null value per user is
@@ -20,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from recsys.data.frames import to_polars
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.errors import FeatureMismatchError, ScoringInputError, UnknownItemError, shown
+from recsys.metrics.core import top_k
 from recsys.utils.progress import progress
 
 if TYPE_CHECKING:
@@ -70,8 +76,6 @@ def encode_frame(
     on_unknown: str = "error",
 ) -> EncodedRequests:
     """Validate a ratings table and turn it into padded arrays (see the module docstring)."""
-    from recsys.recommender import to_polars
-
     rec._require_fitted()
     if on_unknown not in ("error", "ignore"):
         raise ScoringInputError(f"on_unknown must be 'error' or 'ignore', got {shown(on_unknown)}")
@@ -191,8 +195,6 @@ def recommend_frame(
     show_progress: bool = False,
 ) -> pl.DataFrame:
     """Top-``n`` recommendations for every user of a ratings table (one row per user and rank)."""
-    from recsys.evaluation.metrics import top_k
-
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ScoringInputError(f"n must be a positive integer, got {shown(n)}")
     if not isinstance(exclude_rated, (bool, np.bool_)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from recsys.data.tasks import TaskSet, UserLog
-from recsys.evaluation import metrics as M
+from recsys.metrics import core as M
 
 
 def support_arrays(log: UserLog, tasks: TaskSet) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,9 @@ that holds one), or an MLflow URI: ``runs:/<run_id>/model``, ``models:/<name>@<a
 ``models:/<name>/<version>``, ``models:/<model_id>`` or ``mlflow-artifacts:/...``. MLflow URIs are
 downloaded first (from the tracking URI above); the recommender folder is the pyfunc artifact
 ``recsys_model`` inside the MLflow model.
+
+This module sits low (under the front, whose ``load`` resolves model locations, and under tracking) and
+imports MLflow (a heavy optional dependency) and PyYAML only inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 from pathlib import Path
 
 from recsys.errors import ModelFileError
+from recsys.utils.io import read_bytes_bounded
 
 MODEL_SUBDIR = "recsys_model"
 """Name of the pyfunc artifact (and folder) that holds the saved recommender inside an MLflow model."""
@@ -79,8 +83,6 @@ def find_model_folder(local: Path) -> Path | None:
         return local
     mlmodel = local / "MLmodel"
     if mlmodel.exists():
-        from recsys.utils.io import read_bytes_bounded
-
         rel = None
         text = read_bytes_bounded(mlmodel, "MLmodel", MAX_MLMODEL_BYTES, inside=local)
         try:
@@ -112,7 +114,7 @@ def resolve_model_location(location: str | Path, tracking_uri: str | None = None
         if text.startswith("runs:/") and text.rstrip("/").count("/") == 1:
             text = text.rstrip("/") + "/model"  # runs:/<id> -> the model logged by `recsys train`
         try:
-            import mlflow
+            import mlflow  # lazy: MLflow is a heavy optional dependency
         except ImportError as exc:  # pragma: no cover
             raise ModelFileError(f"{text}: MLflow is not installed ({exc})") from None
         uri = resolve_tracking_uri(tracking_uri)

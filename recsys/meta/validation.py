@@ -1,0 +1,103 @@
+"""Validation during meta-training: the fixed validation tasks and their rating and catalogue metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recsys.config import TrainConfig
+from recsys.data.tasks import TaskSet, UserLog, sample_tasks
+from recsys.features.space import FeatureSpace
+from recsys.meta.maml import MetaLearner
+from recsys.meta.scoring import predict_tasks, score_catalogue
+from recsys.metrics import core as M
+from recsys.metrics.task_metrics import support_arrays, user_metrics
+
+
+def validation_tasks(log: UserLog, cfg: TrainConfig) -> TaskSet:
+    """Fixed validation tasks: a seeded support (``validation_support`` ratings, or sizes drawn like the
+    training supports) and a query of up to ``validation_query`` others, for every validation user
+    with enough ratings."""
+    fixed = cfg.validation_support
+    eligible = np.nonzero(log.counts > (fixed if fixed is not None else cfg.support_min))[0]
+    rng = np.random.default_rng([cfg.seed, 10_007])
+    return sample_tasks(
+        log,
+        eligible,
+        rng,
+        support_size=fixed if fixed is not None else (cfg.support_min, cfg.support_max),
+        query_size=cfg.validation_query,
+        support_order=cfg.support_order if cfg.validation_order == "auto" else cfg.validation_order,
+        query_order=cfg.query_order,
+        log_uniform=cfg.support_distribution == "log-uniform",
+        min_query=min(cfg.validation_query, 5),
+    )
+
+
+def evaluate_rating_tasks(
+    learner: MetaLearner,
+    space: FeatureSpace,
+    log: UserLog,
+    tasks: TaskSet,
+    *,
+    device: torch.device | str = "cpu",
+    steps: int | None = None,
+    catalogue: bool = False,
+    threshold: float | None = 4.0,
+    ignore_support: bool = False,
+) -> dict[str, float]:
+    """Mean per-user MAE, RMSE and query nDCG@3 of adapted predictions on fixed tasks; with
+    ``catalogue=True`` also catalogue Recall@20 and nDCG@10 (support excluded)."""
+    out: dict[str, float] = {}
+    if not space.implicit:
+        preds = predict_tasks(
+            learner, space, log, tasks, device=device, steps=steps, ignore_support=ignore_support
+        )
+        mask = tasks.query >= 0
+        target = np.where(mask, log.ratings[np.maximum(tasks.query, 0)], 0.0)
+        out |= {
+            "mae": float(np.nanmean(M.mae(preds, target, mask))),
+            "rmse": float(np.nanmean(M.rmse(preds, target, mask))),
+            "ndcg@3": float(np.nanmean(M.query_ndcg(preds, target, mask, 3))),
+        }
+    if catalogue or space.implicit:
+        scores = catalogue_scores(learner, space, log, tasks, device=device, steps=steps)
+        out |= catalogue_quality(scores, space, log, tasks, threshold)
+    return out
+
+
+def catalogue_scores(
+    learner: MetaLearner,
+    space: FeatureSpace,
+    log: UserLog,
+    tasks: TaskSet,
+    *,
+    device: torch.device | str = "cpu",
+    steps: int | None = None,
+) -> np.ndarray:
+    """Catalogue ranking scores [n_tasks, n_items] of each task's user adapted to its support."""
+
+    si, sr = support_arrays(log, tasks)
+    rows = space.user_rows(log.user_ids.gather(tasks.users))
+    _, ranks = score_catalogue(
+        learner, space, si, sr, space.user_table.gather(rows), device=device, steps=steps, only_rank=True
+    )
+    return ranks
+
+
+def catalogue_quality(
+    scores: np.ndarray, space: FeatureSpace, log: UserLog, tasks: TaskSet, threshold: float | None
+) -> dict[str, float]:
+    """Mean catalogue Recall@20 and nDCG@10 of ranking ``scores`` (support excluded); relevant = the
+    user's other items rated at or above ``threshold`` (every interaction for implicit feedback)."""
+
+    m = user_metrics(
+        scores,
+        log,
+        tasks,
+        predicts_ratings=False,
+        implicit=space.implicit,
+        threshold=threshold if threshold is not None else -np.inf,
+        scale=space.rating_scale,
+    )
+    return {"recall@20": float(np.nanmean(m["recall@20"])), "cat_ndcg@10": float(np.nanmean(m["ndcg@10"]))}
