@@ -57,7 +57,8 @@ from recsys.meta.validation import (
     evaluate_rating_tasks,
     validation_tasks,
 )
-from recsys.metrics.core import mae, top_k
+from recsys.metrics.core import mae
+from recsys.metrics.topk import exclusion_mask, top_n
 from recsys.models import trend
 from recsys.models.item_init import init_item_ids_from_als
 from recsys.models.item_item import fit_item_item
@@ -929,20 +930,14 @@ class ColdStartRecommender:
             raise ScoringInputError(f"exclude_rated must be True or False, got {shown(exclude_rated)}")
         scores, support = self.score_users(list_of_ratings, user_features, on_unknown=on_unknown, what="rank")
 
-        exclude = None
-        if exclude_rated:
-            exclude = np.zeros_like(scores, dtype=bool)
-            rows, cols = np.nonzero(support >= 0)
-            exclude[rows, support[rows, cols]] = True
-        top = top_k(scores, min(int(n), scores.shape[1]), exclude)
+        exclude = exclusion_mask(support, scores.shape[1]) if exclude_rated else None
+        top, top_scores = top_n(scores, int(n), exclude)
+        keep = ~np.take_along_axis(exclude, top, axis=1) if exclude is not None else np.ones_like(top, bool)
         ids = self.space.items.ids
-        out = []
-        for r in range(len(top)):
-            row = top[r]
-            if exclude is not None:
-                row = row[~exclude[r, row]]
-            out.append([(ids[int(i)], float(scores[r, i])) for i in row])
-        return out
+        return [
+            [(ids[int(i)], float(v)) for i, v in zip(top[r][keep[r]], top_scores[r][keep[r]], strict=True)]
+            for r in range(len(top))
+        ]
 
     def onboarding_items(
         self,
@@ -991,7 +986,7 @@ class ColdStartRecommender:
             raise ScoringInputError(f"steps must be a non-negative integer, got {shown(steps)}")
         items, ratings = self._check_padded(items, ratings)
         users = self._encode_user_features(user_features, len(items))
-        scores, ranks = score_catalogue(
+        scores = score_catalogue(
             self.learner,
             self.space,
             np.asarray(items, dtype=np.int64),
@@ -1000,12 +995,12 @@ class ColdStartRecommender:
             cache=self._catalogue_cache(),
             device=self.device,
             steps=steps,
-            rank=True,
-            only_rank=what == "rank",
+            ratings=what == "rating",
         )
         if what == "rank":
+            ranks = scores.ranking
             return ranks if self.learner.head.has_rank else clamp_to_scale(ranks, self.space.rating_scale)
-        return clamp_to_scale(scores, self.space.rating_scale)
+        return clamp_to_scale(scores.ratings, self.space.rating_scale)
 
     def _check_padded(self, items: Any, ratings: Any) -> tuple[np.ndarray, np.ndarray]:
         try:

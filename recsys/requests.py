@@ -27,7 +27,7 @@ import polars as pl
 from recsys.data.frames import to_polars
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.errors import FeatureMismatchError, ScoringInputError, UnknownItemError, shown
-from recsys.metrics.core import top_k
+from recsys.metrics.topk import exclusion_mask, top_n
 from recsys.utils.progress import progress
 
 if TYPE_CHECKING:
@@ -213,13 +213,8 @@ def recommend_frame(
         sl = slice(start, min(len(enc), start + batch_size))
         feats = enc.features[sl] if enc.features is not None else None
         scores = rec.score_padded(enc.items[sl], enc.ratings[sl], feats, what="rank")
-        exclude = None
-        if exclude_rated:
-            exclude = np.zeros(scores.shape, dtype=bool)
-            rows, cols = np.nonzero(enc.items[sl] >= 0)
-            exclude[rows, enc.items[sl][rows, cols]] = True
-        k = min(int(n), scores.shape[1])
-        top = top_k(scores, k, exclude)
+        exclude = exclusion_mask(enc.items[sl], scores.shape[1]) if exclude_rated else None
+        top, top_scores = top_n(scores, int(n), exclude)
         keep = ~np.take_along_axis(exclude, top, axis=1) if exclude is not None else np.ones_like(top, bool)
         row_ix, col_ix = np.nonzero(keep)
         item_ix = top[row_ix, col_ix]
@@ -230,7 +225,7 @@ def recommend_frame(
                 user_col: enc.user_ids.slice(start, sl.stop - start).gather(row_ix),
                 "rank": rank.astype(np.int64),
                 ITEM: ids.gather(item_ix),
-                "score": scores[row_ix, item_ix].astype(np.float64),
+                "score": top_scores[row_ix, col_ix].astype(np.float64),
             }
         )
         if titles is not None:

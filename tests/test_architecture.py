@@ -24,7 +24,9 @@ LAYERS: dict[str, int] = {
     "recsys.data": 3,
     "recsys.features": 4,
     "recsys.metrics": 5,
+    "recsys.metrics.topk": 5,  # the one top-N and exclusion mask
     "recsys.models": 6,
+    "recsys.models.scorer": 6,  # the one scorer protocol (Scores), below every method
     "recsys.meta": 7,
     # the public front
     "recsys.requests": 8,
@@ -32,6 +34,7 @@ LAYERS: dict[str, int] = {
     "recsys.recommender": 8,
     # applications of the front
     "recsys.evaluation": 9,
+    "recsys.evaluation.cells": 9,
     "recsys.tracking": 9,
     "recsys.workflows": 9,
     "recsys.distributed": 9,

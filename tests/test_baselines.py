@@ -85,23 +85,26 @@ def test_registry_names_grids_and_defaults() -> None:
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_every_baseline_scores_new_users(name: str, small) -> None:
     train, n_items, items, ratings = small
-    a = BASELINES[name]().fit(train, n_items).score(items, ratings)
-    b = BASELINES[name]().fit(train, n_items).score(items, ratings)
+    a = BASELINES[name]().fit(train, n_items).score(items, ratings).ranking
+    b = BASELINES[name]().fit(train, n_items).score(items, ratings).ranking
     assert a.shape == (len(items), n_items) and a.dtype == np.float32
     assert np.isfinite(a).all()
     assert np.array_equal(a, b), "two fits must give equal scores"
     # the empty user (last row) gets the same scores alone, in a batch with S = 1 all padding
-    empty = BASELINES[name]().fit(train, n_items).score(*pad([[]]))
+    empty = BASELINES[name]().fit(train, n_items).score(*pad([[]])).ranking
     assert empty.shape == (1, n_items) and np.isfinite(empty).all()
     np.testing.assert_allclose(empty[0], a[-1], rtol=1e-5, atol=1e-6)
     assert np.ptp(empty[0]) > 0 or name == "global-mean", "the no-information prior should rank items"
     none = (
-        BASELINES[name]().fit(train, n_items).score(np.zeros((0, 1), np.int64), np.zeros((0, 1), np.float32))
+        BASELINES[name]()
+        .fit(train, n_items)
+        .score(np.zeros((0, 1), np.int64), np.zeros((0, 1), np.float32))
+        .ranking
     )
     assert none.shape == (0, n_items)
     # padding position and batch composition do not matter
     shuffled_items, shuffled_ratings = items[:3, ::-1].copy(), ratings[:3, ::-1].copy()
-    c = BASELINES[name]().fit(train, n_items).score(shuffled_items, shuffled_ratings)
+    c = BASELINES[name]().fit(train, n_items).score(shuffled_items, shuffled_ratings).ranking
     np.testing.assert_allclose(c, a[:3], rtol=1e-5, atol=1e-5)
 
 
@@ -121,22 +124,22 @@ TINY = make_log([[0, 1], [0, 2], [0]], [[5.0, 3.0], [4.0, 1.0], [3.0]])
 
 
 def test_global_mean_by_hand() -> None:
-    s = BASELINES["global-mean"]().fit(TINY, 4).score(*pad([[1], []]))
+    s = BASELINES["global-mean"]().fit(TINY, 4).score(*pad([[1], []])).ratings
     np.testing.assert_allclose(s, np.full((2, 4), 3.2), rtol=1e-6)
 
 
 def test_damped_item_mean_by_hand() -> None:
-    s = BASELINES["item-mean"](beta=2.0).fit(TINY, 4).score(*pad([[1, 2], []]))
+    s = BASELINES["item-mean"](beta=2.0).fit(TINY, 4).score(*pad([[1, 2], []])).ratings
     # (sum + 2 * 3.2) / (n + 2)
     expected = [(12 + 6.4) / 5, (3 + 6.4) / 3, (1 + 6.4) / 3, 6.4 / 2]
     np.testing.assert_allclose(s, [expected, expected], rtol=1e-6)
-    raw = BASELINES["item-mean"](beta=0.0).fit(TINY, 4).score(*pad([[]]))
+    raw = BASELINES["item-mean"](beta=0.0).fit(TINY, 4).score(*pad([[]])).ratings
     np.testing.assert_allclose(raw[0], [4.0, 3.0, 1.0, 3.2], rtol=1e-6)  # unrated item -> mu
 
 
 def test_popularity_ranks_by_training_counts() -> None:
     log = make_log([[2, 0], [2, 1], [2, 0], [3]])
-    s = BASELINES["popularity"]().fit(log, 5).score(*pad([[0], [4, 1]]))
+    s = BASELINES["popularity"]().fit(log, 5).score(*pad([[0], [4, 1]])).ranking
     np.testing.assert_array_equal(s, [[2, 1, 3, 1, 0]] * 2)
     assert np.argsort(-s[0], kind="stable").tolist() == [2, 0, 1, 3, 4]
 
@@ -163,16 +166,16 @@ def test_mf_als_fold_in_recovers_a_planted_user() -> None:
     truth = mu + b_new[:, None] + b_i[None, :] + p_new @ q.T
     order = np.argsort(rng.random((n_new, n_items)), axis=1)
     support, held = order[:, :15], order[:, 15:]
-    pred = model.score(support, np.take_along_axis(truth, support, 1).astype(np.float32))
+    pred = model.score(support, np.take_along_axis(truth, support, 1).astype(np.float32)).ratings
     err = np.abs(np.take_along_axis(pred - truth, held, 1))
     assert err.max() < 0.05, err.max()  # tolerance: 0.05 rating points on every held-out item
 
-    item_mean = BASELINES["item-mean"](beta=0.0).fit(log, n_items).score(*pad([[]]))[0]
+    item_mean = BASELINES["item-mean"](beta=0.0).fit(log, n_items).score(*pad([[]])).ratings[0]
     mean_err = np.abs(np.take_along_axis(item_mean[None, :] - truth, held, 1))
     assert err.mean() < 0.1 * mean_err.mean()
 
     # no support: the user part is zero (b_i itself is not identifiable: it absorbs q_i . mean(p))
-    empty = model.score(*pad([[]]))[0]
+    empty = model.score(*pad([[]])).ratings[0]
     np.testing.assert_allclose(empty, model.mu + model.item_bias, rtol=1e-6)
 
 
@@ -210,7 +213,7 @@ SUPPORT = pad([[0, 1, 2], [10, 11, 12]])
 def test_item_knn_ranks_the_support_cluster_first(clusters) -> None:
     log, n_items = clusters
     model = ItemKNN(K=50).fit(log, n_items)
-    scores = model.score(*SUPPORT)
+    scores = model.score(*SUPPORT).ranking
     _assert_cluster_ranking(scores)
     # the same scores as implicit's own recommend for these user rows
     from implicit.nearest_neighbours import CosineRecommender
@@ -231,7 +234,7 @@ def test_ease_ranks_the_support_cluster_first_with_zero_diagonal(clusters) -> No
     log, n_items = clusters
     lam = 10.0
     model = EASE(lam=lam).fit(log, n_items)
-    _assert_cluster_ranking(model.score(*SUPPORT))
+    _assert_cluster_ranking(model.score(*SUPPORT).ranking)
     assert (np.diag(model.B) == 0).all()
     # closed form: (X^T X + lam I)(I - B) is diagonal
     x = log.to_csr(n_items, values="ones").toarray().astype(np.float64)
@@ -243,7 +246,7 @@ def test_ease_ranks_the_support_cluster_first_with_zero_diagonal(clusters) -> No
 def test_implicit_als_fold_in_ranks_the_support_cluster_first(clusters) -> None:
     log, n_items = clusters
     model = ImplicitALS(factors=4, regularization=0.1, alpha=4.0, iterations=20).fit(log, n_items)
-    scores = model.score(*SUPPORT)
+    scores = model.score(*SUPPORT).ranking
     _assert_cluster_ranking(scores)
     # the fold-in is implicit's recalculate_user, as recommend(..., recalculate_user=True) uses it
     x = sp.csr_matrix(
@@ -263,7 +266,7 @@ def test_seed_is_a_signature_parameter_and_is_used(name: str, small) -> None:
     train, n_items, items, ratings = small
     cls = BASELINES[name]
     assert "seed" in inspect.signature(cls.__init__).parameters  # the runner looks for it there
-    a = cls(seed=1).fit(train, n_items).score(items, ratings)
-    b = cls(seed=1).fit(train, n_items).score(items, ratings)
-    c = cls(seed=2).fit(train, n_items).score(items, ratings)
+    a = cls(seed=1).fit(train, n_items).score(items, ratings).ranking
+    b = cls(seed=1).fit(train, n_items).score(items, ratings).ranking
+    c = cls(seed=2).fit(train, n_items).score(items, ratings).ranking
     assert np.array_equal(a, b) and not np.array_equal(a, c)

@@ -14,7 +14,8 @@ import pytest
 from recsys.data.ids import IdIndex
 from recsys.data.synthetic import make_synthetic
 from recsys.data.tasks import UserLog
-from recsys.evaluation.runner import Cell, EvalSettings, Evaluation
+from recsys.evaluation.cells import Cell
+from recsys.evaluation.runner import EvalSettings, Evaluation
 from recsys.models.classical import BASELINES, EASE, ItemKNN, Popularity, RankingBaseline, Trending
 
 N_ITEMS = 60
@@ -50,7 +51,7 @@ def recall_of_liked_cluster(model, n_users: int = 50) -> float:
         disliked = rng.choice(DISLIKED, 2, replace=False)
         items = np.concatenate([liked, disliked])[None, :]
         ratings = np.array([[5.0, 5.0, 1.0, 1.0]])
-        scores = model.score(items, ratings)[0]
+        scores = model.score(items, ratings).ranking[0]
         scores[items[0]] = -np.inf
         top = np.argsort(-scores)[:5]
         relevant = set(LIKED) - set(liked)
@@ -108,8 +109,8 @@ def test_trending_ranks_what_is_popular_lately_above_what_was_popular_long_ago()
     rows += [(200, 2, 5.0, 2_000 * day)]
     log = as_log(pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row"))
     empty = np.full((1, 1), -1)
-    recent = Trending(half_life=7.0).fit(log, N_ITEMS).score(empty, np.zeros((1, 1)))[0]
-    all_time = Trending(half_life=None).fit(log, N_ITEMS).score(empty, np.zeros((1, 1)))[0]
+    recent = Trending(half_life=7.0).fit(log, N_ITEMS).score(empty, np.zeros((1, 1))).ranking[0]
+    all_time = Trending(half_life=None).fit(log, N_ITEMS).score(empty, np.zeros((1, 1))).ranking[0]
     assert recent[1] > recent[0] and all_time[0] > all_time[1]
     assert Trending.grid_for(log, implicit=False)["half_life"] == [None, 7.0, 30.0, 90.0, 365.0]
     no_times = as_log(pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "t"], orient="row"))

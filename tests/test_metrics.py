@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from recsys.metrics import core as M
+from recsys.metrics.topk import top_n
 
 
 def test_mae_rmse_with_padding() -> None:
@@ -53,9 +54,9 @@ def test_query_ndcg_all_zero_gain_is_undefined() -> None:
 
 def test_top_k_ties_and_exclusion() -> None:
     scores = np.array([[1.0, 3.0, 3.0, 2.0, 3.0]])
-    assert M.top_k(scores, 3).tolist() == [[1, 2, 4]]  # ties broken by item index
+    assert top_n(scores, 3)[0].tolist() == [[1, 2, 4]]  # ties broken by item index
     excl = np.array([[False, True, False, False, False]])
-    assert M.top_k(scores, 2, excl).tolist() == [[2, 4]]
+    assert top_n(scores, 2, excl)[0].tolist() == [[2, 4]]
 
 
 def test_catalogue_metrics_hand_computed() -> None:
@@ -81,7 +82,7 @@ def test_catalogue_metrics_no_relevant_items_is_nan() -> None:
 def test_fewer_candidates_than_k() -> None:
     scores = np.array([[0.5, 0.9, 0.1]])
     exclude = np.array([[False, False, True]])
-    top = M.top_k(scores, 20, exclude)
+    top, _ = top_n(scores, 20, exclude)
     assert top.shape == (1, 3)
     relevant = np.array([[True, True, False]])
     m = M.catalogue_metrics(top, relevant, ~exclude, ks=(20,))

@@ -26,7 +26,7 @@ from recsys.config import RecommenderConfig
 from recsys.data import load_dataset
 from recsys.data.synthetic import make_synthetic, write_synthetic
 from recsys.errors import FeatureMismatchError, ModelFileError
-from recsys.evaluation.runner import meta_scorer
+from recsys.evaluation.runner import MetaScorer
 from recsys.utils.checkpoint import load_tensors, save_tensors
 from recsys.utils.io import sha256_file
 from recsys.workflows import train_model
@@ -294,10 +294,10 @@ def test_data_lacking_a_field_the_model_was_trained_on_is_a_feature_mismatch(tra
         rec.check_dataset(ds)
     assert "age_group" in str(err.value)
     # the evaluation's scorer encodes the new users' features with the model's encoder
-    scorer = meta_scorer(rec, ds)
+    scorer = MetaScorer(rec, ds)
     users = SimpleNamespace(ids=ds.users["user_id"].head(3))
     with pytest.raises(FeatureMismatchError, match="field 'age'"):
-        scorer(np.full((3, 1), -1), np.zeros((3, 1), np.float32), users)
+        scorer.score(np.full((3, 1), -1), np.zeros((3, 1), np.float32), users)
     # scoring a new user with the renamed feature: the name is unknown to the model
     with pytest.raises(FeatureMismatchError, match="age_group"):
         rec.recommend({}, user_features={"age_group": "age1"})

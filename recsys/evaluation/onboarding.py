@@ -22,8 +22,9 @@ import polars as pl
 from recsys.data.protocols import QUERY_SIZE, split_protocol
 from recsys.data.tasks import UserLog
 from recsys.errors import SpecError
-from recsys.evaluation.runner import UserRef, meta_scorer
+from recsys.evaluation.runner import MetaScorer, UserRef
 from recsys.metrics import core as M
+from recsys.metrics.topk import top_n
 from recsys.onboarding import STRATEGIES, onboarding_order
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def evaluate_onboarding(
     space = rec.space
     test = pl.concat(list(split.test.values()))
     log = UserLog.from_frame(test, space.items)
-    score = meta_scorer(rec, ds)
+    scorer = MetaScorer(rec, ds)
     # one random split of every new user's ratings: answerable half / held-out half (the target)
     rng = np.random.default_rng([seed, 97])
     owner = log.user_of
@@ -126,8 +127,9 @@ def evaluate_onboarding(
             relevant = _liked(log, u, space.n_items, threshold, space.implicit) & ~known
             for strategy, (si, sr, asked) in results.items():
                 si, sr, asked = si[ok], sr[ok], asked[ok]
-                _, ranks = score(si, sr, UserRef(log, u))
-                m = M.catalogue_metrics(M.top_k(ranks, 20, known), relevant, ~known, ks=(10, 20))
+                ranks = scorer.score(si, sr, UserRef(log, u)).ranking
+                top, _ = top_n(ranks, 20, known)
+                m = M.catalogue_metrics(top, relevant, ~known, ks=(10, 20))
                 row: dict[str, Any] = {
                     "protocol": protocol,
                     "seed": seed,

@@ -12,7 +12,6 @@ import copy
 import itertools
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,7 +23,6 @@ from recsys.data.dataset import Dataset
 from recsys.data.protocols import (
     MELU_MAX,
     MELU_MIN,
-    MELU_SCENARIOS,
     QUERY_SIZE,
     ProtocolSplit,
     new_user_tasks,
@@ -33,13 +31,14 @@ from recsys.data.protocols import (
 from recsys.data.schema import USER
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError, SpecError
+from recsys.evaluation.cells import Cell, cell_results
 from recsys.features.encoders import EncodedTable
 from recsys.features.space import FeatureSpace
 from recsys.meta.scoring import score_catalogue
-from recsys.metrics import core as M
 from recsys.metrics.task_metrics import support_arrays as _support_arrays
 from recsys.metrics.task_metrics import user_metrics
 from recsys.models.classical import BASELINES, Baseline, RankingBaseline
+from recsys.models.scorer import Scorer, Scores
 from recsys.recommender import ColdStartRecommender
 from recsys.utils.progress import progress
 from recsys.workflows import train_model
@@ -89,68 +88,17 @@ class EvalSettings:
     and random protocols only)."""
 
 
-Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
-
 @dataclass
 class Method:
     name: str
-    predicts_ratings: bool
-    score: Scorer
-    """(support items [n, S], support ratings [n, S], users) -> scores [n, n_items], or a pair
-    (predicted ratings, ranking scores) for methods with a separate ranking output."""
+    scorer: Scorer
+    """The method's :class:`~recsys.models.scorer.Scorer` (the meta-learner's is :class:`MetaScorer`)."""
     kind: str = "baseline"
     params: dict[str, Any] = field(default_factory=dict)
 
-
-@dataclass
-class Cell:
-    """One (protocol, scenario, K, method) result: per-task values of every seed and draw, with the
-    user each task belongs to, so that intervals are taken over distinct users (a user tested under
-    several seeds or draws counts once, with the mean of its values)."""
-
-    values: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    tops: list[np.ndarray] = field(default_factory=list)
-    user_ids: list[np.ndarray] = field(default_factory=list)
-    seeds: list[np.ndarray] = field(default_factory=list)
-    tasks: int = 0
-
-    def add(self, metrics: dict[str, np.ndarray], user_ids: np.ndarray | None = None, seed: int = 0) -> None:
-        n = len(next(iter(metrics.values())))
-        for k, v in metrics.items():
-            if k == "_top10":
-                self.tops.append(v)
-            else:
-                self.values.setdefault(k, []).append(v)
-        ids = np.arange(self.tasks, self.tasks + n) if user_ids is None else np.asarray(user_ids)
-        self.user_ids.append(ids.astype(str))
-        self.seeds.append(np.full(n, seed, dtype=np.int64))
-        self.tasks += n
-
     @property
-    def users(self) -> int:
-        """Distinct users."""
-        return len(np.unique(np.concatenate(self.user_ids))) if self.user_ids else 0
-
-    def per_user(self, metric: str) -> np.ndarray:
-        """One value per distinct user: the mean over that user's tasks (NaN where all are NaN)."""
-        ids = np.concatenate(self.user_ids)
-        values = np.concatenate(self.values[metric]).astype(np.float64)
-        _, inverse = np.unique(ids, return_inverse=True)
-        finite = ~np.isnan(values)
-        sums = np.bincount(inverse, weights=np.where(finite, values, 0.0))
-        counts = np.bincount(inverse, weights=finite.astype(np.float64))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-    def seed_spread(self, metric: str) -> float | None:
-        """Standard deviation of the per-seed means (None with one seed): the training randomness."""
-        seeds = np.concatenate(self.seeds)
-        values = np.concatenate(self.values[metric]).astype(np.float64)
-        means = [
-            np.nanmean(values[seeds == s]) for s in np.unique(seeds) if np.isfinite(values[seeds == s]).any()
-        ]
-        return float(np.std(means)) if len(means) > 1 else None
+    def predicts_ratings(self) -> bool:
+        return self.scorer.predicts_ratings
 
 
 RETRAINED_ABLATIONS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
@@ -230,15 +178,7 @@ class Evaluation:
             )
             model = cls(**params, **self._fixed_params(cls, seed)).fit(train_log, n_items)
             self.timings[f"fit {name}"] = self.timings.get(f"fit {name}", 0.0) + time.perf_counter() - t0
-            methods.append(
-                Method(
-                    name,
-                    cls.predicts_ratings,
-                    lambda si, sr, ur, m=model: m.score(si, sr),
-                    "baseline",
-                    params,
-                )
-            )
+            methods.append(Method(name, model, "baseline", params))
         return methods
 
     def _fixed_params(self, cls: type[Baseline], seed: int) -> dict[str, Any]:
@@ -308,41 +248,35 @@ class Evaluation:
             self.timings["train meta-learner"] = (
                 self.timings.get("train meta-learner", 0.0) + time.perf_counter() - t0
             )
-        variants = [Method(self.model_name, True, meta_scorer(rec, ds), "meta")]
+        variants = [Method(self.model_name, MetaScorer(rec, ds), "meta")]
         name = self.model_name
         if "no-adaptation" in self.s.ablations:  # the meta-learned prior alone: the support is ignored
             variants.append(
-                Method(
-                    f"{name} (no adaptation)",
-                    True,
-                    meta_scorer(rec, ds, ignore_support=True),
-                    "ablation",
-                )
+                Method(f"{name} (no adaptation)", MetaScorer(rec, ds, ignore_support=True), "ablation")
             )
         if "no-trend" in self.s.ablations and rec.learner.head.capabilities.trend_prior:
             # every seed contributes a row, so the variant pools the same users as the default; where
             # validation chose weight 0 (or the prior is off) it scores exactly as the default
-            score = variants[0].score
+            scorer = variants[0].scorer
             if float(rec.learner.head.trend_weight) != 0:
                 plain = copy.deepcopy(rec)
                 plain.learner.head.trend_weight.zero_()
                 plain._cache = None
-                score = meta_scorer(plain, ds)
-            variants.append(Method(f"{name} (without trend prior)", True, score, "ablation"))
+                scorer = MetaScorer(plain, ds)
+            variants.append(Method(f"{name} (without trend prior)", scorer, "ablation"))
         for label, steps in (("1-step", 1), ("5-steps", 5)):
             if label in self.s.ablations and steps != rec.config.meta.inner_steps:
                 variants.append(
                     Method(
                         f"{name} (+{steps} gradient step{'s' * (steps > 1)} at scoring)",
-                        True,
-                        meta_scorer(rec, ds, steps),
+                        MetaScorer(rec, ds, steps),
                         "ablation",
                     )
                 )
         if seed == 0 and self.s.seeds > 1 and any(key in self.s.ablations for key in RETRAINED_ABLATIONS):
             # retrained variants run on the first seed only: the default's own seed-0 row is their
             # like-for-like reference (a seed's new users can be easier or harder than the average)
-            variants.append(Method(f"{name} ({SEED0_LABEL})", True, variants[0].score, "ablation"))
+            variants.append(Method(f"{name} ({SEED0_LABEL})", variants[0].scorer, "ablation"))
         for key, (label, changes) in RETRAINED_ABLATIONS.items():
             if key not in self.s.ablations or seed != 0:
                 continue  # retrained variants run on the first seed only, to bound the run time
@@ -351,7 +285,7 @@ class Evaluation:
             self.timings["train ablations"] = (
                 self.timings.get("train ablations", 0.0) + time.perf_counter() - t0
             )
-            variants.append(Method(f"{name} ({label})", True, meta_scorer(variant, ds), "ablation"))
+            variants.append(Method(f"{name} ({label})", MetaScorer(variant, ds), "ablation"))
         return variants, rec.space
 
     # ---- run -------------------------------------------------------------------------------------
@@ -405,7 +339,7 @@ class Evaluation:
                     ur = user_rows[tasks.users]
                     for method in progress(methods, desc=f"{protocol} s{seed} {scenario} K={k or 'all'}"):
                         t1 = time.perf_counter()
-                        scores = method.score(si, sr, UserRef(test_log, ur))
+                        scores = method.scorer.score(si, sr, UserRef(test_log, ur))
                         self.timings[f"score {method.name}"] = self.timings.get(
                             f"score {method.name}", 0.0
                         ) + (time.perf_counter() - t1)
@@ -444,21 +378,7 @@ class Evaluation:
 
     # ---- summary ---------------------------------------------------------------------------------
     def results(self) -> list[dict[str, Any]]:
-        rows = []
-        for (protocol, scenario, k, method), cell in sorted(self.cells.items(), key=_cell_order):
-            row: dict[str, Any] = {"protocol": protocol, "scenario": scenario, "k": k, "method": method}
-            row["users"] = cell.users
-            row["tasks"] = cell.tasks
-            for metric in cell.values:
-                mean, lo, hi = M.bootstrap_ci(cell.per_user(metric), n_boot=self.s.n_boot)
-                row[metric] = {"mean": mean, "low": lo, "high": hi}
-                spread = cell.seed_spread(metric)
-                if spread is not None:
-                    row[metric]["seed_sd"] = spread
-            if cell.tops:
-                row["coverage@10"] = M.coverage(np.concatenate(cell.tops), self.n_items, 10)
-            rows.append(row)
-        return rows
+        return cell_results(self.cells, self.n_items, self.s.n_boot)
 
 
 class UserRef:
@@ -478,32 +398,41 @@ def _init_params(cls: type) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters)
 
 
-def meta_scorer(
-    rec: ColdStartRecommender, ds: Dataset, steps: int | None = None, *, ignore_support: bool = False
-) -> Scorer:
-    """A scorer (predicted ratings, ranking scores) of a trained recommender for evaluation tasks;
-    user features come from ``ds``; ``ignore_support`` scores with the meta-learned prior alone."""
+class MetaScorer:
+    """The meta-learner's :class:`~recsys.models.scorer.Scorer` for evaluation tasks: a trained
+    recommender's predicted ratings and ranking scores; user features come from ``ds`` (users given as a
+    :class:`UserRef`; none given: unknown features); ``ignore_support`` scores with the meta-learned
+    prior alone."""
 
-    features = ds.users
+    predicts_ratings = True
 
-    def score(si: np.ndarray, sr: np.ndarray, users: UserRef) -> np.ndarray:
-        space = rec.space
-        if features is not None and space.user_encoder.fields:
-            frame = pl.DataFrame({USER: users.ids}).join(features, on=USER, how="left", maintain_order="left")
+    def __init__(
+        self,
+        rec: ColdStartRecommender,
+        ds: Dataset,
+        steps: int | None = None,
+        *,
+        ignore_support: bool = False,
+    ) -> None:
+        self.rec, self.features, self.steps, self.ignore_support = rec, ds.users, steps, ignore_support
+
+    def score(self, support_items: np.ndarray, support_ratings: np.ndarray, users: Any = None) -> Scores:
+        space = self.rec.space
+        if users is not None and self.features is not None and space.user_encoder.fields:
+            frame = pl.DataFrame({USER: users.ids}).join(
+                self.features, on=USER, how="left", maintain_order="left"
+            )
             encoded: EncodedTable = space.user_encoder.encode(frame)
         else:
-            encoded = space.user_encoder.encode_unknown(len(si))
-        if ignore_support:
-            si = np.full_like(si, -1)
-        ratings, ranks = score_catalogue(
-            rec.learner, space, si, sr, encoded, cache=rec._catalogue_cache(), steps=steps, rank=True
+            encoded = space.user_encoder.encode_unknown(len(support_items))
+        if self.ignore_support:
+            support_items = np.full_like(support_items, -1)
+        return score_catalogue(
+            self.rec.learner,
+            space,
+            support_items,
+            support_ratings,
+            encoded,
+            cache=self.rec._catalogue_cache(),
+            steps=self.steps,
         )
-        return ratings, ranks
-
-    return score
-
-
-def _cell_order(item) -> tuple:
-    (protocol, scenario, k, method), _ = item
-    order = MELU_SCENARIOS.index(scenario) if scenario in MELU_SCENARIOS else 0
-    return (protocol, order, int(k) if k.isdigit() else 10**6, method)

@@ -15,6 +15,7 @@ from recsys.features.encoders import EncodedTable
 from recsys.features.space import FeatureSpace
 from recsys.meta.batches import build_batch
 from recsys.meta.maml import MetaLearner
+from recsys.models.scorer import Scores
 
 
 def clamp_to_scale(x: np.ndarray | torch.Tensor, scale: tuple[float, float] | None):
@@ -85,23 +86,22 @@ def score_catalogue(
     device: torch.device | str = "cpu",
     steps: int | None = None,
     batch_size: int = 128,
-    rank: bool = False,
-    only_rank: bool = False,
-) -> np.ndarray | tuple[np.ndarray | None, np.ndarray]:
-    """Predicted ratings [n_users, n_items] of the whole catalogue (and, with ``rank=True``, the
-    catalogue ranking scores too) for users given by padded support lists.
+    ratings: bool = True,
+) -> Scores:
+    """:class:`Scores` of the whole catalogue for users given by padded support lists: the predicted
+    ratings [n_users, n_items] (not clipped) and the catalogue ranking scores (the ranking head's where
+    the head has a ranking output, else the predicted ratings).
 
     ``support_items`` / ``support_ratings``: [n, S] with -1 items as padding (S may be 0: pure cold
-    start). ``users``: their encoded features, row i = user i. ``only_rank``: skip the ratings
-    (returned as None) when only the ranking is needed.
+    start). ``users``: their encoded features, row i = user i. ``ratings=False``: skip the ratings
+    (``Scores.ratings`` is None) when only the ranking is needed.
     """
     device = torch.device(device)
     steps = default_steps(learner, steps)
     cache = cache or CatalogueCache(learner, space, device)
     n = len(support_items)
-    rank = rank or only_rank
-    ratings = None if only_rank else np.zeros((n, space.n_items), dtype=np.float32)
-    ranks = np.zeros((n, space.n_items), dtype=np.float32) if rank else None
+    predictions = np.zeros((n, space.n_items), dtype=np.float32) if ratings else None
+    ranks = np.zeros((n, space.n_items), dtype=np.float32)
     if support_items.shape[1] == 0:
         support_items = np.full((n, 1), -1, dtype=np.int64)
         support_ratings = np.zeros((n, 1), dtype=np.float32)
@@ -123,13 +123,12 @@ def score_catalogue(
                 s_side["ii_rows"] = learner.head.item_item_rows(s_items, None)
             fast = learner.adapt(user_vec, s_side, s_y, s_m, steps)
             predicted = None
-            if ratings is not None or not learner.head.capabilities.ranking_output:
+            if predictions is not None or not learner.head.capabilities.ranking_output:
                 predicted = learner.score(fast, user_vec, cache.side, "predict").float().cpu().numpy()
-                if ratings is not None:
-                    ratings[sl] = predicted
-            if ranks is not None:
-                if learner.head.capabilities.ranking_output:
-                    ranks[sl] = learner.score(fast, user_vec, cache.side, "rank").float().cpu().numpy()
-                else:
-                    ranks[sl] = predicted
-    return (ratings, ranks) if rank else ratings
+                if predictions is not None:
+                    predictions[sl] = predicted
+            if learner.head.capabilities.ranking_output:
+                ranks[sl] = learner.score(fast, user_vec, cache.side, "rank").float().cpu().numpy()
+            else:
+                ranks[sl] = predicted
+    return Scores(predictions, ranks)

@@ -12,6 +12,7 @@ from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import predict_tasks, score_catalogue
 from recsys.metrics import core as M
 from recsys.metrics.task_metrics import support_arrays, user_metrics
+from recsys.models.scorer import Scores
 
 
 def validation_tasks(log: UserLog, cfg: TrainConfig) -> TaskSet:
@@ -79,10 +80,9 @@ def catalogue_scores(
 
     si, sr = support_arrays(log, tasks)
     rows = space.user_rows(log.user_ids.gather(tasks.users))
-    _, ranks = score_catalogue(
-        learner, space, si, sr, space.user_table.gather(rows), device=device, steps=steps, only_rank=True
-    )
-    return ranks
+    return score_catalogue(
+        learner, space, si, sr, space.user_table.gather(rows), device=device, steps=steps, ratings=False
+    ).ranking
 
 
 def catalogue_quality(
@@ -92,7 +92,7 @@ def catalogue_quality(
     user's other items rated at or above ``threshold`` (every interaction for implicit feedback)."""
 
     m = user_metrics(
-        scores,
+        Scores.of_ranking(scores),
         log,
         tasks,
         predicts_ratings=False,

@@ -43,23 +43,6 @@ def query_ndcg(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, k: int) -
     return np.where((mask.sum(1) > 0) & (idcg > 0), dcg / np.where(idcg > 0, idcg, 1.0), np.nan)
 
 
-def top_k(scores: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
-    """Indices [n_users, k] of the k best items per row (stable for ties); ``exclude`` is a bool mask."""
-    s = scores.astype(np.float64, copy=True)
-    if exclude is not None:
-        s[exclude] = -np.inf
-    k = min(k, s.shape[1])
-    part = (
-        np.argpartition(-s, kth=k - 1, axis=1)[:, :k]
-        if k < s.shape[1]
-        else np.tile(np.arange(s.shape[1]), (len(s), 1))
-    )
-    part_scores = np.take_along_axis(s, part, axis=1)
-    # stable order: by score descending, then by item index ascending
-    order = np.lexsort((part, -part_scores), axis=1)
-    return np.take_along_axis(part, order, axis=1)
-
-
 def catalogue_metrics(
     ranked: np.ndarray,
     relevant: np.ndarray,

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from recsys.data.tasks import TaskSet, UserLog
 from recsys.metrics import core as M
+from recsys.metrics.topk import exclusion_mask, top_n
+
+if TYPE_CHECKING:
+    from recsys.models.scorer import Scores
 
 
 def support_arrays(log: UserLog, tasks: TaskSet) -> tuple[np.ndarray, np.ndarray]:
@@ -16,7 +22,7 @@ def support_arrays(log: UserLog, tasks: TaskSet) -> tuple[np.ndarray, np.ndarray
 
 
 def user_metrics(
-    scores: np.ndarray | tuple[np.ndarray, np.ndarray],
+    scores: Scores,
     log: UserLog,
     tasks: TaskSet,
     *,
@@ -27,11 +33,11 @@ def user_metrics(
 ) -> dict[str, np.ndarray]:
     """Per-user metrics of one method on one task set.
 
-    ``scores``: one array for rating and ranking, or (predicted ratings, ranking scores). Query nDCG
-    (MeLU's protocol) ranks the query items by predicted rating.
+    ``scores``: the method's :class:`~recsys.models.scorer.Scores`. Query nDCG (MeLU's protocol) ranks the
+    query items by predicted rating (by the ranking scores for a ranking-only method).
     """
-    ratings, ranking = scores if isinstance(scores, tuple) else (scores, scores)
-    scores = ratings
+    ranking = scores.ranking
+    scores = scores.ratings if scores.ratings is not None else ranking
     n, n_items = scores.shape
     out: dict[str, np.ndarray] = {}
     q = tasks.query
@@ -48,15 +54,13 @@ def user_metrics(
             out[f"query_ndcg@{k}"] = M.query_ndcg(q_pred, q_true, qmask, k)
     # catalogue ranking: every item except the support; relevant = the user's other liked items
     s_items, _ = support_arrays(log, tasks)
-    exclude = np.zeros((n, n_items), dtype=bool)
-    rows, cols = np.nonzero(s_items >= 0)
-    exclude[rows, s_items[rows, cols]] = True
+    exclude = exclusion_mask(s_items, n_items)
     relevant = np.zeros((n, n_items), dtype=bool)
     owner, pos = log.positions(tasks.users)
     liked = np.ones(len(pos), dtype=bool) if implicit else log.ratings[pos] >= threshold
     relevant[owner[liked], log.items[pos[liked]]] = True
     relevant &= ~exclude
-    top = M.top_k(ranking, 20, exclude)
+    top, _ = top_n(ranking, 20, exclude)
     out.update(M.catalogue_metrics(top, relevant, ~exclude, ks=(10, 20)))
     out["_top10"] = top[:, :10]
     return out

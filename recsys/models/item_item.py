@@ -16,7 +16,9 @@ import numpy as np
 
 from recsys.data.tasks import UserLog, sample_tasks
 from recsys.metrics.task_metrics import support_arrays, user_metrics
+from recsys.metrics.topk import exclusion_mask
 from recsys.models.classical import BASELINES
+from recsys.models.scorer import Scores
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,7 @@ def _spread(matrix: np.ndarray, support_items: np.ndarray | None) -> float:
     """Standard deviation of users' item-item scores (over the catalogue), to put B on a unit scale."""
     if support_items is None or len(support_items) == 0:
         return float(np.abs(matrix).sum(0).std()) or 1.0
-    rows, cols = np.nonzero(support_items >= 0)
-    x = np.zeros((len(support_items), matrix.shape[0]), dtype=np.float32)
-    x[rows, support_items[rows, cols]] = 1.0
+    x = exclusion_mask(support_items, matrix.shape[0]).astype(np.float32)  # the binary support rows
     return float((x @ matrix).std()) or 1.0
 
 
@@ -74,11 +74,9 @@ def fit_item_item(
         best = -np.inf
         for candidate in (c for c in CANDIDATES if c[0] in kinds.split("+")):
             matrix = _fit(train, n_items, candidate)
-            x = np.zeros((len(support), n_items), dtype=np.float32)
-            rows, cols = np.nonzero(support >= 0)
-            x[rows, support[rows, cols]] = 1.0
+            x = exclusion_mask(support, n_items).astype(np.float32)  # the binary support rows
             m = user_metrics(
-                x @ matrix,
+                Scores.of_ranking(x @ matrix),
                 validation,
                 tasks,
                 predicts_ratings=False,

@@ -3,7 +3,8 @@
 Classical cold-start baselines, run through the same protocol and code path as the meta-learner.
 
 Every baseline implements :class:`Baseline`: ``fit`` on the training users' log, then ``score`` new
-users from their support ratings alone (fold-in), returning one score per catalogue item. Baselines
+users from their support ratings alone (fold-in), returning one score per catalogue item as
+:class:`~recsys.models.scorer.Scores` (the :class:`~recsys.models.scorer.Scorer` protocol). Baselines
 whose scores are predicted ratings (``predicts_ratings``) enter the MAE/RMSE columns; the others
 (popularity, item-kNN over implicit data...) rank only.
 
@@ -34,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.tasks import UserLog
+from recsys.models.scorer import Scores
 
 
 class Baseline(ABC):
@@ -61,8 +63,15 @@ class Baseline(ABC):
     def fit(self, log: UserLog, n_items: int) -> Baseline:
         """Learn from the training users' interactions (catalogue indices 0..n_items-1)."""
 
+    def score(self, support_items: np.ndarray, support_ratings: np.ndarray, users: Any = None) -> Scores:
+        """:class:`Scores` of new users given padded support lists ([n, S], -1 = padding): a rating
+        predictor's ratings (its ranking is the same array), a ranker's ranking (ratings None).
+        ``users`` is not read (the classical methods use no user features)."""
+        scores = self._score(support_items, support_ratings)
+        return Scores.of_ratings(scores) if self.predicts_ratings else Scores.of_ranking(scores)
+
     @abstractmethod
-    def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
+    def _score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
         """Scores [n_users, n_items] for new users given padded support lists ([n, S], -1 = padding)."""
 
     @classmethod

@@ -74,7 +74,7 @@ class ImplicitALS(RankingBaseline):
         self.mean_user = users.mean(0) if len(users) else np.zeros(self.item_factors.shape[1], np.float32)
         return self
 
-    def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
+    def _score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
         items, _, mask = self.support(support_items, support_ratings)
         x = _support_matrix(items, mask, self.n_items)
         n = x.shape[0]

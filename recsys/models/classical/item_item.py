@@ -46,7 +46,7 @@ class ItemKNN(RankingBaseline):
         self.prior = _popularity_prior(_item_counts(log, n_items))
         return self
 
-    def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
+    def _score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
         items, _, mask = self.support(support_items, support_ratings)
         x = _support_matrix(items, mask, self.n_items)
         out = np.asarray((x @ self.similarity).toarray(), dtype=np.float32)
@@ -82,7 +82,7 @@ class EASE(RankingBaseline):
         self.prior = _popularity_prior(_item_counts(log, n_items))
         return self
 
-    def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
+    def _score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
         items, _, mask = self.support(support_items, support_ratings)
         x = _support_matrix(items, mask, self.n_items)
         out = np.asarray(x @ self.B, dtype=np.float32)

@@ -30,7 +30,7 @@ class GlobalMean(Baseline):
         self.mu = float(np.mean(log.ratings, dtype=np.float64)) if len(log.ratings) else 0.0
         return self
 
-    def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
+    def _score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
         items, _, _ = _check_support(support_items, support_ratings, self.n_items)
         return np.full((items.shape[0], self.n_items), self.mu, dtype=np.float32)
 
@@ -57,7 +57,7 @@ class ItemMean(Baseline):
         self.means = np.where(denom > 0, (sums + beta * self.mu) / np.where(denom > 0, denom, 1.0), self.mu)
         return self
 
-    def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
+    def _score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
         items, _, _ = _check_support(support_items, support_ratings, self.n_items)
         return _rows(self.means, items.shape[0])
 
@@ -73,7 +73,7 @@ class Popularity(RankingBaseline):
         self.counts = _item_counts(self.positives(log), n_items)
         return self
 
-    def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
+    def _score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
         items, _, _ = _check_support(support_items, support_ratings, self.n_items)
         return _rows(self.counts, items.shape[0])
 
@@ -104,6 +104,6 @@ class Trending(RankingBaseline):
         self.prior = trend.trend_prior(self.positives(log), n_items, half_life)
         return self
 
-    def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
+    def _score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
         items, _, _ = _check_support(support_items, support_ratings, self.n_items)
         return _rows(self.prior, items.shape[0])

@@ -114,7 +114,7 @@ class BiasedMF(Baseline):
         sol = np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
         return sol[:, 0], sol[:, 1:]
 
-    def score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
+    def _score(self, support_items: np.ndarray, support_ratings: np.ndarray) -> np.ndarray:
         bias, factors = self.fold_in(support_items, support_ratings)
         out = factors @ self.item_factors.T
         out += bias[:, None]

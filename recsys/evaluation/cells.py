@@ -1,0 +1,91 @@
+"""The evaluation's results: one :class:`Cell` of per-user metrics per (protocol, scenario, K, method), and
+the report rows aggregated from them (:func:`cell_results`: means over distinct users with bootstrap
+intervals, the spread over seeds, coverage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recsys.data.protocols import MELU_SCENARIOS
+from recsys.metrics import core as M
+
+
+@dataclass
+class Cell:
+    """One (protocol, scenario, K, method) result: per-task values of every seed and draw, with the
+    user each task belongs to, so that intervals are taken over distinct users (a user tested under
+    several seeds or draws counts once, with the mean of its values)."""
+
+    values: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    tops: list[np.ndarray] = field(default_factory=list)
+    user_ids: list[np.ndarray] = field(default_factory=list)
+    seeds: list[np.ndarray] = field(default_factory=list)
+    tasks: int = 0
+
+    def add(self, metrics: dict[str, np.ndarray], user_ids: np.ndarray | None = None, seed: int = 0) -> None:
+        n = len(next(iter(metrics.values())))
+        for k, v in metrics.items():
+            if k == "_top10":
+                self.tops.append(v)
+            else:
+                self.values.setdefault(k, []).append(v)
+        ids = np.arange(self.tasks, self.tasks + n) if user_ids is None else np.asarray(user_ids)
+        self.user_ids.append(ids.astype(str))
+        self.seeds.append(np.full(n, seed, dtype=np.int64))
+        self.tasks += n
+
+    @property
+    def users(self) -> int:
+        """Distinct users."""
+        return len(np.unique(np.concatenate(self.user_ids))) if self.user_ids else 0
+
+    def per_user(self, metric: str) -> np.ndarray:
+        """One value per distinct user: the mean over that user's tasks (NaN where all are NaN)."""
+        ids = np.concatenate(self.user_ids)
+        values = np.concatenate(self.values[metric]).astype(np.float64)
+        _, inverse = np.unique(ids, return_inverse=True)
+        finite = ~np.isnan(values)
+        sums = np.bincount(inverse, weights=np.where(finite, values, 0.0))
+        counts = np.bincount(inverse, weights=finite.astype(np.float64))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+    def seed_spread(self, metric: str) -> float | None:
+        """Standard deviation of the per-seed means (None with one seed): the training randomness."""
+        seeds = np.concatenate(self.seeds)
+        values = np.concatenate(self.values[metric]).astype(np.float64)
+        means = [
+            np.nanmean(values[seeds == s]) for s in np.unique(seeds) if np.isfinite(values[seeds == s]).any()
+        ]
+        return float(np.std(means)) if len(means) > 1 else None
+
+
+def cell_results(
+    cells: dict[tuple[str, str, str, str], Cell], n_items: int, n_boot: int
+) -> list[dict[str, Any]]:
+    """One report row per cell, in report order: users, tasks, every metric's mean and bootstrap interval
+    over distinct users (with ``seed_sd`` where several seeds ran), and coverage@10."""
+    rows = []
+    for (protocol, scenario, k, method), cell in sorted(cells.items(), key=_cell_order):
+        row: dict[str, Any] = {"protocol": protocol, "scenario": scenario, "k": k, "method": method}
+        row["users"] = cell.users
+        row["tasks"] = cell.tasks
+        for metric in cell.values:
+            mean, lo, hi = M.bootstrap_ci(cell.per_user(metric), n_boot=n_boot)
+            row[metric] = {"mean": mean, "low": lo, "high": hi}
+            spread = cell.seed_spread(metric)
+            if spread is not None:
+                row[metric]["seed_sd"] = spread
+        if cell.tops:
+            row["coverage@10"] = M.coverage(np.concatenate(cell.tops), n_items, 10)
+        rows.append(row)
+    return rows
+
+
+def _cell_order(item) -> tuple:
+    (protocol, scenario, k, method), _ = item
+    order = MELU_SCENARIOS.index(scenario) if scenario in MELU_SCENARIOS else 0
+    return (protocol, order, int(k) if k.isdigit() else 10**6, method)

@@ -1,0 +1,43 @@
+"""The one top-N: which items a user may be recommended (:func:`exclusion_mask`) and the best of them
+(:func:`top_n`). Used by the front (recommend, recommend_batch, recommend_frame), the evaluation's
+catalogue metrics and validation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def exclusion_mask(support_items: np.ndarray, n_items: int, extra: np.ndarray | None = None) -> np.ndarray:
+    """Bool [n, n_items]: True at each user's support items (padded ``[n, S]``, -1 = padding), or'ed with
+    ``extra`` (bool [n, n_items]) when given."""
+    support_items = np.asarray(support_items)
+    mask = np.zeros((len(support_items), n_items), dtype=bool)
+    rows, cols = np.nonzero(support_items >= 0)
+    mask[rows, support_items[rows, cols]] = True
+    if extra is not None:
+        mask |= extra
+    return mask
+
+
+def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, scores), each [n_users, min(n, n_items)]: the best items per row, best first.
+
+    Ties are broken by item index (a constant scorer ranks in catalogue order). Excluded items
+    (``exclude``, bool [n_users, n_items]) rank after every other item, so a row holds excluded items
+    only where fewer than ``n`` items are left: callers that must not show them drop them with
+    ``exclude``. The returned scores are ``scores`` at the returned indices.
+    """
+    s = scores.astype(np.float64, copy=True)
+    if exclude is not None:
+        s[exclude] = -np.inf
+    k = min(n, s.shape[1])
+    part = (
+        np.argpartition(-s, kth=k - 1, axis=1)[:, :k]
+        if k < s.shape[1]
+        else np.tile(np.arange(s.shape[1]), (len(s), 1))
+    )
+    part_scores = np.take_along_axis(s, part, axis=1)
+    # stable order: by score descending, then by item index ascending
+    order = np.lexsort((part, -part_scores), axis=1)
+    indices = np.take_along_axis(part, order, axis=1)
+    return indices, np.take_along_axis(scores, indices, axis=1)
