@@ -265,12 +265,7 @@ def test_no_dotted_config_strings_remain_in_code_outside_the_edge_modules() -> N
     files = [
         p for folder in ("recsys", "pipelines", "benchmarks") for p in sorted((REPO / folder).rglob("*.py"))
     ]
-    found = [
-        hit
-        for p in files
-        if not _is_edge(p)
-        for hit in _dotted_literals(p, keys)
-    ]
+    found = [hit for p in files if not _is_edge(p) for hit in _dotted_literals(p, keys)]
     assert found == []
     # the detector does find the edge's own dotted keys (it is not vacuous)
     assert any("'train.epochs'" in hit for hit in _dotted_literals(REPO / "recsys/cli.py", keys))
