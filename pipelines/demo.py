@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = fetch()
     print(f"[data] {DATASET} ready in {folder}")
-    from recsys.cli import format_stats
+    from recsys.cli.data import format_stats
     from recsys.data import load_dataset
 
     print(format_stats(load_dataset(folder).stats()))

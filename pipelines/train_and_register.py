@@ -103,14 +103,13 @@ def _csv(text: str | None, cast=str) -> list:
 
 def run(args: argparse.Namespace, echo=print) -> PipelineResult:
     """Run the pipeline for parsed arguments (see :func:`build_parser`)."""
-    from recsys.config import RecommenderConfig
     from recsys.evaluation.report import write_report
     from recsys.evaluation.runner import EvalSettings, Evaluation
     from recsys.models.classical import BASELINES
     from recsys.tracking.mlflow_run import Tracker, TrackingOptions
     from recsys.tracking.params import run_params
     from recsys.tracking.registry import champion_challenger_gate, gate_value, version_tags
-    from recsys.workflows import default_protocol, load_data, summary_text, train_model
+    from recsys.workflows import build_config, default_protocol, load_data, summary_text, train_model
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -126,10 +125,7 @@ def run(args: argparse.Namespace, echo=print) -> PipelineResult:
     ds = load_data(args.dataset, interactions=args.interactions, spec=args.spec)
     echo(f"[ingest] {ds.name}: {ds.interactions.height:,} interactions")
     step("ingest")
-    cfg = RecommenderConfig.from_file(args.config) if args.config else RecommenderConfig()
-    changed = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed}.items() if v is not None}
-    if changed:
-        cfg = cfg.replace(train=changed)
+    cfg = build_config(args.config, epochs=args.epochs, seed=args.seed)
     protocol = args.protocol or default_protocol(ds)
     name = args.registered_name or f"recsys-{ds.name}"
     opts = TrackingOptions(

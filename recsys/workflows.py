@@ -1,4 +1,5 @@
-"""The steps the CLI, the pipelines and the demo share: load data, hold out new users, train."""
+"""The steps the CLI, the pipelines and the demo share: load data, build the config, hold out new users,
+train."""
 
 from __future__ import annotations
 
@@ -40,6 +41,20 @@ def load_data(
     return load_files(
         interactions, users=users, items=items, columns=columns, rating_scale=rating_scale, implicit=implicit
     )
+
+
+def build_config(
+    config_file: str | Path | None = None,
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+) -> RecommenderConfig:
+    """The config of a run: ``config_file`` (TOML or JSON) or the defaults, with the training keys the
+    command line and the pipelines override (None: the file's value)."""
+    cfg = RecommenderConfig.from_file(config_file) if config_file else RecommenderConfig()
+    changed = {k: v for k, v in {"epochs": epochs, "seed": seed, "device": device}.items() if v is not None}
+    return cfg.replace(train=changed) if changed else cfg
 
 
 HOLDOUTS = ("none", "temporal", "random", "melu")

@@ -189,7 +189,7 @@ def test_unexpected_failure_exits_1_with_one_line_and_how_to_get_the_traceback(
     def boom(stats):
         raise ZeroDivisionError("planted bug")
 
-    monkeypatch.setattr("recsys.cli.format_stats", boom)
+    monkeypatch.setattr("recsys.cli.data.format_stats", boom)
     proc = cli(capsys, "data", "stats", str(tiny_log))
     assert proc.returncode == 1
     line = one_error_line(proc.stderr)
@@ -203,7 +203,7 @@ def test_unexpected_failure_shows_the_traceback_with_v_before_or_after_the_comma
     def boom(stats):
         raise ZeroDivisionError("planted bug")
 
-    monkeypatch.setattr("recsys.cli.format_stats", boom)
+    monkeypatch.setattr("recsys.cli.data.format_stats", boom)
     args = ["data", "stats", str(tiny_log)]
     proc = cli(capsys, *(["-v", *args] if where == "before" else [*args, "-v"]))
     assert proc.returncode == 1

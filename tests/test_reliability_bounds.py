@@ -447,7 +447,7 @@ def test_cli_recommend_with_a_fifo_as_ratings_is_one_line(tmp_path, capsys, no_h
 
 
 def test_a_ratings_file_over_the_size_cap_is_refused(tmp_path, monkeypatch) -> None:
-    from recsys.cli import _read_ratings_file
+    from recsys.cli.score import _read_ratings_file
 
     (tmp_path / "r.json").write_text('{"1": 5}' + " " * 200)
     monkeypatch.setattr(io_utils, "MAX_REQUEST_JSON_BYTES", 64)

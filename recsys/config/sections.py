@@ -1,0 +1,290 @@
+"""The config sections (model, its hybrid head's options, meta-learning, training), each field
+documented, and how a section is built from its raw keys (the hybrid keys' old flat place included)."""
+
+from __future__ import annotations
+
+import functools
+import typing
+import warnings
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from recsys.config.validation import DEVICE_PATTERN, _hints, _Section, _shown
+from recsys.errors import SpecError
+
+
+@dataclass
+class HybridConfig(_Section):
+    """Options of the ``hybrid`` head (the ``model.hybrid`` section; ignored by the other heads).
+
+    Before this section existed its keys sat directly in ``model`` (``model.trend``): saved models and
+    checkpoints written so still load with the same meaning, and a config given that way is mapped
+    here with a ``FutureWarning``."""
+
+    section_name = "model.hybrid"
+
+    fold_in_trust: Literal["global", "support"] = "support"
+    """``hybrid`` head: how far a new user's ratings move the ridge fold-in away from the prior.
+    ``global``: one learned shrinkage for every user; ``support``: the shrinkage is also a learned
+    (linear, zero-initialised) function of the support set: its size, the mean and spread of its
+    residuals and its items' mean factors. Chosen by nested evaluation on ML-100k (see the README)."""
+    item_item: bool = True
+    """``hybrid`` head: blend a fixed item-item matrix (EASE, fitted on the training users, its
+    regularisation chosen on validation users) into the ranking scores."""
+    item_item_kinds: Literal["ease", "ease+cosine"] = "ease"
+    """Candidate item-item matrices for the blend, one chosen on validation users: ``ease`` (EASE at a
+    few regularisation strengths) or ``ease+cosine`` (also cosine item-kNN with 100 or 400
+    neighbours; on ML-100k validation users it lifted implicit-feedback temporal Recall@20 by 13-17%
+    but was mixed elsewhere, see the README)."""
+    trend: bool = True
+    """``hybrid`` head: after training, add a time-decayed popularity prior ("what is trending") to the
+    ranking scores; its half-life (7-365 days, or all-time popularity) and weight (0 included) are
+    chosen on validation users. Without timestamps only all-time popularity is a candidate."""
+    item_item_max_items: int = 20_000
+    """Catalogues larger than this skip the item-item blend (it is dense, n_items^2)."""
+
+
+@dataclass
+class ModelConfig(_Section):
+    """The network: per-field embeddings pooled by ``EmbeddingBag`` and a decision network."""
+
+    section_name = "model"
+
+    embedding_dim: int = 32
+    """Dimension of every field's embedding."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the decision network (ReLU between layers)."""
+    pooling: Literal["mean", "sum", "max"] = "mean"
+    """How multi-valued fields (genres, actors) pool their token embeddings."""
+    use_item_id: bool = True
+    """Add an item-id field (one embedding per training item; new items map to unknown)."""
+    item_id_init: Literal["random", "als"] = "als"
+    """``als``: start each training item's item-id embedding from its ALS factors (biased MF on ratings
+    for the rating path, ``implicit``'s ALS for the ranking path), rescaled to the initial scale;
+    ``random``: a normal initialisation. Chosen by nested evaluation on ML-100k (see the README)."""
+    item_id_min_count: int = 1
+    """Items with fewer training interactions get the unknown item id."""
+    use_user_features: bool = True
+    """Use the user table's fields (demographics) when the dataset has them."""
+    use_item_features: bool = True
+    """Use the item table's fields (genres, directors...) when the dataset has them."""
+    head: Literal["melu", "factorized", "hybrid"] = "hybrid"
+    """``melu``: MLP over [user; item] (MeLU). ``factorized``: score = <user tower, item tower> + item bias,
+    with the item side cacheable for very large catalogues. ``hybrid``: closed-form ridge fold-in of
+    the user's factors for ratings plus a support-set encoder for catalogue ranking."""
+    factor_dim: int = 64
+    """Dimension of the user/item factors of the ``factorized`` and ``hybrid`` heads."""
+    sparse: bool = False
+    """Sparse gradients for the embedding tables (with a sparse-aware optimiser)."""
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+    """Options of the ``hybrid`` head (``model.hybrid.*``); the other heads ignore them."""
+
+
+@dataclass
+class MetaConfig(_Section):
+    """The per-user inner loop (MAML)."""
+
+    section_name = "meta"
+
+    inner_steps: int = 0
+    """Local gradient steps on a user's support ratings. The default ``hybrid`` head already adapts in
+    closed form (ridge fold-in + support encoder), and extra steps measured no better on validation
+    users (see the README's ablation table); the ``melu`` head needs steps (MeLU used 5)."""
+    inner_lr: float = 0.05
+    """Local learning rate (initial value when ``meta_sgd``)."""
+    adapt: Literal["decision", "output", "all"] = "decision"
+    """Which parameters adapt per user: ``decision`` (MeLU: the decision network), ``output`` (its last
+    layer only), ``all`` (the decision network and the user's embedding vector)."""
+    first_order: bool = False
+    """First-order MAML: the meta-gradient does not flow through the inner updates."""
+    meta_sgd: bool = False
+    """Meta-SGD: learn a per-parameter inner learning rate (for the ``hybrid`` head, one per entry of the
+    user vectors its fold-in gives; mixed on ML-100k validation users, see the README)."""
+    loss: Literal["mse", "mae", "huber"] = "mse"
+    """Loss on ratings used in the inner loop and on the query set."""
+    rating_weight: float = 1.0
+    """Weight of the rating loss on the query set (ignored for implicit feedback)."""
+    rank_weight: float = 1.0
+    """Weight of the catalogue ranking loss: a softmax over the catalogue of the user's other
+    relevant items (support excluded). 0 turns it off."""
+    rank_threshold: float | None = 4.0
+    """Ratings at or above this are the ranking loss's positives (None: every interaction)."""
+    eval_inner_steps: int | None = None
+    """Local steps at scoring time (defaults to ``inner_steps``)."""
+
+    def _check_relations(self) -> None:
+        if self.rating_weight == 0 and self.rank_weight == 0:
+            raise SpecError(
+                "config keys meta.rating_weight and meta.rank_weight: expected at least one > 0 (nothing "
+                "to learn otherwise), got 0 and 0"
+            )
+
+
+@dataclass
+class TrainConfig(_Section):
+    """The outer loop."""
+
+    section_name = "train"
+
+    epochs: int = 50
+    """Maximum number of epochs (one pass over the training users)."""
+    meta_batch_size: int = 32
+    """Users per meta-batch."""
+    lr: float = 3e-3
+    """Adam learning rate of the meta-parameters (embeddings included)."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    grad_clip: float = 5.0
+    """Clip the meta-gradient's norm (0: off)."""
+    grad_clip_scope: Literal["global", "per-path"] = "global"
+    """``global``: one norm over all meta-parameters; ``per-path``: the rating path, the ranking path
+    and the shared rest are clipped separately, so a large gradient in one path does not shrink the
+    other's step (single-path models clip globally)."""
+    weight_average: float = 0.0
+    """Decay of an exponential moving average of the meta-parameters, updated after every step
+    (warm-up ``min(decay, (1 + t) / (10 + t))`` at step t). Validation, the best epoch and the saved
+    model use the averaged weights; training continues from the live ones (0: off)."""
+    support_min: int = 1
+    """Smallest support set drawn for a training task."""
+    support_max: int = 20
+    """Largest support set drawn for a training task."""
+    support_distribution: Literal["uniform", "log-uniform"] = "uniform"
+    """How training support sizes are drawn between ``support_min`` and ``support_max``
+    (log-uniform favours the few-rating regime while still covering large supports)."""
+    query_size: int = 10
+    """Ratings per training task's query set (fewer when the user has fewer)."""
+    support_order: Literal["random", "temporal", "mixed"] = "mixed"
+    """``temporal``: a task's support is its first ratings by time; ``random``: any; ``mixed``: each
+    task draws one of the two."""
+    query_order: Literal["random", "last"] = "last"
+    """``last``: tasks whose support is the user's first ratings take their query from the user's
+    latest ratings (as a new user is scored long after their first ratings); tasks with a random
+    support keep a random query, and so does a log without timestamps. Validation tasks follow it."""
+    min_user_ratings: int = 2
+    """Training users need at least this many ratings."""
+    validation_fraction: float = 0.1
+    """Share of training users held out for validation (when no validation users are given)."""
+    validation_support: int | None = None
+    """Support size of validation tasks (None: drawn like the training supports, seeded)."""
+    validation_query: int = 10
+    """Query size of validation tasks."""
+    validation_order: Literal["auto", "random", "temporal"] = "auto"
+    """Support order of validation tasks; ``auto``: the training order."""
+    patience: int = 10
+    """Stop after this many epochs without validation improvement (0: never stop early)."""
+    select_metric: Literal["auto", "mae", "recall@20", "ndcg@10", "mae-ndcg"] = "auto"
+    """Validation metric for early stopping and the best epoch. ``auto``: MAE for rating-only models,
+    ``mae-ndcg`` (validation MAE minus catalogue nDCG@10) when a ranking loss is trained too, nDCG@10
+    for implicit feedback."""
+    seed: int = 0
+    """Seed of everything random (initialisation, sampling)."""
+    device: str = "cpu"
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (only the name is checked when the config is built: a
+    saved model trained on a GPU still loads on a machine without one)."""
+    checkpoint_every: int = 100
+    """Write a checkpoint every this many meta-steps (and at each epoch's end)."""
+    max_nonfinite_steps: int = 10
+    """Stop with an error after this many consecutive non-finite losses (steps are skipped before)."""
+    num_threads: int | None = None
+    """torch CPU threads (None: torch's default)."""
+
+    def _check_relations(self) -> None:
+        if self.support_min > self.support_max:
+            raise SpecError(
+                f"config keys train.support_min and train.support_max: expected support_min <= "
+                f"support_max, got {self.support_min} > {self.support_max}"
+            )
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise SpecError(
+                f"config key train.device: expected cpu, cuda, cuda:N or mps, got {_shown(self.device)}"
+            )
+
+
+HYBRID_KEYS: tuple[str, ...] = tuple(f.name for f in fields(HybridConfig))
+"""The ``model.hybrid`` keys; configs and saved models written before that section existed have them
+directly in ``model`` (``{"model": {"trend": false}}``, ``model.trend``)."""
+
+
+def _warn_flat(keys: list[str]) -> None:
+    shown = ", ".join(f"model.{k}" for k in keys)
+    warnings.warn(
+        f"config key(s) {shown}: options of the hybrid head now live in the model.hybrid section "
+        f"(model.hybrid.{keys[0]}); read as such",
+        FutureWarning,
+        stacklevel=4,
+    )
+
+
+def _lift_hybrid_keys(model: dict[str, Any], *, warn: bool) -> dict[str, Any]:
+    """A raw ``model`` section with the flat form of the hybrid keys (``{"trend": false}``) moved into
+    its ``hybrid`` section (a copy when anything moves). ``warn``: say so with a FutureWarning (a
+    user's config); saved models and checkpoints are mapped silently, the flat form was their format.
+    A key given both ways is a SpecError."""
+    flat = [k for k in HYBRID_KEYS if k in model]
+    if not flat:
+        return model
+    nested = model.get("hybrid")
+    if nested is None:
+        nested = {}
+    if isinstance(nested, HybridConfig):
+        raise SpecError(f"config key model.{flat[0]}: give it in the HybridConfig of model.hybrid")
+    if not isinstance(nested, dict):
+        raise SpecError(
+            f"config section model.hybrid: expected an object (table) of keys, got {type(nested).__name__}"
+        )
+    both = [k for k in flat if k in nested]
+    if both:
+        raise SpecError(
+            f"config key model.{both[0]} is also given as model.hybrid.{both[0]}; "
+            f"keep only model.hybrid.{both[0]}"
+        )
+    if warn:
+        _warn_flat(flat)
+    model = dict(model)
+    model["hybrid"] = {**nested, **{k: model.pop(k) for k in flat}}
+    return model
+
+
+_S = typing.TypeVar("_S", bound=_Section)
+
+
+def _section_from_dict(klass: type[_S], raw: Any, name: str, *, warn: bool = True) -> _S:
+    """A validated section from its raw keys (None: every default); nested sections (``model.hybrid``)
+    are built from their own objects. Unknown keys are a SpecError naming the section."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError(
+            f"config section {name}: expected an object (table) of keys, got {type(raw).__name__}"
+        )
+    if klass is ModelConfig:
+        raw = _lift_hybrid_keys(raw, warn=warn)
+    known = {f.name for f in fields(klass)}
+    bad = set(raw) - known
+    if bad:
+        shown = sorted(map(str, bad))
+        raise SpecError(f"[{name}]: unknown key(s) {_shown(shown)}; expected among {sorted(known)}")
+    raw = dict(raw)
+    for f in fields(klass):
+        hint = _hints(klass)[f.name]
+        nested = isinstance(hint, type) and issubclass(hint, _Section)
+        if nested and f.name in raw and not isinstance(raw[f.name], hint):
+            raw[f.name] = _section_from_dict(hint, raw[f.name], f"{name}.{f.name}", warn=warn)
+    return klass(**raw)
+
+
+def _accept_flat_hybrid_keys(init: Any) -> Any:
+    """``ModelConfig(trend=False)`` (the keys' old place) means ``ModelConfig(hybrid=HybridConfig(
+    trend=False))``, with a FutureWarning; ``hybrid`` may also be given as a dict of its keys."""
+
+    @functools.wraps(init)
+    def __init__(self: ModelConfig, *args: Any, **kwargs: Any) -> None:
+        kwargs = _lift_hybrid_keys(kwargs, warn=True)
+        if isinstance(kwargs.get("hybrid"), dict):
+            kwargs["hybrid"] = _section_from_dict(HybridConfig, kwargs["hybrid"], "model.hybrid")
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+ModelConfig.__init__ = _accept_flat_hybrid_keys(ModelConfig.__init__)  # type: ignore[method-assign]
