@@ -33,6 +33,8 @@ LAYERS: dict[str, int] = {
     "recsys.requests": 8,
     "recsys.onboarding": 8,
     "recsys.recommender": 8,
+    "recsys.training": 8,  # the recipe of ColdStartRecommender.fit
+    "recsys.persistence": 8,  # its model folders and checkpoints
     # applications of the front
     "recsys.evaluation": 9,
     "recsys.evaluation.cells": 9,

@@ -176,6 +176,7 @@ def test_summary_reports_baseline_comparison(trained, synthetic_small) -> None:
     from recsys.data.tasks import UserLog
     from recsys.meta.trainer import evaluate_rating_tasks, validation_tasks
     from recsys.metrics.core import mae
+    from recsys.utils.seeds import VALIDATION_TASKS, VALIDATION_USERS, Seeds
 
     rec, path = trained
     s = rec.summary
@@ -183,15 +184,16 @@ def test_summary_reports_baseline_comparison(trained, synthetic_small) -> None:
     assert 0 < s.mae_adapted < 2 and 0 < s.mae_item_mean < 2
     cfg = rec.config.train
     inter = synthetic_small.interactions
+    seeds = Seeds(cfg.seed)  # the named streams fit() draws from
     val = choose_validation_users(
-        inter, cfg.validation_fraction, np.random.default_rng([cfg.seed, 7]), min_ratings=cfg.min_user_ratings
+        inter, cfg.validation_fraction, seeds.rng(VALIDATION_USERS), min_ratings=cfg.min_user_ratings
     )
     is_val = inter["user_id"].is_in(val.implode())
     train_log = UserLog.from_frame(inter.filter(~is_val), rec.space.items)
     val_log = UserLog.from_frame(inter.filter(is_val), rec.space.items)
     assert val_log.n_users == rec.info["validation_users"]  # the split fit() made
     assert len(train_log.items) == rec.info["train_interactions"]
-    tasks = validation_tasks(val_log, cfg)
+    tasks = validation_tasks(val_log, cfg, seeds.rng(VALIDATION_TASKS))
     assert s.validation_users == len(tasks)
     # the item-mean baseline: each query item's mean training rating (the global mean if unrated)
     sums = np.bincount(train_log.items, weights=train_log.ratings, minlength=rec.space.n_items)

@@ -32,6 +32,7 @@ from recsys.meta.validation import evaluate_rating_tasks, validation_tasks
 from recsys.utils.checkpoint import flatten_optimizer, load_tensors, save_tensors, unflatten_optimizer
 from recsys.utils.io import remove_stale_temps
 from recsys.utils.progress import progress
+from recsys.utils.seeds import VALIDATION_TASKS, Seeds
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +265,15 @@ class MetaTrainer:
         return reported
 
     def fit(
-        self, train_log: UserLog, val_log: UserLog | None = None, *, resume_from: str | Path | None = None
+        self,
+        train_log: UserLog,
+        val_log: UserLog | None = None,
+        *,
+        resume_from: str | Path | None = None,
+        val_tasks: TaskSet | None = None,
     ):
+        """Meta-train, validating on ``val_tasks`` of ``val_log`` after every epoch (default: the fixed
+        validation tasks of the ``validation-tasks`` stream of the training seed)."""
         cfg = self.cfg
         if self.checkpoint is not None and self.rank == 0:
             remove_stale_temps(self.checkpoint)  # left by a run killed while writing a checkpoint
@@ -275,7 +283,10 @@ class MetaTrainer:
         train_users = np.nonzero(train_log.counts >= cfg.min_user_ratings)[0]
         if len(train_users) == 0:
             raise TrainingError(f"no training user has at least {cfg.min_user_ratings} ratings")
-        val_tasks = validation_tasks(val_log, cfg) if val_log is not None and val_log.n_users else None
+        if val_log is None or not val_log.n_users:
+            val_tasks = None
+        elif val_tasks is None:
+            val_tasks = validation_tasks(val_log, cfg, Seeds(cfg.seed).rng(VALIDATION_TASKS))
         consecutive_bad = 0
         while self.state.epoch < cfg.epochs and not self.state.finished:
             epoch = self.state.epoch

@@ -15,13 +15,13 @@ from recsys.metrics.task_metrics import support_arrays, user_metrics
 from recsys.models.scorer import Scores
 
 
-def validation_tasks(log: UserLog, cfg: TrainConfig) -> TaskSet:
-    """Fixed validation tasks: a seeded support (``validation_support`` ratings, or sizes drawn like the
-    training supports) and a query of up to ``validation_query`` others, for every validation user
-    with enough ratings."""
+def validation_tasks(log: UserLog, cfg: TrainConfig, rng: np.random.Generator) -> TaskSet:
+    """Fixed validation tasks: a support drawn from ``rng`` (``validation_support`` ratings, or sizes
+    drawn like the training supports) and a query of up to ``validation_query`` others, for every
+    validation user with enough ratings. Training draws them from the ``validation-tasks`` stream of
+    :class:`recsys.utils.seeds.Seeds` (see :func:`recsys.meta.trainer.MetaTrainer.fit`)."""
     fixed = cfg.validation_support
     eligible = np.nonzero(log.counts > (fixed if fixed is not None else cfg.support_min))[0]
-    rng = np.random.default_rng([cfg.seed, 10_007])
     return sample_tasks(
         log,
         eligible,

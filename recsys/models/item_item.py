@@ -53,7 +53,7 @@ def fit_item_item(
     *,
     threshold: float | None,
     implicit: bool,
-    seed: int = 0,
+    rng: np.random.Generator | None = None,
     kinds: str = "ease",
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(B [n_items, n_items], out-of-fold B [2, n_items, n_items], the chosen kind as ``ease:LAMBDA`` or
@@ -61,15 +61,17 @@ def fit_item_item(
 
     Out-of-fold matrix ``f`` is fitted on the training users whose log row parity is not ``f``, so a
     training task of a user in fold ``f`` never sees its own interactions through ``B``.
+
+    ``rng`` draws the validation tasks the kind is chosen on (training passes the ``item-item`` stream
+    of :class:`recsys.utils.seeds.Seeds`; None: a generator seeded 0).
     """
 
     support = None
     kind, full = DEFAULT, None
     eligible = np.nonzero(validation.counts > 5)[0] if validation is not None else np.zeros(0, np.int64)
     if len(eligible):  # validation users with 5 support items and a query: choose on them
-        tasks = sample_tasks(
-            validation, eligible, np.random.default_rng([seed, 17]), support_size=5, query_size=10
-        )
+        rng = rng if rng is not None else np.random.default_rng(0)
+        tasks = sample_tasks(validation, eligible, rng, support_size=5, query_size=10)
         support, _ = support_arrays(validation, tasks)
         best = -np.inf
         for candidate in (c for c in CANDIDATES if c[0] in kinds.split("+")):

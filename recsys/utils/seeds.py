@@ -1,0 +1,50 @@
+"""Named random streams of one seed: :class:`Seeds`.
+
+Training draws at random in several independent places (which users are held out for validation,
+the fixed validation tasks, the item-item candidate choice). Each gets its own stream, a child of ONE
+:class:`numpy.random.SeedSequence` of the training seed, named rather than numbered with a literal
+offset, so that adding a stream never shifts another and a stream can be rebuilt anywhere (a test,
+a second call) from the seed and its name alone.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+
+class Seeds:
+    """The named child streams of ``SeedSequence(seed)``.
+
+    ``Seeds(seed).rng(name)`` is a fresh generator at the start of the stream ``name``: the same seed
+    and name always give the same draws, different names give independent streams (children of the
+    same root with different spawn keys, derived from the name by CRC-32).
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.root = np.random.SeedSequence(seed)
+
+    @property
+    def seed(self) -> int:
+        return int(self.root.entropy)
+
+    def sequence(self, name: str) -> np.random.SeedSequence:
+        """The child seed sequence of stream ``name``."""
+        key = zlib.crc32(name.encode("utf-8"))
+        return np.random.SeedSequence(self.root.entropy, spawn_key=(*self.root.spawn_key, key))
+
+    def rng(self, name: str) -> np.random.Generator:
+        """A fresh generator at the start of stream ``name``."""
+        return np.random.default_rng(self.sequence(name))
+
+    def __repr__(self) -> str:
+        return f"Seeds({self.seed})"
+
+
+VALIDATION_USERS = "validation-users"
+"""The users held out of training for model selection."""
+VALIDATION_TASKS = "validation-tasks"
+"""The fixed support/query split of the validation users (model selection, trend choice, summary)."""
+ITEM_ITEM = "item-item"
+"""The validation tasks on which the item-item blend's kind is chosen."""
