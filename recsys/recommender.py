@@ -32,15 +32,11 @@ from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache, clamp_to_scale, score_catalogue
 from recsys.metrics.topk import exclusion_mask, top_n
 from recsys.onboarding import onboarding_order
-from recsys.requests import recommend_frame
+from recsys.requests import encode_dicts, is_list_like, recommend_frame
 from recsys.training import FitSummary
 from recsys.utils.seeds import VALIDATION_USERS, Seeds
 
 log = logging.getLogger(__name__)
-
-
-def _is_list_like(value: Any) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
 
 
 def _feature_number(user: int, name: str, value: Any) -> Any:
@@ -59,28 +55,6 @@ def _feature_number(user: int, name: str, value: Any) -> Any:
     if math.isinf(x):
         raise ScoringInputError(f"user {user}: user feature '{name}' is not finite: {shown(value)}")
     return x
-
-
-def check_rating(user: Any, item: Any, value: Any, scale: tuple[float, float] | None) -> float:
-    """The API's rule for one rating of a new user: a number (not a boolean, not a string), finite, on
-    the model's scale. Returns it as a float; anything else is a ScoringInputError naming the user and
-    the item. The REST gateway (recsys.tracking.gateway) applies it to the raw JSON values."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ScoringInputError(
-            f"user {shown(user)}: rating of item {shown(item)} is not a number: {shown(value)}"
-        )
-    try:
-        v = float(value)
-    except OverflowError:
-        raise ScoringInputError(f"user {shown(user)}: rating of item {shown(item)} is too large") from None
-    if not math.isfinite(v):
-        raise ScoringInputError(f"user {shown(user)}: rating of item {shown(item)} is not finite: {v}")
-    if scale is not None and not scale[0] <= v <= scale[1]:
-        raise ScoringInputError(
-            f"user {shown(user)}: rating {v:g} of item {shown(item)} is outside the scale "
-            f"[{scale[0]:g}, {scale[1]:g}]"
-        )
-    return v
 
 
 class ColdStartRecommender:
@@ -240,50 +214,9 @@ class ColdStartRecommender:
     def _encode_requests(
         self, requests: Sequence[dict[Any, float]], on_unknown: str
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Padded (items [n, S], ratings [n, S]) of users' rating dicts, validated."""
-        if on_unknown not in ("error", "ignore"):
-            raise ScoringInputError(f"on_unknown must be 'error' or 'ignore', got {shown(on_unknown)}")
-        if not _is_list_like(requests):
-            raise ScoringInputError(
-                f"expected a list of rating dicts (one per user), got {type(requests).__name__}"
-            )
-        scale = self.space.rating_scale
-        rows_items, rows_ratings = [], []
-        for n, ratings in enumerate(requests):
-            if ratings is None:
-                ratings = {}
-            if not isinstance(ratings, dict):
-                raise ScoringInputError(
-                    f"user {n}: ratings must be a dict item_id -> rating, got {type(ratings).__name__}"
-                )
-            keys = list(ratings.keys())
-            values = []
-            for key in keys:
-                values.append(check_rating(n, key, ratings[key], scale))
-            idx = self._lookup(keys)
-            unknown = [k for k, i in zip(keys, idx, strict=True) if i < 0]
-            if unknown:
-                if on_unknown == "error":
-                    raise UnknownItemError(
-                        f"user {n}: {len(unknown)} unknown item id(s): {UnknownItemError.listing(unknown)}"
-                        " (pass on_unknown='ignore' to skip them)"
-                    )
-                log.warning("user %d: ignoring %d unknown item id(s)", n, len(unknown))
-            keep = idx >= 0
-            kept_idx = idx[keep]
-            kept_ratings = np.asarray(values, dtype=np.float32)[keep] if keys else np.zeros(0, np.float32)
-            # the same item under two keys (1 and "1"): the last rating counts, as in a ratings table
-            _, last_rev = np.unique(kept_idx[::-1], return_index=True)
-            last = np.sort(len(kept_idx) - 1 - last_rev)
-            rows_items.append(kept_idx[last])
-            rows_ratings.append(kept_ratings[last])
-        width = max([len(r) for r in rows_items] + [1])
-        items = np.full((len(requests), width), -1, dtype=np.int64)
-        ratings_arr = np.zeros((len(requests), width), dtype=np.float32)
-        for i, (it, rt) in enumerate(zip(rows_items, rows_ratings, strict=True)):
-            items[i, : len(it)] = it
-            ratings_arr[i, : len(rt)] = rt
-        return items, ratings_arr
+        """Padded (items [n, S], ratings [n, S]) of users' rating dicts, validated (the request encoder
+        shared with tables and the pyfunc: :mod:`recsys.requests`)."""
+        return encode_dicts(self, requests, on_unknown)
 
     def score_users(
         self,
@@ -300,7 +233,7 @@ class ColdStartRecommender:
         recommendations (the ranking head's where the model has one, else the predicted ratings).
         """
         self._require_fitted()
-        if _is_list_like(requests) and _is_list_like(user_features) and len(user_features) != len(requests):
+        if is_list_like(requests) and is_list_like(user_features) and len(user_features) != len(requests):
             raise ScoringInputError(
                 f"{len(requests)} rating dicts but {len(user_features)} user-feature dicts"
             )
@@ -457,7 +390,7 @@ class ColdStartRecommender:
         """Validated per-user feature dicts: a list of dicts (or None), numeric fields as floats."""
         if user_features is None:
             return [None] * n
-        if not _is_list_like(user_features):
+        if not is_list_like(user_features):
             raise ScoringInputError(
                 f"user_features must be a list with one dict (or None) per user, got {type(user_features).__name__}"
             )

@@ -50,7 +50,10 @@ class SyntheticConfig:
 
 
 def make_synthetic(cfg: SyntheticConfig | None = None, **overrides) -> Dataset:
-    """Generate a dataset in memory (see :class:`SyntheticConfig` for the knobs)."""
+    """Generate a dataset in memory (see :class:`SyntheticConfig` for the knobs).
+
+    Long on purpose: one generative story (user and item factors, features, planted structure, ratings,
+    timestamps) that reads top to bottom; splitting it would scatter the shared random stream across helpers."""
     cfg = cfg or SyntheticConfig()
     for k, v in overrides.items():
         setattr(cfg, k, v)

@@ -312,7 +312,10 @@ def read_interactions_eager(
     report: ReadReport | None = None,
 ) -> pl.DataFrame:
     """Read a CSV/TSV/Parquet/``.dat`` interaction log in memory (see
-    :func:`recsys.data.readers.read_interactions`, which also dispatches to the MeLU and streaming readers)."""
+    :func:`recsys.data.readers.read_interactions`, which also dispatches to the MeLU and streaming readers).
+
+    Long on purpose: the column-by-column checks of one table in reading order (ids, ratings, scale, float
+    range, timestamps, de-duplication), each raising with the file and line."""
     path = resolve(spec.path, base_dir)
     cols = spec.columns or {USER: USER, ITEM: ITEM, RATING: RATING, TIMESTAMP: TIMESTAMP}
     frame = read_raw(spec, base_dir)

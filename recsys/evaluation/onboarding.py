@@ -84,7 +84,9 @@ def evaluate_onboarding(
     pure cold start). ``rec`` must be trained on this protocol's split
     (``recsys.workflows.train_model``); new users need 2 x 10 ratings, so that the held-out half holds
     at least 10.
-    """
+
+    Long on purpose: the simulation loop (strategies x budgets x seeds) and its bookkeeping are kept together
+    so the order of the seeded draws is visible in one place."""
 
     split = split_protocol(ds, protocol, seed=seed, validation_fraction=rec.config.train.validation_fraction)
     holdout = rec.info.get("holdout") or {}

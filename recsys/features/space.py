@@ -86,7 +86,9 @@ class FeatureSpace:
         The catalogue is every item of the training log plus every item of the item table (new items
         with features only can be scored from their content). The item-id field, when used, knows only
         items with at least ``item_id_min_count`` training interactions; the others map to unknown.
-        """
+
+        Long on purpose: the catalogue, then the user and item encoders, then the tables, in the order each
+        depends on the last."""
         user_fields = [f for f in (user_fields or []) if f.kind is not FieldKind.TEXT]
         item_fields = [f for f in (item_fields or []) if f.kind is not FieldKind.TEXT]
         log_items = interactions[ITEM].unique(maintain_order=True)

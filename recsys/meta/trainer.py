@@ -273,7 +273,11 @@ class MetaTrainer:
         val_tasks: TaskSet | None = None,
     ):
         """Meta-train, validating on ``val_tasks`` of ``val_log`` after every epoch (default: the fixed
-        validation tasks of the ``validation-tasks`` stream of the training seed)."""
+        validation tasks of the ``validation-tasks`` stream of the training seed).
+
+        Long on purpose: the outer loop keeps the order of its state updates (batches, skipped steps,
+        checkpoints, best epochs, early stopping) in one place, because exact resume after a crash depends on
+        that order."""
         cfg = self.cfg
         if self.checkpoint is not None and self.rank == 0:
             remove_stale_temps(self.checkpoint)  # left by a run killed while writing a checkpoint

@@ -14,7 +14,7 @@
 ``POST /invocations`` body done before MLflow sees it: a size cap (HTTP 413), the JSON decoded once
 with ``RecursionError`` answered as a 400, the params checked by the pyfunc's
 :func:`~recsys.tracking.pyfunc.check_params`, every raw rating by the Python API's
-:func:`~recsys.recommender.check_rating`, the pyfunc's row and id-length caps; echoed values are cut
+:func:`~recsys.requests.check_rating`, the pyfunc's row and id-length caps; echoed values are cut
 to 80 characters. Everything else (answers included) is MLflow's server unchanged::
 
     python -m recsys.tracking.gateway models:/movies@champion --host 127.0.0.1 --port 5001
@@ -80,7 +80,7 @@ def check_body(body: bytes, scale: tuple[float, float] | None) -> Any:
     import pandas as pd
 
     # lazy: torch (recommender) and MLflow (pyfunc) load on the first request, not when the gateway starts
-    from recsys.recommender import check_rating
+    from recsys.requests import check_rating
     from recsys.tracking.pyfunc import check_params, check_request_size  # lazy: MLflow
 
     try:
