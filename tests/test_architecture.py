@@ -223,3 +223,26 @@ def test_in_function_imports_of_recsys_modules_say_which_dependency_they_keep_la
         if not _comment_says_lazy(lines, imp.line):
             missing.append(imp)
     assert missing == [], "in-function imports without a 'lazy' comment:\n" + "\n".join(map(repr, missing))
+
+
+MAX_FILE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_file_in_the_package_is_over_500_lines_and_long_functions_say_why() -> None:
+    """Files stay readable; a function over 80 lines states in its docstring why it is long."""
+    root = Path(__file__).resolve().parents[1] / "recsys"
+    long_files, long_functions = [], []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > MAX_FILE_LINES:
+            long_files.append(f"{path.relative_to(root)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = node.end_lineno - node.lineno + 1
+                if size > MAX_FUNCTION_LINES and "Long on purpose" not in (ast.get_docstring(node) or ""):
+                    long_functions.append(
+                        f"{path.relative_to(root)}:{node.lineno} {node.name} ({size} lines)"
+                    )
+    assert not long_files, long_files
+    assert not long_functions, long_functions
