@@ -24,8 +24,8 @@ HoldoutOpt = Annotated[
         "--holdout",
         help="Hold new users out of training for a quick honest figure: none (default: the model "
         "learns from every user; validation users are carved out for model selection only), "
-        "temporal (the last-joined 20%% of users, and every interaction after the first of them), "
-        "random (a random 20%% of users) or melu (MeLU's split, melu-ml1m only). "
+        "temporal (the last-joined 20% of users, and every interaction after the first of them), "
+        "random (a random 20% of users) or melu (MeLU's split, melu-ml1m only). "
         "Full comparisons are `recsys evaluate`'s job.",
     ),
 ]
