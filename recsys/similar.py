@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
 import torch
 
 from recsys.errors import ScoringInputError, UnknownItemError, shown
@@ -102,3 +103,10 @@ def _factor_cosines(rec: ColdStartRecommender, idx: int) -> np.ndarray:
         f = torch.nn.functional.normalize(f.float(), dim=-1)
         cos = f @ f[idx]
     return cos.cpu().numpy().astype(np.float64)
+
+
+def similar_frame(rec: ColdStartRecommender, item_id: Any, n: int = 10, by: str = "auto") -> pl.DataFrame:
+    """:func:`similar_rows` as a table (the REST answer to the ``similar_to`` param)."""
+    rows = similar_rows(rec, item_id, n, by)
+    columns = ["rank", "item_id", "similarity", "source"] + (["title"] if rows and "title" in rows[0] else [])
+    return pl.DataFrame(rows, schema=columns, orient="row") if rows else pl.DataFrame(schema=columns)
