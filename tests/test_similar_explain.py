@@ -303,3 +303,29 @@ def test_rest_bad_explain_or_similar_params_are_http_400(params, words) -> None:
     with pytest.raises(MlflowException) as err:
         _pyfunc().predict(None, TABLE, params)
     assert err.value.get_http_status_code() == 400 and words in err.value.message
+
+
+def test_rest_explain_and_similar_to_through_mlflows_scoring_app() -> None:
+    """The real REST path in process: MLflow's scoring app (which casts params by the signature) behind
+    the gateway's guard, for a saved models-from-code pyfunc."""
+    pytest.importorskip("mlflow")
+    from tests.test_ids_and_rest import _apps, post, rows
+    from tests.test_reliability_inputs import tiny_model
+
+    guarded = _apps()[1]
+    status, answer = post(guarded, rows(["a", "1", 5.0], ["a", "2", 4.0], params={"n": 2, "explain": True}))
+    assert status == 200, answer
+    for p in answer["predictions"]:
+        e = json.loads(p["explanation"])
+        assert e["score"] == pytest.approx(p["score"], abs=1e-4) and {s["item_id"] for s in e["support"]} <= {
+            1,
+            2,
+        }
+    status, answer = post(guarded, rows(["a", "1", 5.0], params={"similar_to": "1", "n": 3}))
+    assert status == 200, answer
+    want = tiny_model().similar_items(1, 3)
+    assert [(p["item_id"], p["source"]) for p in answer["predictions"]] == [(i, want.source) for i, _ in want]
+    status, answer = post(guarded, rows(["a", "1", 5.0], params={"similar_to": "424242"}))
+    assert status == 400 and "unknown item" in answer["message"], answer
+    status, answer = post(guarded, rows(["a", "1", 5.0], params={"explain": "maybe"}))
+    assert status == 400, answer
