@@ -75,6 +75,9 @@ def test_explanation_parts_sum_to_the_ranking_score_recommend_orders_by() -> Non
     # an item that is not recommended too (the rated ones included)
     for item in (56, 3):
         assert rec.explain(RATINGS, item)["score"] == pytest.approx(rank_score(rec, RATINGS, item), abs=1e-4)
+    # pure cold start: no support items, the same parts
+    empty = rec.explain({}, 3)
+    assert empty["support"] == [] and empty["score"] == pytest.approx(rank_score(rec, {}, 3), abs=1e-4)
 
 
 def test_explanation_uses_the_adapted_params_when_scoring_takes_inner_steps() -> None:
