@@ -27,12 +27,14 @@ from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
 from recsys.data.spec import FieldKind, FieldSpec
 from recsys.errors import RecsysError, ScoringInputError, UnknownItemError, shown
+from recsys.explain import explain as explain_items
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache, clamp_to_scale, score_catalogue
 from recsys.metrics.topk import exclusion_mask, top_n
 from recsys.onboarding import onboarding_order
 from recsys.requests import encode_dicts, is_list_like, recommend_frame
+from recsys.similar import SimilarItems, similar_items
 from recsys.training import FitSummary
 from recsys.utils.seeds import VALIDATION_USERS, Seeds
 
@@ -327,6 +329,27 @@ class ColdStartRecommender:
         order = onboarding_order(self, n, user_features=user_features, strategy=strategy, seed=seed)
         ids = self.space.items.ids
         return [ids[int(i)] for i in order]
+
+    def similar_items(self, item_id: Any, n: int = 10, *, by: str = "auto") -> SimilarItems:
+        """The ``n`` items most similar to ``item_id``, most similar first: ``[(item_id, similarity)]``
+        with ``.source``, ``item_item`` or ``factors`` (``by="auto"``: the item-item matrix when the model
+        has one). See :mod:`recsys.similar`."""
+        self._require_fitted()
+        return similar_items(self, item_id, n, by)
+
+    def explain(
+        self,
+        ratings: dict[Any, float],
+        item_id: Any,
+        user_features: dict[str, Any] | None = None,
+        *,
+        on_unknown: str = "error",
+        top: int = 5,
+    ) -> dict[str, Any]:
+        """Why ``item_id`` scores as it does for a new user with ``ratings``: the score, the predicted
+        rating, the score's parts by path and the ``top`` support items behind it (:mod:`recsys.explain`)."""
+        self._require_fitted()
+        return explain_items(self, ratings, [item_id], user_features, on_unknown=on_unknown, top=top)[0]
 
     # ---- vectorised scoring from padded arrays and tables (batch scoring, MLflow pyfunc) -----------
     def score_padded(

@@ -33,6 +33,8 @@ LAYERS: dict[str, int] = {
     "recsys.requests": 8,
     "recsys.onboarding": 8,
     "recsys.recommender": 8,
+    "recsys.similar": 8,  # similar items
+    "recsys.explain": 8,  # why an item is recommended
     "recsys.training": 8,  # the recipe of ColdStartRecommender.fit
     "recsys.persistence": 8,  # its model folders and checkpoints
     # applications of the front

@@ -32,6 +32,9 @@ def recommend(
     include_rated: IncludeRatedOpt = False,
     ignore_unknown: Annotated[bool, typer.Option(help="Skip unknown item ids instead of failing.")] = False,
     tracking_uri: TrackingUriOpt = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Add an explanation to each item (score parts, support items).")
+    ] = False,
 ) -> None:
     """Recommend items for a new user from a few ratings; prints JSON (item id, title, score)."""
     from recsys.errors import UnknownItemError
@@ -49,6 +52,11 @@ def recommend(
     except UnknownItemError as exc:
         raise _cli_unknown_items(exc, single=True) from None
     rows = [{"item_id": i, "title": rec.title(i), "score": round(s, 4)} for i, s in top]
+    if explain:
+        from recsys.explain import explain_rows
+
+        unknown = "ignore" if ignore_unknown else "error"
+        rows = explain_rows(rec, user_ratings, rows, features, on_unknown=unknown)
     typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
 
 
