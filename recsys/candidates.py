@@ -136,7 +136,13 @@ def where_mask(space: FeatureSpace, where: Mapping[str, Any] | None) -> np.ndarr
             valid = (
                 ", ".join(sorted(fields)) or "none (the model has no categorical or multi-valued item field)"
             )
-            raise ScoringInputError(f"where: unknown item field {shown(name)}; fields to filter on: {valid}")
+            kinds = {f.name: f.spec.kind.value for f in encoder.fields if f.name != ITEM_ID_FIELD}
+            what = (
+                f"item field {name!r} is {kinds[name]}"
+                if name in kinds
+                else f"unknown item field {shown(name)}"
+            )
+            raise ScoringInputError(f"where: {what}; fields to filter on: {valid}")
         j = fields[name]
         field = encoder.token_fields[j]
         values = _where_values(name, given)

@@ -152,6 +152,20 @@ def test_a_bad_where_field_or_value_is_one_clear_scoring_input_error(where, word
         assert "\n" not in message and all(w in message for w in words), message
 
 
+def test_where_on_a_numeric_item_field_is_refused_naming_its_kind_and_the_fields_to_filter_on() -> None:
+    from recsys.candidates import where_mask
+    from recsys.features.space import FeatureSpace
+
+    log = pl.DataFrame({"user_id": [1, 1, 2], "item_id": [1, 2, 2], "rating": [4.0, 3.0, 5.0]})
+    items = pl.DataFrame({"item_id": [1, 2], "year": [1990.0, 2000.0], "genre": [["a"], ["a", "b"]]})
+    fields = [FieldSpec("year", "numeric", buckets=2), FieldSpec("genre", "multi")]
+    space = FeatureSpace.fit(log, items=items, item_fields=fields)
+    with pytest.raises(ScoringInputError, match=r"item field 'year' is numeric; fields to filter on: genre$"):
+        where_mask(space, {"year": "1990"})
+    assert where_mask(space, {"genre": "b"}).tolist() == [False, True]
+    assert where_mask(space, {"genre": ["a", "b"]}).tolist() == [True, True]
+
+
 def test_unknown_ids_in_items_or_exclude_are_an_error_by_default_and_skipped_with_ignore() -> None:
     rec = tiny_model()
     for arg in ("items", "exclude"):
