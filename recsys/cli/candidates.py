@@ -57,7 +57,7 @@ def candidate_args(items: Path | None, exclude: Path | None, where: list[str] | 
 def read_id_file(path: Path, flag: str) -> list[Any]:
     """Item ids from a file: a JSON list (ids kept as written: numbers or strings), else one id per line
     (surrounding spaces and empty lines ignored). A regular file of at most 64 MB."""
-    from recsys.errors import ScoringInputError
+    from recsys.errors import ScoringInputError, shown
     from recsys.utils import io as io_utils
 
     what = f"{flag} file"
@@ -66,7 +66,9 @@ def read_id_file(path: Path, flag: str) -> list[Any]:
         ids = io_utils.loads_bounded(data, path, max_depth=2, error=ScoringInputError)
         bad = [i for i in ids if isinstance(i, (bool, list, dict)) or i is None or isinstance(i, float)]
         if bad:
-            raise ScoringInputError(f"{path}: {what} must list item ids (numbers or strings), got {bad[0]!r}")
+            raise ScoringInputError(
+                f"{path}: {what} must list item ids (integers or strings), got {shown(bad[0])}"
+            )
         return ids
     try:
         text = data.decode("utf-8")
