@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "recsys.meta": 7,
     # the public front
     "recsys.requests": 8,
+    "recsys.candidates": 8,  # which items a request may get; the ranked output rows
     "recsys.onboarding": 8,
     "recsys.recommender": 8,
     "recsys.similar": 8,  # similar items
