@@ -122,13 +122,23 @@ class PartStatus:
             return self.state
         when = str(self.report.get("created", ""))[:10]
         took = f", {wall(self.timing['seconds'])}" if self.timing and self.timing.get("seconds") else ""
-        return f"run {when}{took}" + (f"; {self.differs}" if self.differs else "")
+        return f"run {when}{took}" + (f"; not the suite's settings: {self.differs}" if self.differs else "")
 
 
 def wall(seconds: float) -> str:
     minutes, s = divmod(round(seconds), 60)
     hours, m = divmod(minutes, 60)
     return f"{hours} h {m} min" if hours else (f"{m} min {s} s" if m else f"{s} s")
+
+
+def _machine_note(timing: dict) -> str:
+    """Where a part ran: CPU cores and the load average when it started (a shared machine is slower)."""
+    notes = []
+    if timing.get("machine", {}).get("cpus"):
+        notes.append(f"{timing['machine']['cpus']} CPU cores")
+    if timing.get("load_average_at_start"):
+        notes.append(f"load {timing['load_average_at_start'][0]:.1f} at start")
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 def _settings_text(shots: str, seeds: int, ablations: str, protocol: str) -> str:
@@ -146,8 +156,8 @@ def _differs(entry: Entry, protocol: str, settings: dict) -> str:
     if ran == suite:
         return ""
     return (
-        f"not the suite's settings: {_settings_text(shots, settings.get('seeds', 0), ablations, protocol)} "
-        f"(suite: {_settings_text(entry.shots, entry.seeds, entry.ablations, protocol)})"
+        f"{_settings_text(shots, settings.get('seeds', 0), ablations, protocol)} "
+        f"(the suite's: {_settings_text(entry.shots, entry.seeds, entry.ablations, protocol)})"
     )
 
 
@@ -214,8 +224,7 @@ def render(statuses: list[PartStatus], link: str = "", heading: str = "##") -> s
                 " (**not the suite's settings**)" if st.differs else ""
             )
             secs = st.timing.get("seconds") if st.timing else None
-            cpus = (st.timing or {}).get("machine", {}).get("cpus")
-            took = (wall(secs) + (f" ({cpus} CPU cores)" if cpus else "")) if secs else "–"
+            took = (wall(secs) + _machine_note(st.timing)) if secs else "–"
             ref = f"[report]({link}{e.name}/{st.part.protocol}/report.md)"
         else:
             settings = _settings_text(e.shots, e.seeds, e.ablations, st.part.protocol) + " (suite)"
@@ -229,7 +238,7 @@ def render(statuses: list[PartStatus], link: str = "", heading: str = "##") -> s
         lines += [f"{heading} {e.title}: {st.part.protocol}", ""]
         lines.append(f"{e.note} Command: `{st.timing['command']}`." if st.timing else e.note)
         if st.differs:
-            lines.append(f"Run with {st.differs}.")
+            lines.append(f"**Not the suite's settings**: {st.differs}.")
         lines += [
             "",
             "| protocol | K | users (tasks) | metric | meta-learner | best fair baseline | verdict |",
