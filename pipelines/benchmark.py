@@ -278,6 +278,8 @@ def run_part(part: Part, data: Path, over: Overrides, suite_command: str, out: P
         "seconds": round(seconds, 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "exit_code": code,
+        # the 15-minute load average at the end says more than the start's about a shared machine
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     _update_timing(REPO / out / part.entry.name / "timing.json", part.protocol, record)
     print(f"[benchmark] {part.name}: exit {code} after {seconds / 60:.1f} min", flush=True)

@@ -138,6 +138,8 @@ def _machine_note(timing: dict) -> str:
         notes.append(f"{timing['machine']['cpus']} CPU cores")
     if timing.get("load_average_at_start"):
         notes.append(f"load {timing['load_average_at_start'][0]:.1f} at start")
+    if timing.get("load_average_at_end"):
+        notes.append(f"15-min load {timing['load_average_at_end'][2]:.1f} at end")
     return f" ({', '.join(notes)})" if notes else ""
 
 
@@ -239,6 +241,8 @@ def render(statuses: list[PartStatus], link: str = "", heading: str = "##") -> s
         lines.append(f"{e.note} Command: `{st.timing['command']}`." if st.timing else e.note)
         if st.differs:
             lines.append(f"**Not the suite's settings**: {st.differs}.")
+        if st.timing and st.timing.get("note"):
+            lines.append(f"Note on this run: {st.timing['note']}")
         lines += [
             "",
             "| protocol | K | users (tasks) | metric | meta-learner | best fair baseline | verdict |",
