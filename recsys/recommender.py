@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys import persistence, training
+from recsys import catalogue, persistence, training
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
 from recsys.data.spec import FieldKind, FieldSpec
@@ -70,6 +70,7 @@ class ColdStartRecommender:
         self.summary: FitSummary | None = None
         self.info: dict[str, Any] = {}
         self._cache: CatalogueCache | None = None
+        self._available: np.ndarray | None = None  # bool [n_items], True = may be recommended; None: all
 
     # ---- training ------------------------------------------------------------------------------
     def fit(
@@ -174,6 +175,18 @@ class ColdStartRecommender:
         naming it (fields the model does not use are ignored)."""
         self._require_fitted()
         persistence.check_dataset(self.space, dataset)
+
+    # ---- catalogue updates without retraining (recsys.catalogue) -----------------------------------
+    def add_items(self, items: Any, *, id_column: str = "item_id", title_column: str | None = "title") -> int:
+        """Add items from a table (polars or pandas: the id column and the model's item feature columns,
+        as the training item table had them); scored from their content, like held-out new items."""
+        self._require_fitted()
+        return catalogue.add_items(self, items, id_column=id_column, title_column=title_column)
+
+    def set_available(self, ids: Sequence[Any], available: bool = True) -> int:
+        """Hide (``False``) or show again (``True``) items: hidden items are never recommended."""
+        self._require_fitted()
+        return catalogue.set_available(self, ids, available)
 
     # ---- scoring -------------------------------------------------------------------------------
     @property
@@ -298,6 +311,7 @@ class ColdStartRecommender:
         scores, support = self.score_users(list_of_ratings, user_features, on_unknown=on_unknown, what="rank")
 
         exclude = exclusion_mask(support, scores.shape[1]) if exclude_rated else None
+        exclude = catalogue.hide_unavailable(self, exclude, len(scores))
         top, top_scores = top_n(scores, int(n), exclude)
         keep = ~np.take_along_axis(exclude, top, axis=1) if exclude is not None else np.ones_like(top, bool)
         ids = self.space.items.ids

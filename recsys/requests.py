@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from recsys.catalogue import hide_unavailable
 from recsys.data.frames import to_polars
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.errors import FeatureMismatchError, ScoringInputError, UnknownItemError, shown
@@ -311,6 +312,7 @@ def recommend_frame(
         feats = enc.features[sl] if enc.features is not None else None
         scores = rec.score_padded(enc.items[sl], enc.ratings[sl], feats, what="rank")
         exclude = exclusion_mask(enc.items[sl], scores.shape[1]) if exclude_rated else None
+        exclude = hide_unavailable(rec, exclude, len(scores))
         top, top_scores = top_n(scores, int(n), exclude)
         keep = ~np.take_along_axis(exclude, top, axis=1) if exclude is not None else np.ones_like(top, bool)
         row_ix, col_ix = np.nonzero(keep)
