@@ -437,3 +437,26 @@ def test_melu_new_items_added_to_a_warm_model_score_as_in_the_item_cold_state_ev
         )
     ][:8]
     compare_with_evaluation_path(added, ref, supports, ds, new_items.to_list())
+
+
+@pytest.mark.slow
+def test_cli_catalogue_add_to_a_registered_model_registers_the_next_version(
+    synth, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from recsys.tracking.mlflow_run import Tracker, TrackingOptions
+    from recsys.utils.locations import resolve_model_location
+
+    ds, _, rec, _ = synth
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with Tracker(TrackingOptions(tracking_uri=uri)) as tr:
+        assert tr.log_model(rec, "catalogue-test").version == "1"
+    ds.raw_items.filter(pl.col("item_id").is_in(NEW)).write_csv(tmp_path / "new.csv")
+    args = ["catalogue", "add", "--model", "models:/catalogue-test/1", "--items", str(tmp_path / "new.csv")]
+    code, out, err = run_cli([*args, "--out", str(tmp_path / "m2")], capsys)
+    assert code == 0, err
+    assert "registered: models:/catalogue-test/2" in out
+    v2 = ColdStartRecommender.load(tmp_path / "m2")
+
+    registered = ColdStartRecommender.load(resolve_model_location("models:/catalogue-test/2", uri))
+    assert registered.item_ids == v2.item_ids and registered.item_ids[-len(NEW) :] == NEW
