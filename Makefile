@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-network test-fast lint format bench gpu-check clean help
+.PHONY: setup demo test test-network test-fast lint format bench benchmark benchmark-summary gpu-check clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -46,6 +46,15 @@ format: setup
 
 bench: setup  ## speed and scale benchmarks (prints figures)
 	$(PY) -m benchmarks.run_all
+
+# the accuracy benchmark suite (hours on 2 CPU cores; not part of `make test`); a subset:
+#   make benchmark BENCHMARK_ARGS="--only ml-100k/random --shots 5 --seeds 1 --ablations none"
+BENCHMARK_ARGS ?=
+benchmark: setup  ## accuracy suite: recsys evaluate on every dataset, reports and summary in docs/benchmarks/
+	$(PY) -m pipelines.benchmark $(BENCHMARK_ARGS)
+
+benchmark-summary: setup  ## rebuild docs/benchmarks/README.md and README's results section (runs nothing)
+	$(PY) -m pipelines.benchmark --summary-only
 
 gpu-check: setup  ## GPU tests and benchmarks (needs CUDA)
 	bash benchmarks/gpu_check.sh

@@ -11,7 +11,8 @@ error: changing a known item's features would silently change what training lear
 
 **Hiding items** (:func:`set_available`, ``rec.set_available(ids, False)``): ``rec._available`` is a
 bool array [n_items] (True = may be recommended) or None (every item). Hidden items stay in the
-catalogue (ratings of them still adapt a user; ``predict`` still scores them) but are never recommended.
+catalogue (ratings of them still adapt a user; ``predict`` still scores them) but are never recommended
+(:mod:`recsys.candidates` ANDs the mask into every recommendation's candidates).
 
 Both are saved with the model (:mod:`recsys.persistence`).
 """
@@ -261,12 +262,3 @@ def set_available(rec: ColdStartRecommender, ids: Any, available: bool = True) -
     rec._available = None if mask.all() else mask
     rec.info.setdefault("catalogue", {})["hidden_items"] = int((~mask).sum())
     return changed
-
-
-def hide_unavailable(rec: Any, exclude: np.ndarray | None, n_rows: int) -> np.ndarray | None:
-    """``exclude`` (bool [n_rows, n_items] or None) with the unavailable items excluded too."""
-    available = getattr(rec, "_available", None)
-    if available is None:
-        return exclude
-    hidden = np.broadcast_to(~available, (n_rows, len(available)))
-    return hidden.copy() if exclude is None else exclude | hidden

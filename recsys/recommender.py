@@ -7,6 +7,7 @@
     rec.fit(interactions, users=users, items=items)    # pandas or polars frames, canonical schema
     rec.save("model/")
     rec.recommend({50: 5.0, 181: 4.0, 1: 3.0}, n=10)   # [(item_id, score), ...]
+    rec.recommend_rows({50: 5.0}, n=5, where={"genre": "Comedy"})  # [{"rank", "item_id", "score", ...}]
 """
 
 from __future__ import annotations
@@ -22,17 +23,18 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys import catalogue, persistence, training
+from recsys import candidates, catalogue, persistence, training
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
 from recsys.data.spec import FieldKind, FieldSpec
 from recsys.errors import RecsysError, ScoringInputError, UnknownItemError, shown
+from recsys.explain import explain as explain_items
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache, clamp_to_scale, score_catalogue
-from recsys.metrics.topk import exclusion_mask, top_n
 from recsys.onboarding import onboarding_order
-from recsys.requests import encode_dicts, is_list_like, recommend_frame
+from recsys.requests import encode_dicts, is_list_like, rank_requests, recommend_frame
+from recsys.similar import SimilarItems, similar_items
 from recsys.training import FitSummary
 from recsys.utils.seeds import VALIDATION_USERS, Seeds
 
@@ -283,16 +285,42 @@ class ColdStartRecommender:
         exclude_rated: bool = True,
         *,
         on_unknown: str = "error",
+        items: Sequence[Any] | None = None,
+        exclude: Sequence[Any] | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[tuple[Any, float]]:
         """Top-``n`` (item id, score) for a new user; rated items excluded by default.
 
         The score orders the recommendations: the predicted rating for rating heads, the ranking
-        score (a logit) for heads with a ranking output (``hybrid``); :meth:`predict` gives ratings.
+        score (a logit) for heads with a ranking output (``hybrid``); :meth:`predict` gives ratings,
+        :meth:`recommend_rows` both.
 
         An empty ``ratings`` dict is pure cold start: the meta-learned initialisation (with the user's
-        features when given).
+        features when given). ``items`` (allow-list), ``exclude`` (deny-list) and ``where``
+        (``{item field: value | [values]}``) narrow the candidates before top-N (:mod:`recsys.candidates`).
         """
-        return self.recommend_batch([ratings], n, [user_features], exclude_rated, on_unknown=on_unknown)[0]
+        cand = {"items": items, "exclude": exclude, "where": where}
+        return self.recommend_batch(
+            [ratings], n, [user_features], exclude_rated, on_unknown=on_unknown, **cand
+        )[0]
+
+    def recommend_rows(
+        self,
+        ratings: dict[Any, float],
+        n: int = 20,
+        user_features: dict[str, Any] | None = None,
+        exclude_rated: bool = True,
+        *,
+        on_unknown: str = "error",
+        items: Sequence[Any] | None = None,
+        exclude: Sequence[Any] | None = None,
+        where: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """:meth:`recommend` as rows: ``rank``, ``item_id``, ``score``, ``predicted_rating`` (when the model
+        predicts ratings), ``title`` (when the catalogue has titles); what ``recsys recommend`` prints."""
+        cand = {"items": items, "exclude": exclude, "where": where}
+        ranked = rank_requests(self, [ratings], n, [user_features], exclude_rated, on_unknown, **cand)
+        return candidates.row_dicts(self, ranked, 1)[0]
 
     def recommend_batch(
         self,
@@ -302,23 +330,14 @@ class ColdStartRecommender:
         exclude_rated: bool = True,
         *,
         on_unknown: str = "error",
+        items: Sequence[Any] | None = None,
+        exclude: Sequence[Any] | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[list[tuple[Any, float]]]:
-        """:meth:`recommend` for many new users in one vectorised pass."""
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-            raise ScoringInputError(f"n must be a positive integer, got {shown(n)}")
-        if not isinstance(exclude_rated, (bool, np.bool_)):
-            raise ScoringInputError(f"exclude_rated must be True or False, got {shown(exclude_rated)}")
-        scores, support = self.score_users(list_of_ratings, user_features, on_unknown=on_unknown, what="rank")
-
-        exclude = exclusion_mask(support, scores.shape[1]) if exclude_rated else None
-        exclude = catalogue.hide_unavailable(self, exclude, len(scores))
-        top, top_scores = top_n(scores, int(n), exclude)
-        keep = ~np.take_along_axis(exclude, top, axis=1) if exclude is not None else np.ones_like(top, bool)
-        ids = self.space.items.ids
-        return [
-            [(ids[int(i)], float(v)) for i, v in zip(top[r][keep[r]], top_scores[r][keep[r]], strict=True)]
-            for r in range(len(top))
-        ]
+        """:meth:`recommend` for many new users in one vectorised pass (the same candidates for all)."""
+        cand = {"items": items, "exclude": exclude, "where": where}
+        ranked = rank_requests(self, list_of_ratings, n, user_features, exclude_rated, on_unknown, **cand)
+        return candidates.pairs(self, ranked, len(list_of_ratings))
 
     def onboarding_items(
         self,
@@ -342,6 +361,27 @@ class ColdStartRecommender:
         ids = self.space.items.ids
         return [ids[int(i)] for i in order]
 
+    def similar_items(self, item_id: Any, n: int = 10, *, by: str = "auto") -> SimilarItems:
+        """The ``n`` items most similar to ``item_id``, most similar first: ``[(item_id, similarity)]``
+        with ``.source``, ``item_item`` or ``factors`` (``by="auto"``: the item-item matrix when the model
+        has one). See :mod:`recsys.similar`."""
+        self._require_fitted()
+        return similar_items(self, item_id, n, by)
+
+    def explain(
+        self,
+        ratings: dict[Any, float],
+        item_id: Any,
+        user_features: dict[str, Any] | None = None,
+        *,
+        on_unknown: str = "error",
+        top: int = 5,
+    ) -> dict[str, Any]:
+        """Why ``item_id`` scores as it does for a new user with ``ratings``: the score, the predicted
+        rating, the score's parts by path and the ``top`` support items behind it (:mod:`recsys.explain`)."""
+        self._require_fitted()
+        return explain_items(self, ratings, [item_id], user_features, on_unknown=on_unknown, top=top)[0]
+
     # ---- vectorised scoring from padded arrays and tables (batch scoring, MLflow pyfunc) -----------
     def score_padded(
         self,
@@ -356,10 +396,11 @@ class ColdStartRecommender:
 
         ``items`` [n, S] are catalogue indices (-1 = padding), ``ratings`` [n, S] the matching ratings;
         :func:`recsys.requests.encode_frame` builds both from a ratings table without per-rating loops.
-        ``what`` as in :meth:`score_users` (``"rank"`` orders recommendations).
+        ``what`` as in :meth:`score_users` (``"rank"`` orders recommendations); ``"both"`` returns the
+        pair (rank scores, ratings) from one adaptation.
         """
         self._require_fitted()
-        if what not in ("rating", "rank"):
+        if what not in ("rating", "rank", "both"):
             raise ScoringInputError(f"what must be 'rating' or 'rank', got {shown(what)}")
         if steps is not None and (
             isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0
@@ -376,12 +417,14 @@ class ColdStartRecommender:
             cache=self._catalogue_cache(),
             device=self.device,
             steps=steps,
-            ratings=what == "rating",
+            ratings=what != "rank",
         )
+        ranks = scores.ranking
+        ranks = ranks if self.learner.head.has_rank else clamp_to_scale(ranks, self.space.rating_scale)
         if what == "rank":
-            ranks = scores.ranking
-            return ranks if self.learner.head.has_rank else clamp_to_scale(ranks, self.space.rating_scale)
-        return clamp_to_scale(scores.ratings, self.space.rating_scale)
+            return ranks
+        rated = clamp_to_scale(scores.ratings, self.space.rating_scale)
+        return (ranks, rated) if what == "both" else rated
 
     def _check_padded(self, items: Any, ratings: Any) -> tuple[np.ndarray, np.ndarray]:
         try:

@@ -8,7 +8,9 @@ The input is one row per (user, rated item): a user key column (``user_id`` by d
 ``rating`` and, optionally, the model's user-feature columns (the first non-null value per user is
 used). A row whose ``item_id`` and ``rating`` are both null declares a user with no ratings (pure cold
 start, features only). The output has one row per user and rank: the user key, ``rank`` (1 = best),
-``item_id``, ``score`` (predicted rating) and ``title`` when the catalogue has titles.
+``item_id``, ``score`` (what orders the list), ``predicted_rating`` when the model predicts ratings and
+``title`` when the catalogue has titles (:mod:`recsys.candidates`). ``items``, ``exclude`` and ``where``
+narrow the candidates of every user before top-N.
 
 Validation is vectorised (no Python loop per rating): every problem is a
 :class:`~recsys.errors.ScoringInputError` (or :class:`~recsys.errors.UnknownItemError`) naming the row,
@@ -19,18 +21,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from recsys.catalogue import hide_unavailable
+from recsys.candidates import Ranked, candidate_mask, has_titles, rank_padded
 from recsys.data.frames import to_polars
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.errors import FeatureMismatchError, ScoringInputError, UnknownItemError, shown
-from recsys.metrics.topk import exclusion_mask, top_n
 from recsys.utils.progress import progress
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OUTPUT_COLUMNS = ("rank", ITEM, "score", "title")
+OUTPUT_COLUMNS = ("rank", ITEM, "score", "predicted_rating", "title")
 IGNORED_COLUMNS = (TIMESTAMP, "title")
 
 
@@ -151,6 +152,31 @@ def encode_dicts(
         values_all.append(np.asarray(values, dtype=np.float32)[known] if keys else np.zeros(0, np.float32))
     flat = [np.concatenate(x) if x else np.zeros(0) for x in (user_of, idx_all, values_all)]
     return pad_requests(*flat, len(requests))
+
+
+def rank_requests(
+    rec: ColdStartRecommender,
+    requests: Any,
+    n: Any,
+    user_features: Any,
+    exclude_rated: Any,
+    on_unknown: str,
+    *,
+    items: Iterable[Any] | None = None,
+    exclude: Iterable[Any] | None = None,
+    where: Mapping[str, Any] | None = None,
+) -> Ranked:
+    """Rating dicts (``recommend_batch``'s arguments) checked, encoded and ranked among their candidates."""
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ScoringInputError(f"n must be a positive integer, got {shown(n)}")
+    if not isinstance(exclude_rated, (bool, np.bool_)):
+        raise ScoringInputError(f"exclude_rated must be True or False, got {shown(exclude_rated)}")
+    rec._require_fitted()
+    allowed = candidate_mask(rec, items, exclude, where, on_unknown=on_unknown)
+    if is_list_like(requests) and is_list_like(user_features) and len(user_features) != len(requests):
+        raise ScoringInputError(f"{len(requests)} rating dicts but {len(user_features)} user-feature dicts")
+    support, ratings = encode_dicts(rec, requests, on_unknown)
+    return rank_padded(rec, support, ratings, user_features, n, exclude_rated=exclude_rated, allowed=allowed)
 
 
 def is_list_like(value: Any) -> bool:
@@ -291,18 +317,22 @@ def recommend_frame(
     user_col: str = USER,
     batch_size: int = 1024,
     show_progress: bool = False,
+    items: Iterable[Any] | None = None,
+    exclude: Iterable[Any] | None = None,
+    where: Mapping[str, Any] | None = None,
 ) -> pl.DataFrame:
-    """Top-``n`` recommendations for every user of a ratings table (one row per user and rank)."""
+    """Top-``n`` recommendations for every user of a ratings table (one row per user and rank); ``items``,
+    ``exclude`` and ``where`` narrow the candidates of every user (:func:`recsys.candidates.candidate_mask`)."""
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ScoringInputError(f"n must be a positive integer, got {shown(n)}")
     if not isinstance(exclude_rated, (bool, np.bool_)):
         raise ScoringInputError(f"exclude_rated must be true or false, got {shown(exclude_rated)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ScoringInputError(f"batch_size must be a positive integer, got {shown(batch_size)}")
+    rec._require_fitted()
+    check_on_unknown(on_unknown)
+    allowed = candidate_mask(rec, items, exclude, where, on_unknown=on_unknown)
     enc = encode_frame(rec, frame, user_col=user_col, on_unknown=on_unknown)
-    ids = rec.space.items.ids
-    has_titles = any(t is not None for t in rec.space.titles)
-    titles = pl.Series("title", rec.space.titles, dtype=pl.String) if has_titles else None
     parts: list[pl.DataFrame] = []
     bar = progress(
         total=len(enc), desc="scoring users", unit="user", **({} if show_progress else {"disable": True})
@@ -310,26 +340,28 @@ def recommend_frame(
     for start in range(0, len(enc), batch_size):
         sl = slice(start, min(len(enc), start + batch_size))
         feats = enc.features[sl] if enc.features is not None else None
-        scores = rec.score_padded(enc.items[sl], enc.ratings[sl], feats, what="rank")
-        exclude = exclusion_mask(enc.items[sl], scores.shape[1]) if exclude_rated else None
-        exclude = hide_unavailable(rec, exclude, len(scores))
-        top, top_scores = top_n(scores, int(n), exclude)
-        keep = ~np.take_along_axis(exclude, top, axis=1) if exclude is not None else np.ones_like(top, bool)
-        row_ix, col_ix = np.nonzero(keep)
-        item_ix = top[row_ix, col_ix]
-        # ranks count only the kept items of each row
-        rank = np.cumsum(keep, axis=1)[row_ix, col_ix]
-        part = pl.DataFrame(
-            {
-                user_col: enc.user_ids.slice(start, sl.stop - start).gather(row_ix),
-                "rank": rank.astype(np.int64),
-                ITEM: ids.gather(item_ix),
-                "score": top_scores[row_ix, col_ix].astype(np.float64),
-            }
+        ranked = rank_padded(
+            rec, enc.items[sl], enc.ratings[sl], feats, int(n), exclude_rated=exclude_rated, allowed=allowed
         )
-        if titles is not None:
-            part = part.with_columns(titles.gather(item_ix))
-        parts.append(part)
+        parts.append(_rows_frame(rec, ranked, enc.user_ids.slice(start, sl.stop - start), user_col))
         bar.update(sl.stop - start)
     bar.close()
     return pl.concat(parts) if parts else pl.DataFrame()
+
+
+def _rows_frame(
+    rec: ColdStartRecommender, ranked: Ranked, user_ids: pl.Series, user_col: str
+) -> pl.DataFrame:
+    """The output rows of one batch: the user key, then :data:`OUTPUT_COLUMNS` (``predicted_rating``
+    only when the model predicts ratings, ``title`` only when the catalogue has titles)."""
+    columns: dict[str, Any] = {
+        user_col: user_ids.gather(ranked.request),
+        "rank": ranked.rank,
+        ITEM: rec.space.items.ids.gather(ranked.item),
+        "score": ranked.score,
+    }
+    if ranked.predicted_rating is not None:
+        columns["predicted_rating"] = ranked.predicted_rating
+    if has_titles(rec):
+        columns["title"] = pl.Series("title", rec.space.titles, dtype=pl.String).gather(ranked.item)
+    return pl.DataFrame(columns)

@@ -31,8 +31,11 @@ LAYERS: dict[str, int] = {
     "recsys.meta": 7,
     # the public front
     "recsys.requests": 8,
+    "recsys.candidates": 8,  # which items a request may get; the ranked output rows
     "recsys.onboarding": 8,
     "recsys.recommender": 8,
+    "recsys.similar": 8,  # similar items
+    "recsys.explain": 8,  # why an item is recommended
     "recsys.training": 8,  # the recipe of ColdStartRecommender.fit
     "recsys.persistence": 8,  # its model folders and checkpoints
     "recsys.catalogue": 8,  # catalogue updates without retraining

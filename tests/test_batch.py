@@ -44,7 +44,7 @@ def test_frame_matches_recommend_batch(rec) -> None:
     for ids in (str, int):
         out = recommend_frame(rec, table(requests, features, ids), n=6)
         expected = rec.recommend_batch(requests, 6, features)
-        assert out.columns == ["user_id", "rank", "item_id", "score", "title"]
+        assert out.columns == ["user_id", "rank", "item_id", "score", "predicted_rating", "title"]
         for u, want in enumerate(expected):
             got = out.filter(pl.col("user_id") == f"user-{u}").sort("rank")
             assert got["rank"].to_list() == list(range(1, 7))
@@ -161,7 +161,7 @@ def test_cli_recommend_batch(rec, tmp_path, capsys) -> None:
     got = pl.read_parquet(out)
     want = rec.recommend_batch(requests, 5, [None, {"gender": "F"}, None])
     assert got["item_id"].to_list() == [i for row in want for i, _ in row]
-    assert got.columns == ["user_id", "rank", "item_id", "score", "title"]
+    assert got.columns == ["user_id", "rank", "item_id", "score", "predicted_rating", "title"]
     # CSV in: a clear one-line error for an unknown item, no output written
     table([{987654: 4.0}], [None]).write_csv(tmp_path / "bad.csv")
     bad = cli(

@@ -143,7 +143,10 @@ def test_pyfunc_round_trip_gives_the_in_process_scores_and_has_no_pickle(store) 
     model = mlflow.pyfunc.load_model(store.ref.model_uri)
     sig = model.metadata.signature
     assert sig.inputs.input_names()[:3] == ["user_id", "item_id", "rating"]
-    assert {p.name: p.default for p in sig.params} == {"n": 10, "exclude_rated": True, "on_unknown": "error"}
+    assert {p.name: p.default for p in sig.params} == {
+        "n": 10, "exclude_rated": True, "on_unknown": "error", "items": [], "exclude": [], "where": "",
+        "explain": False, "similar_to": "", "by": "auto",
+    }  # fmt: skip
     rows = []
     for u, (ratings, feats) in enumerate(NEW_USERS):
         if not ratings:
@@ -152,7 +155,7 @@ def test_pyfunc_round_trip_gives_the_in_process_scores_and_has_no_pickle(store) 
             rows.append({"user_id": f"u{u}", "item_id": str(item), "rating": r, **(feats or {})})
     frame = pd.DataFrame(rows)
     out = model.predict(frame, params={"n": 4})
-    assert list(out.columns) == ["user_id", "rank", "item_id", "score", "title"]
+    assert list(out.columns) == ["user_id", "rank", "item_id", "score", "predicted_rating", "title"]
     for u, (ratings, feats) in enumerate(NEW_USERS):
         want = store.rec.recommend(ratings, n=4, user_features=feats)
         got = out[out.user_id == f"u{u}"]

@@ -30,6 +30,7 @@ from recsys.cli.evaluate import evaluate, evaluate_onboarding_cmd
 from recsys.cli.options import VerboseOpt
 from recsys.cli.runtime import command, group_verbose, reset, setup_logging, state
 from recsys.cli.score import onboard, recommend, recommend_batch
+from recsys.cli.similar import similar
 from recsys.cli.tracking import tracking_promote, tracking_sync
 from recsys.cli.train import train
 from recsys.errors import RecsysError
@@ -67,6 +68,7 @@ data_app.command("synth")(command(data_synth))
 app.command("train")(command(train))
 app.command("recommend")(command(recommend))
 app.command("recommend-batch")(command(recommend_batch))
+app.command("similar")(command(similar))
 app.command("evaluate", cls=NamesCommand)(command(evaluate))
 app.command("onboard", cls=NamesCommand)(command(onboard))
 app.command("evaluate-onboarding", cls=NamesCommand)(command(evaluate_onboarding_cmd))

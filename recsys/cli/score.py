@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from recsys.cli.candidates import ExcludeOpt, ItemsOpt, WhereOpt, candidate_args
 from recsys.cli.common import check_names, known_names, load_model
 from recsys.cli.options import ModelOpt, TrackingUriOpt
 from recsys.errors import RecsysError
@@ -32,23 +33,38 @@ def recommend(
     include_rated: IncludeRatedOpt = False,
     ignore_unknown: Annotated[bool, typer.Option(help="Skip unknown item ids instead of failing.")] = False,
     tracking_uri: TrackingUriOpt = None,
+    items: ItemsOpt = None,
+    exclude: ExcludeOpt = None,
+    where: WhereOpt = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Add an explanation to each item (score parts, support items).")
+    ] = False,
 ) -> None:
-    """Recommend items for a new user from a few ratings; prints JSON (item id, title, score)."""
+    """Recommend items for a new user from a few ratings; prints JSON rows (rank, item_id, score,
+    predicted_rating when the model predicts ratings, title when the catalogue has titles)."""
     from recsys.errors import UnknownItemError
 
+    cand = candidate_args(items, exclude, where)
     rec = load_model(model, tracking_uri)
     user_ratings, features = _read_ratings_file(ratings)
     try:
-        top = rec.recommend(
+        rows = rec.recommend_rows(
             user_ratings,
             n=n,
             user_features=features,
             exclude_rated=not include_rated,
             on_unknown="ignore" if ignore_unknown else "error",
+            **cand,
         )
     except UnknownItemError as exc:
         raise _cli_unknown_items(exc, single=True) from None
-    rows = [{"item_id": i, "title": rec.title(i), "score": round(s, 4)} for i, s in top]
+    for row in rows:
+        row.update({k: round(row[k], 4) for k in ("score", "predicted_rating") if k in row})
+    if explain:
+        from recsys.explain import explain_rows
+
+        unknown = "ignore" if ignore_unknown else "error"
+        rows = explain_rows(rec, user_ratings, rows, features, on_unknown=unknown)
     typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
 
 
@@ -111,10 +127,14 @@ def recommend_batch(
     user_col: Annotated[str, typer.Option("--user-col", help="Column holding the user key.")] = "user_id",
     batch_size: Annotated[int, typer.Option(help="Users scored per vectorised batch.")] = 1024,
     tracking_uri: TrackingUriOpt = None,
+    items: ItemsOpt = None,
+    exclude: ExcludeOpt = None,
+    where: WhereOpt = None,
 ) -> None:
     """Score many new users at once: top-N per user, one output row per (user, rank).
 
-    Output columns: the user key, rank (1 = best), item_id, score and title.
+    Output columns: the user key, rank (1 = best), item_id, score, predicted_rating (when the model
+    predicts ratings) and title (when the catalogue has titles).
     """
     from recsys.errors import ScoringInputError, UnknownItemError
     from recsys.requests import recommend_frame
@@ -129,6 +149,7 @@ def recommend_batch(
         )
     remove_stale_temps(out)  # left by a killed run writing the same output (SIGKILL cannot be caught)
     _check_ratings_table(ratings)
+    cand = candidate_args(items, exclude, where)
     rec = load_model(model, tracking_uri)
     frame = _read_ratings_table(ratings, user_col)
     try:
@@ -141,6 +162,7 @@ def recommend_batch(
             user_col=user_col,
             batch_size=batch_size,
             show_progress=True,
+            **cand,
         )
     except UnknownItemError as exc:
         raise _cli_unknown_items(exc, single=False) from None

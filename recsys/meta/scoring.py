@@ -15,6 +15,7 @@ from recsys.features.encoders import EncodedTable
 from recsys.features.space import FeatureSpace
 from recsys.meta.batches import build_batch
 from recsys.meta.maml import MetaLearner
+from recsys.models.heads import Params, Side
 from recsys.models.scorer import Scores
 
 
@@ -75,6 +76,29 @@ def predict_tasks(
     return clamp_to_scale(out, space.rating_scale)
 
 
+def adapt_support(
+    learner: MetaLearner,
+    cache: CatalogueCache,
+    s_items: torch.Tensor,
+    s_y: torch.Tensor,
+    users: EncodedTable,
+    steps: int,
+) -> tuple[Params, torch.Tensor, Side]:
+    """Users' fast weights after adapting to their support, as :func:`score_catalogue` scores with them:
+    (fast weights, each [T, ...]; user vectors [T, du]; the support's item side, each [T, S, ...]).
+    ``s_items`` [T, S] catalogue indices (-1 = padding), ``s_y`` [T, S] ratings, ``users`` row t = user t."""
+    device = s_items.device
+    user_vec = learner.net.embed_users(
+        torch.from_numpy(users.indices).to(device),
+        torch.from_numpy(users.offsets).to(device),
+        torch.from_numpy(users.dense).to(device),
+    )
+    s_side = {k: v[s_items.clamp_min(0)] for k, v in cache.side.items()}
+    if learner.head.item_item_active:
+        s_side["ii_rows"] = learner.head.item_item_rows(s_items, None)
+    return learner.adapt(user_vec, s_side, s_y, s_items >= 0, steps), user_vec, s_side
+
+
 def score_catalogue(
     learner: MetaLearner,
     space: FeatureSpace,
@@ -111,17 +135,8 @@ def score_catalogue(
             sl = slice(start, min(n, start + batch_size))
             s_items = torch.from_numpy(np.asarray(support_items[sl], dtype=np.int64)).to(device)
             s_y = torch.from_numpy(np.asarray(support_ratings[sl], dtype=np.float32)).to(device)
-            s_m = s_items >= 0
-            u = users.gather(np.arange(sl.start, sl.stop))
-            user_vec = learner.net.embed_users(
-                torch.from_numpy(u.indices).to(device),
-                torch.from_numpy(u.offsets).to(device),
-                torch.from_numpy(u.dense).to(device),
-            )
-            s_side = {k: v[s_items.clamp_min(0)] for k, v in cache.side.items()}
-            if learner.head.item_item_active:
-                s_side["ii_rows"] = learner.head.item_item_rows(s_items, None)
-            fast = learner.adapt(user_vec, s_side, s_y, s_m, steps)
+            rows = np.arange(sl.start, sl.stop)
+            fast, user_vec, _ = adapt_support(learner, cache, s_items, s_y, users.gather(rows), steps)
             predicted = None
             if predictions is not None or not learner.head.capabilities.ranking_output:
                 predicted = learner.score(fast, user_vec, cache.side, "predict").float().cpu().numpy()

@@ -36,11 +36,16 @@ class FieldEmbedding(nn.Module):
             sparse=sparse,
             include_last_offset=True,
             padding_idx=0,
+            _weight=torch.empty(max(1, num_embeddings), dim),  # initialised below, once
         )
-        nn.init.normal_(self.bag.weight, std=INIT_STD)
+        if not self.bag.weight.is_meta:  # on ``meta`` (shape checks) normal_ imports torch._dynamo: 2 s
+            nn.init.normal_(self.bag.weight, std=INIT_STD)
         with torch.no_grad():
             self.bag.weight[0].zero_()
-        self.dense_weight = nn.Parameter(torch.randn(n_dense, dim) * 0.1)
+        dense = torch.empty(n_dense, dim)
+        if not dense.is_meta:  # the same draws as ``torch.randn(n_dense, dim) * 0.1``
+            dense.normal_(0.0, 0.1)
+        self.dense_weight = nn.Parameter(dense)
         self.dense_bias = nn.Parameter(torch.zeros(n_dense, dim))
 
     @property

@@ -24,7 +24,6 @@ import abc
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -32,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.errors import SpecError
+from recsys.models.capabilities import HeadCapabilities
+from recsys.models.fold_in import SUPPORT_STATS, support_summary
 
 if TYPE_CHECKING:
     from recsys.config import ModelConfig
@@ -61,34 +62,15 @@ def _run_f(p: Params, prefix: str, n_layers: int, x: torch.Tensor) -> torch.Tens
     return x
 
 
-@dataclass(frozen=True)
-class HeadCapabilities:
-    """What a head does, declared once per head class (callers read it instead of probing the head)."""
-
-    predicts_ratings: bool = True
-    """:meth:`Head.predict` gives rating predictions on the dataset's scale."""
-    ranking_output: bool = False
-    """:meth:`Head.rank` is a separate ranking output (otherwise ranking uses the predicted ratings)."""
-    closed_form_adaptation: bool = False
-    """:meth:`Head.init_fast` adapts per user in closed form from the support set (no inner steps needed)."""
-    item_offsets: bool = False
-    """Takes data-driven per-item rating offsets through :meth:`Head.set_item_offsets`."""
-    item_item_blend: bool = False
-    """Can blend a fixed item-item matrix into its ranking (:meth:`Head.set_item_item`,
-    :meth:`Head.item_item_rows`); whether this instance does is :attr:`Head.item_item_active`."""
-    trend_prior: bool = False
-    """Adds a popularity prior to its ranking: ``trend`` / ``trend_weight`` buffers, :meth:`Head.set_trend`."""
-    two_paths: bool = False
-    """Rating and ranking paths with embeddings of their own: the network concatenates a rating part and a
-    ranking part of every user and item vector, and :meth:`Head.param_groups` splits the parameters."""
-
-
 class Head(nn.Module, abc.ABC):
     """Base class of the decision heads: see the module docstring."""
 
     name: ClassVar[str] = ""
     """The head's ``model.head`` name (set by :func:`register_head`)."""
     capabilities: ClassVar[HeadCapabilities] = HeadCapabilities()
+    factor_key: ClassVar[str | None] = None
+    """The :meth:`item_side` entry holding an item's learned factors (what similar items compare);
+    None: the item vectors themselves."""
 
     @classmethod
     @abc.abstractmethod
@@ -127,6 +109,15 @@ class Head(nn.Module, abc.ABC):
 
     def rank(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
         return self.predict(p, user, side)
+
+    def rank_parts(self, p: Params, user: torch.Tensor, side: Side) -> dict[str, torch.Tensor]:
+        """:meth:`rank`'s terms by path (they sum to it): one ``rating`` term unless a head splits it."""
+        return {"rating": self.rank(p, user, side)}
+
+    def support_terms(self, p: Params, s_side: Side, sy: torch.Tensor, sm: torch.Tensor) -> torch.Tensor:
+        """[S, N] each support item's term in the ``item_item`` part of :meth:`rank_parts` (summing over S
+        gives it) for adapted ``p`` (only called when :attr:`item_item_active`)."""
+        raise NotImplementedError(f"head {self.name!r} has no item-item matrix")
 
     def param_groups(self) -> dict[str, list[str]]:
         """Parameter names of the rating path and of the ranking path (``two_paths`` heads only)."""
@@ -234,6 +225,7 @@ class FactorizedHead(Head):
     """
 
     capabilities = HeadCapabilities()
+    factor_key = "h"
 
     @classmethod
     def from_config(
@@ -272,21 +264,6 @@ class FactorizedHead(Head):
         return self.predict(dict(self.named_parameters()), user, self.item_side(items))
 
 
-SUPPORT_STATS = 4
-"""Scalar statistics in :func:`support_summary` (before the mean item factors)."""
-
-
-def support_summary(phi: torch.Tensor, resid: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """What the fold-in's trust sees of one user's support: [log n, n / (n + 10), residual mean,
-    residual spread, mean item factors]. ``phi`` [S, d + 1] (item factors and a 1, zero on padding),
-    ``resid`` [S] (rating minus item baseline, zero on padding), ``m`` [S] mask; padding is inert."""
-    n = m.sum().clamp_min(1.0)
-    mean = resid.sum() / n
-    spread = ((((resid - mean) * m) ** 2).sum() / n + 1e-6).sqrt()
-    stats = torch.stack([torch.log(n), n / (n + 10.0), mean, spread])
-    return torch.cat([stats, phi[..., :-1].sum(-2) / n])
-
-
 @register_head("hybrid")
 class HybridHead(Head):
     """Meta-learned fold-in: ratings from a closed-form ridge fit, ranking from a support-set encoder.
@@ -322,6 +299,7 @@ class HybridHead(Head):
         two_paths=True,
     )
     RATING = ("q_tower.", "q_bias.", "prior.", "mu", "log_lambda", "trust.")
+    factor_key = "psi"  # the ranking path's item factors
 
     @classmethod
     def from_config(
@@ -470,10 +448,20 @@ class HybridHead(Head):
         z = _run_f(p, "encoder", len(self.encoder), torch.cat([pooled, u_rank], dim=-1))
         fast = {"fast.w": w, "fast.z": z}
         if "ii_rows" in s_side:
-            weight = (p["ii_rate"][0] + p["ii_rate"][1] * centred) * m  # [S]
-            gate = F.softplus(F.linear(z, p["ii_gate.weight"], p["ii_gate.bias"]))  # [1]
-            fast["fast.ii"] = gate * (weight @ s_side["ii_rows"])  # [n_items]
+            fast["fast.ii"] = self.item_item_weights(p, z, sy, sm) @ s_side["ii_rows"]  # [n_items]
         return fast
+
+    def item_item_weights(
+        self, p: Params, z: torch.Tensor, sy: torch.Tensor, sm: torch.Tensor
+    ) -> torch.Tensor:
+        """[S] each support item's weight on its row of B in ``fast.ii``: the user's gate (from ``z``)
+        times the learned rating weighting (zero on padding); :meth:`rank` scales the sum by ``ii_scale``."""
+        weight = (p["ii_rate"][0] + p["ii_rate"][1] * (sy - p["mu"])) * sm.to(sy.dtype)
+        return F.softplus(F.linear(z, p["ii_gate.weight"], p["ii_gate.bias"])) * weight
+
+    def support_terms(self, p: Params, s_side: Side, sy: torch.Tensor, sm: torch.Tensor) -> torch.Tensor:
+        w = self.item_item_weights(p, p["fast.z"], sy, sm)  # inner steps on the ratings leave z as is
+        return p["ii_scale"] * w.unsqueeze(-1) * s_side["ii_rows"]
 
     def log_shrinkage(
         self, p: Params, phi: torch.Tensor, resid: torch.Tensor, m: torch.Tensor
@@ -487,9 +475,13 @@ class HybridHead(Head):
         return p["mu"] + side["b"] + side["q1"] @ p["fast.w"]
 
     def rank(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
-        score = side["psi"] @ p["fast.z"] + side["c"]
+        return sum(self.rank_parts(p, user, side).values())
+
+    def rank_parts(self, p: Params, user: torch.Tensor, side: Side) -> dict[str, torch.Tensor]:
+        """The ranking score's terms: the support encoder, the item-item blend, the trend prior."""
+        parts = {"support_encoder": side["psi"] @ p["fast.z"] + side["c"]}
         if "fast.ii" in p and "idx" in side:
-            score = score + p["ii_scale"] * p["fast.ii"][side["idx"]]
+            parts["item_item"] = p["ii_scale"] * p["fast.ii"][side["idx"]]
         if "idx" in side and self.trend.numel():
-            score = score + self.trend_weight * self.trend[side["idx"]]
-        return score
+            parts["trend"] = self.trend_weight * self.trend[side["idx"]]
+        return parts

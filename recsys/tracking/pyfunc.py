@@ -14,8 +14,17 @@ Input: one row per rating of a new user: ``user_id`` (string), ``item_id`` (stri
 rule of :mod:`recsys.data.ids`), ``rating`` (a number) and, optionally, the model's user-feature columns. A row with
 ``item_id`` and ``rating`` both null declares a user with no ratings (pure cold start). Params: ``n``
 (long, default 10), ``exclude_rated`` (boolean, default true), ``on_unknown`` (``error`` or ``ignore``,
-default ``error``). Output: one row per user and rank: ``user_id``, ``rank``, ``item_id``, ``score``
-and ``title``.
+default ``error``), ``explain`` (boolean, default false: adds ``explanation``, a JSON
+string of :mod:`recsys.explain`), ``items`` and ``exclude`` (lists of item ids as strings: allow-list and deny-list; an
+empty list, the default, restricts nothing), ``where`` (a string: a JSON object ``{"genre": ["Comedy"]}``
+or ``genre=Comedy,Drama;category=c1``; empty, the default, restricts nothing); see
+:mod:`recsys.candidates`. Output: one row per user and rank: ``user_id``, ``rank``, ``item_id``,
+``score``, ``predicted_rating`` (when the model predicts ratings) and ``title`` (when the catalogue has
+titles).
+
+Similar items: the param ``similar_to`` (an item id; ``by``: ``auto``, ``item_item`` or ``factors``)
+answers with the ``n`` items most similar to it (:mod:`recsys.similar`) instead of recommendations:
+``rank``, ``item_id``, ``similarity``, ``source``, ``title``; the table is not scored then.
 
 Bad input (empty table, missing columns, NaN, non-numeric or off-scale ratings, unknown items, bad or
 unknown params, a request over the caps of :func:`check_request_size`) raises ``MlflowException`` with
@@ -36,9 +45,12 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from recsys.candidates import parse_where
 from recsys.data.spec import FieldKind
 from recsys.errors import ModelFileError, RecsysError, ScoringInputError, shown
+from recsys.explain import check_flag, explain_frame
 from recsys.recommender import ColdStartRecommender
+from recsys.similar import similar_frame
 from recsys.tracking.params import DEFAULT_EXPERIMENT
 from recsys.utils.locations import MODEL_SUBDIR, artifact_inside
 from recsys.version import __version__
@@ -86,19 +98,44 @@ class RecsysPyfunc(PythonModel):
         try:
             params = check_params(params)
             check_request_size(model_input)
+            if params.get("similar_to") not in (None, ""):
+                return similar_answer(self.rec, params)
             out = self.rec.recommend_frame(
                 model_input,
                 n=params.get("n", DEFAULT_N),
                 exclude_rated=params.get("exclude_rated", True),
                 on_unknown=params.get("on_unknown", "error"),
+                **candidate_params(params),
             )
+            out = with_explanations(self.rec, model_input, out, params)
         except RecsysError as exc:
             raise MlflowException.invalid_parameter_value(str(exc)) from None
         return out.to_pandas()
 
 
-PARAMS = ("n", "exclude_rated", "on_unknown")
+PARAMS = ("n", "exclude_rated", "on_unknown", "items", "exclude", "where", "explain", "similar_to", "by")
 """The params a request may give (the signature's ParamSchema)."""
+
+
+def similar_answer(rec: ColdStartRecommender, params: dict[str, Any]) -> pd.DataFrame:
+    """The ``similar_to`` param's answer: the items most similar to it (the ratings table is not scored):
+    ``rank``, ``item_id``, ``similarity``, ``source`` (``item_item`` or ``factors``), ``title``."""
+    if check_flag("explain", params.get("explain", False)):
+        raise ScoringInputError("explain applies to recommendations; it cannot be combined with similar_to")
+    return similar_frame(
+        rec, params["similar_to"], params.get("n", DEFAULT_N), params.get("by", "auto")
+    ).to_pandas()
+
+
+def with_explanations(rec: ColdStartRecommender, model_input: Any, out: Any, params: dict[str, Any]) -> Any:
+    """``out`` with an ``explanation`` column (JSON strings, :mod:`recsys.explain`) when ``explain`` is true."""
+    if params.get("by", "auto") != "auto":
+        raise ScoringInputError(f"by applies to similar_to; got by={shown(params['by'])} without it")
+    if not check_flag("explain", params.get("explain", False)):
+        return out
+    return explain_frame(rec, model_input, out, on_unknown=params.get("on_unknown", "error"))
+
+
 MAX_ROWS_ENV, MAX_RATINGS_ENV, MAX_ID_CHARS_ENV = (
     "RECSYS_SERVE_MAX_ROWS",
     "RECSYS_SERVE_MAX_RATINGS_PER_USER",
@@ -128,6 +165,21 @@ def check_params(params: Any) -> dict[str, Any]:
             f"unknown param(s) {', '.join(shown(k) for k in unknown[:5])}; valid params: {', '.join(PARAMS)}"
         )
     return dict(params)
+
+
+def candidate_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``items``, ``exclude`` and ``where`` of the request's params as :func:`recsys.candidates.candidate_mask`
+    takes them. MLflow list params need a default, so an empty list (the default) restricts nothing, as
+    does an empty ``where``; ``where`` is a string (JSON object or ``FIELD=V1,V2;...`` terms) or, in
+    process, a mapping."""
+    out: dict[str, Any] = {}
+    for name in ("items", "exclude"):
+        value = params.get(name)
+        if value is not None and not (hasattr(value, "__len__") and len(value) == 0):
+            out[name] = value
+    where = params.get("where")
+    out["where"] = parse_where(where) if isinstance(where, str) or where is None else where
+    return out
 
 
 def check_request_size(frame: Any) -> None:
@@ -188,7 +240,11 @@ def model_signature(rec: ColdStartRecommender) -> ModelSignature:
             ColSpec("long", "rank"),
             ColSpec(item_type, "item_id"),
             ColSpec("double", "score"),
+            ColSpec("double", "predicted_rating", required=False),
             ColSpec("string", "title", required=False),
+            ColSpec("string", "explanation", required=False),  # param explain: JSON per row
+            ColSpec("double", "similarity", required=False),  # param similar_to: instead of score
+            ColSpec("string", "source", required=False),
         ]
     )
     params = ParamSchema(
@@ -196,6 +252,12 @@ def model_signature(rec: ColdStartRecommender) -> ModelSignature:
             ParamSpec("n", "long", DEFAULT_N),
             ParamSpec("exclude_rated", "boolean", True),
             ParamSpec("on_unknown", "string", "error"),
+            ParamSpec("items", "string", [], (-1,)),
+            ParamSpec("exclude", "string", [], (-1,)),
+            ParamSpec("where", "string", ""),
+            ParamSpec("explain", "boolean", False),
+            ParamSpec("similar_to", "string", ""),
+            ParamSpec("by", "string", "auto"),
         ]
     )
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)

@@ -1,0 +1,289 @@
+"""The benchmark suite's summary: ``docs/benchmarks/README.md`` and README.md's results section (between
+the ``benchmark-summary`` markers), built from the reports under ``docs/benchmarks/`` alone.
+
+For every part of the suite it says whether it has run (with which settings, when, and its wall time)
+or not; for every part that has, one row per protocol / scenario, K and metric (MAE, Recall@20,
+nDCG@10): the meta-learner, the best fair baseline and a verdict.
+
+* **Best fair baseline**: among the report's baselines (every method of kind ``baseline``: tuned on
+  validation users, never on test users), the one with the best mean of that metric on the report's
+  test users — what a reader of the report compares against. It is chosen after the fact on test
+  users, which favours the baselines.
+* **Verdict**: *behind* when some fair baseline's 95% interval lies entirely on the better side of the
+  meta-learner's; *ahead* when the meta-learner's interval lies entirely on the better side of every
+  fair baseline's; otherwise *level (intervals overlap)*.
+* **Intervals** are the report's: 95% bootstrap over distinct users, per method. report.json keeps no
+  per-user values, so no paired difference interval can be given; two per-method intervals that do
+  not overlap show a clear difference, overlapping ones can still hide a small real one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelines.benchmark import Entry, Part
+
+START = "<!-- benchmark-summary:start -->"
+END = "<!-- benchmark-summary:end -->"
+METRICS = (("mae", "MAE", True), ("recall@20", "Recall@20", False), ("ndcg@10", "nDCG@10", False))
+BEHIND, AHEAD, LEVEL = "**behind**", "ahead", "level (intervals overlap)"
+
+
+# ---- verdicts --------------------------------------------------------------------------------------
+
+
+def _ok(cell: dict | None) -> bool:
+    return bool(cell) and all(
+        cell.get(k) is not None and not math.isnan(cell[k]) for k in ("mean", "low", "high")
+    )
+
+
+def _clearly_better(a: dict, b: dict, lower_is_better: bool) -> bool:
+    """``a``'s interval lies entirely on the better side of ``b``'s."""
+    return a["high"] < b["low"] if lower_is_better else a["low"] > b["high"]
+
+
+def verdict(meta: dict, baselines: list[dict], lower_is_better: bool) -> str:
+    """Behind (a fair baseline is clearly better), ahead (clearly better than every fair baseline) or
+    level, from the per-method 95% intervals."""
+    if any(_clearly_better(b, meta, lower_is_better) for b in baselines):
+        return BEHIND
+    if baselines and all(_clearly_better(meta, b, lower_is_better) for b in baselines):
+        return AHEAD
+    return LEVEL
+
+
+def _is_baseline(report: dict, method: str) -> bool:
+    kind = report.get("methods", {}).get(method, {}).get("kind")
+    return kind == "baseline" if kind else not method.startswith("meta-learner")
+
+
+def comparisons(report: dict) -> list[dict[str, Any]]:
+    """One row per (protocol, scenario, K, metric) where the meta-learner has the metric: its cell, the
+    best fair baseline's (by mean on the report's test users) and the verdict."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in report["results"]:
+        groups.setdefault((r["protocol"], r["scenario"], str(r["k"])), []).append(r)
+    rows = []
+    for (protocol, scenario, k), group in groups.items():
+        meta = next((r for r in group if r["method"] == "meta-learner"), None)
+        if meta is None:
+            continue
+        for key, label, lower in METRICS:
+            if not _ok(meta.get(key)):
+                continue
+            fair = [r for r in group if _is_baseline(report, r["method"]) and _ok(r.get(key))]
+            best = (min if lower else max)(fair, key=lambda r: r[key]["mean"]) if fair else None
+            rows.append(
+                {
+                    "protocol": protocol,
+                    "scenario": scenario,
+                    "k": k,
+                    "metric": label,
+                    "users": meta.get("users"),
+                    "tasks": meta.get("tasks"),
+                    "meta": meta[key],
+                    "best": best[key] if best else None,
+                    "best_method": best["method"] if best else None,
+                    "verdict": verdict(meta[key], [r[key] for r in fair], lower) if fair else "no baseline",
+                }
+            )
+    return rows
+
+
+# ---- part status -----------------------------------------------------------------------------------
+
+
+@dataclass
+class PartStatus:
+    part: Part
+    report: dict | None
+    timing: dict | None
+    differs: str  # how the report's settings differ from the suite's ("" when they match)
+
+    @property
+    def state(self) -> str:
+        if self.report is not None:
+            return "run"
+        if self.timing and self.timing.get("skipped"):
+            return "not run (" + self.timing["skipped"] + ")"
+        if self.timing and self.timing.get("exit_code") not in (0, None):
+            return f"failed (exit {self.timing['exit_code']}; see timing.json)"
+        return "not run yet"
+
+    @property
+    def label(self) -> str:
+        if self.report is None:
+            return self.state
+        when = str(self.report.get("created", ""))[:10]
+        took = f", {wall(self.timing['seconds'])}" if self.timing and self.timing.get("seconds") else ""
+        return f"run {when}{took}" + (f"; not the suite's settings: {self.differs}" if self.differs else "")
+
+
+def wall(seconds: float) -> str:
+    minutes, s = divmod(round(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m} min" if hours else (f"{m} min {s} s" if m else f"{s} s")
+
+
+def _machine_note(timing: dict) -> str:
+    """Where a part ran: CPU cores and the load average when it started (a shared machine is slower)."""
+    notes = []
+    if timing.get("machine", {}).get("cpus"):
+        notes.append(f"{timing['machine']['cpus']} CPU cores")
+    if timing.get("load_average_at_start"):
+        notes.append(f"load {timing['load_average_at_start'][0]:.1f} at start")
+    if timing.get("load_average_at_end"):
+        notes.append(f"15-min load {timing['load_average_at_end'][2]:.1f} at end")
+    return f" ({', '.join(notes)})" if notes else ""
+
+
+def _settings_text(shots: str, seeds: int, ablations: str, protocol: str) -> str:
+    k = "" if protocol == "melu" else f"K = {shots}, "
+    return f"{k}{seeds} seed{'s' if seeds != 1 else ''}, ablations {ablations or 'none'}"
+
+
+def _differs(entry: Entry, protocol: str, settings: dict) -> str:
+    shots = ",".join(map(str, settings.get("shots", [])))
+    ablations = ",".join(settings.get("ablations", [])) or "none"
+    ran = (shots, settings.get("seeds"), ablations)
+    suite = (entry.shots, entry.seeds, entry.ablations)
+    if protocol == "melu":
+        ran, suite = ran[1:], suite[1:]
+    if ran == suite:
+        return ""
+    return (
+        f"{_settings_text(shots, settings.get('seeds', 0), ablations, protocol)} "
+        f"(the suite's: {_settings_text(entry.shots, entry.seeds, entry.ablations, protocol)})"
+    )
+
+
+def part_status(part: Part, out: Path) -> PartStatus:
+    folder = out / part.entry.name
+    report_path = folder / part.protocol / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    timing_path = folder / "timing.json"
+    timing = (
+        json.loads(timing_path.read_text()).get("parts", {}).get(part.protocol)
+        if timing_path.exists()
+        else None
+    )
+    differs = _differs(part.entry, part.protocol, report["settings"]) if report else ""
+    return PartStatus(part, report, timing, differs)
+
+
+# ---- markdown --------------------------------------------------------------------------------------
+
+
+def _cell(c: dict | None) -> str:
+    if not c:
+        return "–"
+    text = f"{c['mean']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
+    return text + (f" sd {c['seed_sd']:.3f}" if c.get("seed_sd") is not None else "")
+
+
+def _where(row: dict) -> str:
+    return row["protocol"] if row["scenario"] == "new_users" else f"{row['protocol']} / {row['scenario']}"
+
+
+HOW_TO_READ = (
+    "How to read the tables: each cell is the mean over distinct test users with its 95% bootstrap "
+    "interval over those users `[low, high]` (and `sd`, the spread of the per-seed means across training "
+    "seeds, where several seeds ran). **Best fair baseline**: of the report's baselines (each tuned on "
+    "validation users only), the one with the best mean of that metric *on the test users* — chosen "
+    "after the fact, which favours the baselines. **Verdict**: *behind* when some baseline's interval "
+    "lies entirely on the better side of the meta-learner's, *ahead* when the meta-learner's interval "
+    "lies entirely on the better side of every baseline's, otherwise *level (intervals overlap)*. The "
+    "intervals are per method (report.json keeps no per-user values for a paired difference): "
+    "intervals that do not overlap show a clear difference, overlapping ones can still hide a small "
+    "real one. Lower MAE is better; higher Recall@20 and nDCG@10 are better."
+)
+
+
+def render(statuses: list[PartStatus], link: str = "", heading: str = "##") -> str:
+    """The summary in markdown; ``link`` prefixes links to the reports (relative to where it is shown)."""
+    lines = [
+        "Generated by `python -m pipelines.benchmark --summary-only` from the reports under "
+        f"[`docs/benchmarks/`]({link or './'}); the full suite is `make benchmark` (hours on 2 CPU cores). "
+        "Parts not run yet have no numbers here.",
+        "",
+        "| part | status | settings | wall time | report |",
+        "|---|---|---|---|---|",
+    ]
+    for st in statuses:
+        e = st.part.entry
+        if st.report:
+            s = st.report["settings"]
+            settings = _settings_text(
+                ",".join(map(str, s["shots"])), s["seeds"], ",".join(s["ablations"]), st.part.protocol
+            )
+            state = f"run {str(st.report.get('created', ''))[:10]}" + (
+                " (**not the suite's settings**)" if st.differs else ""
+            )
+            secs = st.timing.get("seconds") if st.timing else None
+            took = (wall(secs) + _machine_note(st.timing)) if secs else "–"
+            ref = f"[report]({link}{e.name}/{st.part.protocol}/report.md)"
+        else:
+            settings = _settings_text(e.shots, e.seeds, e.ablations, st.part.protocol) + " (suite)"
+            state, took, ref = st.state, "–", "–"
+        lines.append(f"| {e.title}: {st.part.protocol} | {state} | {settings} | {took} | {ref} |")
+    lines += ["", HOW_TO_READ, ""]
+    for st in statuses:
+        if st.report is None:
+            continue
+        e = st.part.entry
+        lines += [f"{heading} {e.title}: {st.part.protocol}", ""]
+        lines.append(f"{e.note} Command: `{st.timing['command']}`." if st.timing else e.note)
+        if st.differs:
+            lines.append(f"**Not the suite's settings**: {st.differs}.")
+        if st.timing and st.timing.get("note"):
+            lines.append(f"Note on this run: {st.timing['note']}")
+        lines += [
+            "",
+            "| protocol | K | users (tasks) | metric | meta-learner | best fair baseline | verdict |",
+        ]
+        lines.append("|---|---|---|---|---|---|---|")
+        for r in comparisons(st.report):
+            best = f"{_cell(r['best'])} ({r['best_method']})" if r["best"] else "–"
+            users = f"{r['users']} ({r['tasks']})" if r.get("tasks") is not None else str(r["users"])
+            lines.append(
+                f"| {_where(r)} | {r['k']} | {users} | {r['metric']} | {_cell(r['meta'])} | {best} | {r['verdict']} |"
+            )
+        for where, why in (st.report.get("skipped") or {}).items():
+            lines.append(f"\nSkipped {where}: {why}.")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with everything between the markers replaced by ``block`` (markers kept). Missing or
+    misordered markers are a ``ValueError``."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < 0 or end < start:
+        raise ValueError(f"the README has no {START} ... {END} markers (in that order)")
+    return text[: start + len(START)] + "\n" + block.strip("\n") + "\n" + text[end:]
+
+
+def write_summaries(out: Path, readme: Path | None, parts: list[Part] | None = None) -> list[Path]:
+    """Write ``<out>/README.md`` and, when ``readme`` is given, its section between the markers; the
+    files written. Nothing is run: only existing reports are read."""
+    from pipelines.benchmark import all_parts
+
+    statuses = [part_status(p, out) for p in (parts if parts is not None else all_parts())]
+    full = "# Benchmark suite: summary\n\n" + render(statuses, link="", heading="##")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "README.md").write_text(full)
+    written = [out / "README.md"]
+    if readme is not None:
+        text = readme.read_text()
+        prefix = out.relative_to(readme.parent).as_posix() + "/" if out.is_relative_to(readme.parent) else ""
+        new = replace_block(text, render(statuses, link=prefix, heading="####"))
+        if new != text:
+            readme.write_text(new)
+        written.append(readme)
+    return written
