@@ -56,6 +56,10 @@ else:
 FORMAT_VERSION = 1
 MODEL_FILES = ("config.json", "features.json", "model.safetensors", "history.json")
 
+AVAILABLE = "catalogue.available"
+"""The saved availability of the catalogue's items (uint8 [n_items], 1 = available), only when some
+item is hidden (:func:`recsys.catalogue.set_available`)."""
+
 OPTIONAL_WEIGHTS = ("net.head.trend", "net.head.trend_weight")
 """Buffers that models saved before they existed lack; they load as their defaults (no prior)."""
 
@@ -72,6 +76,8 @@ def save(rec: ColdStartRecommender, path: str | Path) -> Path:
     tensors.update(
         {f"features.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in rec.space.arrays().items()}
     )
+    if getattr(rec, "_available", None) is not None:  # items hidden by set_available
+        tensors[AVAILABLE] = torch.from_numpy(rec._available.astype(np.uint8))
     save_tensors(path / "model.safetensors", tensors, {"kind": "recsys-model", "format": FORMAT_VERSION})
     atomic_write_json(
         path / "history.json",
@@ -170,6 +176,7 @@ def from_files(cls: type[R], folder: Path) -> R:
     )
     rec.history = list(history.get("history", []))
     rec.info = dict(history.get("info", {}))
+    rec._available = read_available(tensors, rec.space.n_items, folder)
     if history.get("summary"):
         rec.summary = FitSummary(**history["summary"])
     return rec
@@ -220,6 +227,19 @@ def from_parts(
     except RuntimeError as exc:
         raise ModelFileError(f"{where}: weights do not match the config ({exc})") from None
     return rec
+
+
+def read_available(tensors: dict[str, torch.Tensor], n_items: int, where: Path | str) -> np.ndarray | None:
+    """The saved availability mask (bool [n_items]) or None (every item available)."""
+    if AVAILABLE not in tensors:
+        return None
+    mask = tensors[AVAILABLE].numpy()
+    if mask.dtype != np.uint8 or mask.shape != (n_items,) or mask.max(initial=0) > 1:
+        raise ModelFileError(
+            f"{where}: inconsistent feature files (availability {mask.dtype} {mask.shape}, "
+            f"expected 0/1 for each of the {n_items} catalogue items)"
+        )
+    return mask.astype(bool)
 
 
 # ---- the consistency checks ------------------------------------------------------------------------

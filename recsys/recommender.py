@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys import candidates, persistence, training
+from recsys import candidates, catalogue, persistence, training
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
 from recsys.data.spec import FieldKind, FieldSpec
@@ -72,6 +72,7 @@ class ColdStartRecommender:
         self.summary: FitSummary | None = None
         self.info: dict[str, Any] = {}
         self._cache: CatalogueCache | None = None
+        self._available: np.ndarray | None = None  # bool [n_items], True = may be recommended; None: all
 
     # ---- training ------------------------------------------------------------------------------
     def fit(
@@ -176,6 +177,18 @@ class ColdStartRecommender:
         naming it (fields the model does not use are ignored)."""
         self._require_fitted()
         persistence.check_dataset(self.space, dataset)
+
+    # ---- catalogue updates without retraining (recsys.catalogue) -----------------------------------
+    def add_items(self, items: Any, *, id_column: str = "item_id", title_column: str | None = "title") -> int:
+        """Add items from a table (polars or pandas: the id column and the model's item feature columns,
+        as the training item table had them); scored from their content, like held-out new items."""
+        self._require_fitted()
+        return catalogue.add_items(self, items, id_column=id_column, title_column=title_column)
+
+    def set_available(self, ids: Sequence[Any], available: bool = True) -> int:
+        """Hide (``False``) or show again (``True``) items: hidden items are never recommended."""
+        self._require_fitted()
+        return catalogue.set_available(self, ids, available)
 
     # ---- scoring -------------------------------------------------------------------------------
     @property

@@ -415,6 +415,8 @@ def choose_trend(
         "chosen": trend.describe(half_life, weight),
         "validation_recall20_plus_ndcg10": round(score, 5),
         "validation_without": round(baseline, 5),
+        # the prior of an item without training interactions: what items added later get
+        "no_interactions": trend.no_interactions_value(train_log, n, half_life) if weight else 0.0,
     }
 
 

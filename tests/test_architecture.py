@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "recsys.explain": 8,  # why an item is recommended
     "recsys.training": 8,  # the recipe of ColdStartRecommender.fit
     "recsys.persistence": 8,  # its model folders and checkpoints
+    "recsys.catalogue": 8,  # catalogue updates without retraining
     # applications of the front
     "recsys.evaluation": 9,
     "recsys.evaluation.cells": 9,

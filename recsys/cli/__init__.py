@@ -10,7 +10,7 @@ The package: this module (the command table, :func:`main`), :mod:`~recsys.cli.op
 defined once, and the option groups), :mod:`~recsys.cli.runtime` (verbosity, clean-ups),
 :mod:`~recsys.cli.common` (shared helpers) and one module per family of commands
 (:mod:`~recsys.cli.data`, :mod:`~recsys.cli.train`, :mod:`~recsys.cli.score`,
-:mod:`~recsys.cli.evaluate`, :mod:`~recsys.cli.tracking`).
+:mod:`~recsys.cli.evaluate`, :mod:`~recsys.cli.catalogue`, :mod:`~recsys.cli.tracking`).
 
 The commands import the rest of recsys inside their functions, on purpose: those imports are lazy so
 that `recsys --help` and the light commands start without loading torch, polars, scipy or MLflow
@@ -23,6 +23,7 @@ import sys
 
 import typer
 
+from recsys.cli.catalogue import catalogue_add, catalogue_hide, catalogue_show
 from recsys.cli.common import NamesCommand
 from recsys.cli.data import data_download, data_stats, data_synth
 from recsys.cli.evaluate import evaluate, evaluate_onboarding_cmd
@@ -45,6 +46,10 @@ app = typer.Typer(
     add_completion=False,
 )
 data_app = typer.Typer(help="Download, inspect and generate datasets.", no_args_is_help=True)
+catalogue_app = typer.Typer(
+    help="Update a trained model's catalogue without retraining: add, hide or show items.",
+    no_args_is_help=True,
+)
 tracking_app = typer.Typer(
     help="MLflow: send kept tracking calls, promote registered models.", no_args_is_help=True
 )
@@ -67,6 +72,11 @@ app.command("similar")(command(similar))
 app.command("evaluate", cls=NamesCommand)(command(evaluate))
 app.command("onboard", cls=NamesCommand)(command(onboard))
 app.command("evaluate-onboarding", cls=NamesCommand)(command(evaluate_onboarding_cmd))
+app.add_typer(catalogue_app, name="catalogue")
+catalogue_app.callback()(group_verbose)
+catalogue_app.command("add")(command(catalogue_add))
+catalogue_app.command("hide")(command(catalogue_hide))
+catalogue_app.command("show")(command(catalogue_show))
 app.add_typer(tracking_app, name="tracking")
 tracking_app.callback()(group_verbose)
 tracking_app.command("sync")(command(tracking_sync))

@@ -89,7 +89,19 @@ def read_side_table(spec: TableSpec, base_dir: str | Path | None, key_name: str)
     dense fields floats (nulls where missing).
     """
     path = resolve(spec.path, base_dir)
-    frame = read_raw(spec, base_dir)
+    out = side_table_columns(read_raw(spec, base_dir), spec, path, key_name)
+    n = out.height
+    out = out.unique(subset=[key_name], keep="first", maintain_order=True)
+    if out.height < n:
+        log.warning(
+            "%s: %d duplicate %s rows ignored (the first of each kept)", path, n - out.height, key_name
+        )
+    return out
+
+
+def side_table_columns(frame: pl.DataFrame, spec: TableSpec, path: Path, key_name: str) -> pl.DataFrame:
+    """:func:`read_side_table`'s columns of a table read by ``read_raw``, every row kept (duplicate
+    keys too): the key renamed to ``key_name``, one column per field, values converted by kind."""
     key = spec.key or key_name
     _require_columns(frame, {key_name: key}, path, spec)
     for f in spec.fields:
@@ -101,14 +113,7 @@ def read_side_table(spec: TableSpec, base_dir: str | Path | None, key_name: str)
     columns: dict[str, pl.Series] = {key_name: _ids(ids, path, key).alias(key_name)}
     for f in spec.fields:
         columns[f.name] = _field_values(frame, f, path, spec).alias(f.name)
-    out = pl.DataFrame(columns)
-    n = out.height
-    out = out.unique(subset=[key_name], keep="first", maintain_order=True)
-    if out.height < n:
-        log.warning(
-            "%s: %d duplicate %s rows ignored (the first of each kept)", path, n - out.height, key_name
-        )
-    return out
+    return pl.DataFrame(columns)
 
 
 def _field_values(frame: pl.DataFrame, f: FieldSpec, path: Path, spec: TableSpec) -> pl.Series:

@@ -100,6 +100,17 @@ class EncodedTable:
         indices = self.indices[np.repeat(starts, lengths) + within]
         return EncodedTable(indices, new_offsets, self.dense[rows], F)
 
+    def append(self, other: EncodedTable) -> EncodedTable:
+        """This table's rows followed by ``other``'s (same fields): a catalogue that grows."""
+        if other.n_token_fields != self.n_token_fields or other.dense.shape[1] != self.dense.shape[1]:
+            raise ValueError("appending a table of other fields")
+        return EncodedTable(
+            np.concatenate([self.indices, other.indices]),
+            np.concatenate([self.offsets, self.offsets[-1] + other.offsets[1:]]),
+            np.concatenate([self.dense, other.dense]),
+            self.n_token_fields,
+        )
+
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         return {
             f"{prefix}.indices": self.indices,

@@ -27,6 +27,22 @@ def trend_prior(log: UserLog, n_items: int, half_life_days: float | None) -> np.
 
     Logs without timestamps only support ``half_life_days=None``.
     """
+    prior = _log_counts(log, n_items, half_life_days)
+    spread = prior.std()
+    prior = (prior - prior.mean()) / spread if spread > 0 else np.zeros_like(prior)
+    return prior.astype(np.float32)
+
+
+def no_interactions_value(log: UserLog, n_items: int, half_life_days: float | None) -> float:
+    """The standardised prior of an item without training interactions (what :func:`trend_prior`
+    gives such a catalogue item; an item added to the catalogue after training gets it)."""
+    raw = _log_counts(log, n_items, half_life_days)
+    spread = raw.std()
+    return float(np.float32(-raw.mean() / spread)) if spread > 0 else 0.0
+
+
+def _log_counts(log: UserLog, n_items: int, half_life_days: float | None) -> np.ndarray:
+    """``log(1 + decayed interaction count)`` of every catalogue item, before standardising."""
     if half_life_days is None:
         weights = None
     else:
@@ -34,10 +50,7 @@ def trend_prior(log: UserLog, n_items: int, half_life_days: float | None) -> np.
             raise ValueError("a half-life needs timestamps")
         age_days = (log.times.max() - log.times).astype(np.float64) / SECONDS_PER_DAY
         weights = 0.5 ** (age_days / half_life_days)
-    prior = np.log1p(np.bincount(log.items, weights=weights, minlength=n_items).astype(np.float64))
-    spread = prior.std()
-    prior = (prior - prior.mean()) / spread if spread > 0 else np.zeros_like(prior)
-    return prior.astype(np.float32)
+    return np.log1p(np.bincount(log.items, weights=weights, minlength=n_items).astype(np.float64))
 
 
 def candidates(log: UserLog) -> list[float | None]:

@@ -1,0 +1,43 @@
+"""A head's per-item buffers when items are appended to the catalogue after training.
+
+Items added to a trained model have no training interactions. The evaluation path scores held-out
+new items exactly so (they are catalogue items without interactions: their item-id field is the
+unknown token), and the data-driven buffers a head takes from the training log give such items:
+
+* ``item_offset`` (``item_offsets`` heads): the damped mean rating offset of no ratings, 0;
+* ``trend`` (``trend_prior`` heads): the standardised prior of no interactions (``trend_fill``: see
+  :func:`recsys.models.trend.no_interactions_value`; 0 when the model has no prior);
+* ``item_item`` (``item_item_blend`` heads, when active): no row and no column (zeros), which is what
+  EASE and the cosine kNN give an item without interactions. The out-of-fold copies serve training
+  only and are dropped.
+
+:func:`grow_catalogue` pads exactly these, by the head's declared capabilities, and returns their names.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from recsys.models.heads import Head
+
+
+def grow_catalogue(head: Head, n_new: int, *, trend_fill: float = 0.0) -> list[str]:
+    """Pad ``head``'s per-item buffers for ``n_new`` items appended to the catalogue (see the module
+    docstring); buffers sized 0 (switched off) stay so. Returns the names of the buffers padded."""
+    caps = head.capabilities
+    padded = []
+    fills = (("item_offset", caps.item_offsets, 0.0), ("trend", caps.trend_prior, trend_fill))
+    for name, declared, fill in fills:
+        buffer = getattr(head, name, None)
+        if declared and isinstance(buffer, torch.Tensor) and buffer.numel():
+            setattr(head, name, torch.cat([buffer, buffer.new_full((n_new,), float(fill))]))
+            padded.append(name)
+    if caps.item_item_blend and head.item_item_active:
+        old = head.item_item
+        n = old.shape[0] + n_new
+        grown = old.new_zeros((n, n))
+        grown[: old.shape[0], : old.shape[1]] = old
+        head.item_item = grown
+        head.item_item_folds = old.new_zeros((0, n, n))  # training only (not saved)
+        padded.append("item_item")
+    return padded
