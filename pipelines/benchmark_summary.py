@@ -12,9 +12,13 @@ nDCG@10): the meta-learner, the best fair baseline and a verdict.
 * **Verdict**: *behind* when some fair baseline's 95% interval lies entirely on the better side of the
   meta-learner's; *ahead* when the meta-learner's interval lies entirely on the better side of every
   fair baseline's; otherwise *level (intervals overlap)*.
-* **Intervals** are the report's: 95% bootstrap over distinct users, per method. report.json keeps no
-  per-user values, so no paired difference interval can be given; two per-method intervals that do
-  not overlap show a clear difference, overlapping ones can still hide a small real one.
+* **Intervals** are the report's: 95% bootstrap over distinct users, per method. Reports that carry
+  ``paired`` rows (the meta-learner minus each baseline, a paired bootstrap over the users both were
+  tested on) get the difference to the best baseline with its paired interval, and the verdict comes
+  from the paired intervals: *behind* when the difference to some baseline is worse with an interval
+  that excludes 0, *ahead* when it is better than every baseline's with intervals that exclude 0.
+  Older reports without them fall back to the per-method intervals (overlapping ones can still hide a
+  real difference).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ START = "<!-- benchmark-summary:start -->"
 END = "<!-- benchmark-summary:end -->"
 METRICS = (("mae", "MAE", True), ("recall@20", "Recall@20", False), ("ndcg@10", "nDCG@10", False))
 BEHIND, AHEAD, LEVEL = "**behind**", "ahead", "level (intervals overlap)"
+PAIRED_LEVEL = "level (paired interval includes 0)"
 
 
 # ---- verdicts --------------------------------------------------------------------------------------
@@ -58,6 +63,22 @@ def verdict(meta: dict, baselines: list[dict], lower_is_better: bool) -> str:
     return LEVEL
 
 
+def paired_verdict(diffs: list[dict], lower_is_better: bool) -> str:
+    """Behind / ahead / level from the paired differences (meta-learner minus each baseline)."""
+
+    def worse(d: dict) -> bool:
+        return d["low"] > 0 if lower_is_better else d["high"] < 0
+
+    def better(d: dict) -> bool:
+        return d["high"] < 0 if lower_is_better else d["low"] > 0
+
+    if any(worse(d) for d in diffs):
+        return BEHIND
+    if diffs and all(better(d) for d in diffs):
+        return AHEAD
+    return PAIRED_LEVEL
+
+
 def _is_baseline(report: dict, method: str) -> bool:
     kind = report.get("methods", {}).get(method, {}).get("kind")
     return kind == "baseline" if kind else not method.startswith("meta-learner")
@@ -66,6 +87,9 @@ def _is_baseline(report: dict, method: str) -> bool:
 def comparisons(report: dict) -> list[dict[str, Any]]:
     """One row per (protocol, scenario, K, metric) where the meta-learner has the metric: its cell, the
     best fair baseline's (by mean on the report's test users) and the verdict."""
+    paired: dict[tuple[str, str, str, str], list[dict]] = {}
+    for d in report.get("paired") or []:
+        paired.setdefault((d["protocol"], d["scenario"], str(d["k"]), d["metric"]), []).append(d)
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in report["results"]:
         groups.setdefault((r["protocol"], r["scenario"], str(r["k"])), []).append(r)
@@ -79,6 +103,13 @@ def comparisons(report: dict) -> list[dict[str, Any]]:
                 continue
             fair = [r for r in group if _is_baseline(report, r["method"]) and _ok(r.get(key))]
             best = (min if lower else max)(fair, key=lambda r: r[key]["mean"]) if fair else None
+            names = {r["method"] for r in fair}
+            diffs = [d for d in paired.get((protocol, scenario, k, key), []) if d["baseline"] in names]
+            to_best = next((d for d in diffs if best and d["baseline"] == best["method"]), None)
+            if diffs and fair:
+                decided = paired_verdict(diffs, lower)
+            else:
+                decided = verdict(meta[key], [r[key] for r in fair], lower) if fair else "no baseline"
             rows.append(
                 {
                     "protocol": protocol,
@@ -90,7 +121,8 @@ def comparisons(report: dict) -> list[dict[str, Any]]:
                     "meta": meta[key],
                     "best": best[key] if best else None,
                     "best_method": best["method"] if best else None,
-                    "verdict": verdict(meta[key], [r[key] for r in fair], lower) if fair else "no baseline",
+                    "difference": to_best,
+                    "verdict": decided,
                 }
             )
     return rows
@@ -198,10 +230,14 @@ HOW_TO_READ = (
     "validation users only), the one with the best mean of that metric *on the test users* — chosen "
     "after the fact, which favours the baselines. **Verdict**: *behind* when some baseline's interval "
     "lies entirely on the better side of the meta-learner's, *ahead* when the meta-learner's interval "
-    "lies entirely on the better side of every baseline's, otherwise *level (intervals overlap)*. The "
-    "intervals are per method (report.json keeps no per-user values for a paired difference): "
-    "intervals that do not overlap show a clear difference, overlapping ones can still hide a small "
-    "real one. Lower MAE is better; higher Recall@20 and nDCG@10 are better."
+    "lies entirely on the better side of every baseline's, otherwise *level (intervals overlap)*. "
+    "**Difference (paired)**: the meta-learner minus the best fair baseline, the mean of the per-user "
+    "differences with a paired 95% bootstrap interval over the users both were tested on; where a report "
+    "has these, the verdict comes from them instead (*behind* when the difference to some baseline is worse "
+    "with an interval that excludes 0, *ahead* when it is better than every baseline's with intervals "
+    "that exclude 0, else *level (paired interval includes 0)*). Reports written before the paired "
+    "differences existed show `–` there and keep the per-method verdict. Lower MAE is better; higher "
+    "Recall@20 and nDCG@10 are better."
 )
 
 
@@ -245,14 +281,16 @@ def render(statuses: list[PartStatus], link: str = "", heading: str = "##") -> s
             lines.append(f"Note on this run: {st.timing['note']}")
         lines += [
             "",
-            "| protocol | K | users (tasks) | metric | meta-learner | best fair baseline | verdict |",
+            "| protocol | K | users (tasks) | metric | meta-learner | best fair baseline | difference (paired) | verdict |",
         ]
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|")
         for r in comparisons(st.report):
             best = f"{_cell(r['best'])} ({r['best_method']})" if r["best"] else "–"
             users = f"{r['users']} ({r['tasks']})" if r.get("tasks") is not None else str(r["users"])
+            diff = r.get("difference")
+            gap = f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else "–"
             lines.append(
-                f"| {_where(r)} | {r['k']} | {users} | {r['metric']} | {_cell(r['meta'])} | {best} | {r['verdict']} |"
+                f"| {_where(r)} | {r['k']} | {users} | {r['metric']} | {_cell(r['meta'])} | {best} | {gap} | {r['verdict']} |"
             )
         for where, why in (st.report.get("skipped") or {}).items():
             lines.append(f"\nSkipped {where}: {why}.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipelines import benchmark
@@ -197,3 +198,45 @@ def test_every_suite_entry_runs_evaluate_with_its_own_protocols_and_no_dataset_s
         assert source[0] in ("--dataset", "--interactions")
     ml1m = benchmark.evaluate_args(benchmark.select("ml-1m/random")[0], Path("/d"), benchmark.Overrides())
     assert ml1m[0] == "--interactions" and ml1m[1].endswith("ratings.csv")
+
+
+def test_paired_differences_resolve_a_gap_that_overlapping_per_method_intervals_hide() -> None:
+    """Users differ a lot in difficulty (per-method intervals overlap), but the meta-learner is 0.02 below
+    the baseline on every user: the paired interval excludes 0 and the summary says behind."""
+    from recsys.evaluation.cells import Cell, cell_results, paired_differences
+
+    rng = np.random.default_rng(0)
+    difficulty = rng.uniform(0.1, 0.9, size=200)
+    users = np.array([f"u{i}" for i in range(200)])
+    base, meta = Cell(), Cell()
+    base.add({"ndcg@10": difficulty}, users)
+    meta.add({"ndcg@10": difficulty - 0.02 + rng.normal(0, 0.005, 200)}, users)
+    cells = {("random", "new_users", "5", "ease"): base, ("random", "new_users", "5", "meta-learner"): meta}
+    rows = {r["method"]: r for r in cell_results(cells, n_items=10, n_boot=500)}
+    a, b = rows["meta-learner"]["ndcg@10"], rows["ease"]["ndcg@10"]
+    assert a["high"] > b["low"]  # the per-method intervals overlap
+    (d,) = paired_differences(cells, "meta-learner", ["ease"], n_boot=500)
+    assert d["users"] == 200 and d["high"] < 0 < d["high"] + 0.03
+    assert abs(d["mean"] + 0.02) < 0.002
+
+    report = {
+        "methods": {"ease": {"kind": "baseline"}, "meta-learner": {"kind": "meta"}},
+        "results": list(rows.values()),
+        "paired": [d],
+    }
+    (row,) = comparisons(report)
+    assert row["verdict"] == BEHIND and row["difference"] is d
+    assert verdict(a, [b], lower_is_better=False) == LEVEL  # what the per-method reading said
+
+
+def test_paired_differences_pair_users_by_id_not_by_position() -> None:
+    from recsys.evaluation.cells import Cell, paired_differences
+
+    base, meta = Cell(), Cell()
+    base.add({"mae": np.array([1.0, 2.0, 3.0])}, np.array(["a", "b", "c"]))
+    meta.add({"mae": np.array([2.5, 0.5, 1.5, 9.0])}, np.array(["c", "a", "b", "d"]))  # d: meta only
+    (d,) = paired_differences(
+        {("t", "new_users", "3", "b"): base, ("t", "new_users", "3", "m"): meta}, "m", ["b"], n_boot=200
+    )
+    assert d["users"] == 3
+    assert d["mean"] == pytest.approx(((0.5 - 1.0) + (1.5 - 2.0) + (2.5 - 3.0)) / 3)

@@ -44,14 +44,18 @@ class Cell:
 
     def per_user(self, metric: str) -> np.ndarray:
         """One value per distinct user: the mean over that user's tasks (NaN where all are NaN)."""
+        return self.per_user_with_ids(metric)[1]
+
+    def per_user_with_ids(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct user ids, sorted; :meth:`per_user`'s values in that order)."""
         ids = np.concatenate(self.user_ids)
         values = np.concatenate(self.values[metric]).astype(np.float64)
-        _, inverse = np.unique(ids, return_inverse=True)
+        unique, inverse = np.unique(ids, return_inverse=True)
         finite = ~np.isnan(values)
         sums = np.bincount(inverse, weights=np.where(finite, values, 0.0))
         counts = np.bincount(inverse, weights=finite.astype(np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+            return unique, np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
     def seed_spread(self, metric: str) -> float | None:
         """Standard deviation of the per-seed means (None with one seed): the training randomness."""
@@ -89,3 +93,53 @@ def _cell_order(item) -> tuple:
     (protocol, scenario, k, method), _ = item
     order = MELU_SCENARIOS.index(scenario) if scenario in MELU_SCENARIOS else 0
     return (protocol, order, int(k) if k.isdigit() else 10**6, method)
+
+
+def paired_differences(
+    cells: dict[tuple[str, str, str, str], Cell],
+    main: str,
+    baselines: list[str],
+    n_boot: int,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """The main method minus each baseline, per (protocol, scenario, K, metric): the mean of the per-user
+    differences over the users both were tested on, with a paired percentile bootstrap over those users
+    (one resampling of users shared by both methods, so the users' own difficulty cancels out).
+
+    A paired interval that excludes 0 is a difference the test users resolve; per-method intervals that
+    overlap can still hide one."""
+    rows = []
+    rng = np.random.default_rng(seed)
+    for (protocol, scenario, k, method), cell in sorted(cells.items(), key=_cell_order):
+        if method != main:
+            continue
+        for base in baselines:
+            other = cells.get((protocol, scenario, k, base))
+            if other is None:
+                continue
+            for metric in cell.values:
+                if metric not in other.values:
+                    continue
+                ids_a, a = cell.per_user_with_ids(metric)
+                ids_b, b = other.per_user_with_ids(metric)
+                _, ia, ib = np.intersect1d(ids_a, ids_b, return_indices=True)
+                d = a[ia] - b[ib]
+                d = d[np.isfinite(d)]
+                if len(d) == 0:
+                    continue
+                boot = rng.integers(0, len(d), size=(n_boot, len(d)))
+                means = d[boot].mean(axis=1)
+                rows.append(
+                    {
+                        "protocol": protocol,
+                        "scenario": scenario,
+                        "k": k,
+                        "metric": metric,
+                        "baseline": base,
+                        "users": len(d),
+                        "mean": float(d.mean()),
+                        "low": float(np.percentile(means, 2.5)),
+                        "high": float(np.percentile(means, 97.5)),
+                    }
+                )
+    return rows

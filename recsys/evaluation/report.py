@@ -52,6 +52,7 @@ def build_report(ev: Evaluation, extra: dict[str, Any] | None = None) -> dict[st
             "python": platform.python_version(),
         },
         "results": ev.results(),
+        "paired": ev.paired(),
     } | (extra or {})
 
 

@@ -31,7 +31,7 @@ from recsys.data.protocols import (
 from recsys.data.schema import USER
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError, SpecError
-from recsys.evaluation.cells import Cell, cell_results
+from recsys.evaluation.cells import Cell, cell_results, paired_differences
 from recsys.features.encoders import EncodedTable
 from recsys.features.space import FeatureSpace
 from recsys.meta.scoring import score_catalogue
@@ -379,6 +379,12 @@ class Evaluation:
     # ---- summary ---------------------------------------------------------------------------------
     def results(self) -> list[dict[str, Any]]:
         return cell_results(self.cells, self.n_items, self.s.n_boot)
+
+    def paired(self) -> list[dict[str, Any]]:
+        """The meta-learner minus each baseline, paired over the users both were tested on."""
+        meta = getattr(self, "methods_meta", {})
+        baselines = [name for name, m in meta.items() if m["kind"] == "baseline"]
+        return paired_differences(self.cells, self.model_name, baselines, self.s.n_boot)
 
 
 class UserRef:
