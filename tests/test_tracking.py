@@ -4,6 +4,7 @@ model URIs, and what happens when a tracking server is unreachable."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -231,3 +232,21 @@ def test_cli_promote_moves_an_alias(store, capsys) -> None:
     assert str(store.client.get_model_version_by_alias("tiny", "challenger").version) == "1"
     bad = cli(capsys, "tracking", "promote", "tiny", "99", "--tracking-uri", store.tr.uri)
     assert bad.returncode == 2 and bad.stderr.startswith("error: cannot set alias champion of tiny v99")
+
+
+def test_models_uri_is_fetched_from_the_given_tracking_uri_when_the_environment_points_elsewhere(
+    store, tmp_path, monkeypatch
+) -> None:
+    """Regression: MLflow's download_artifacts ignored its registry_uri for ``models:/`` URIs, so
+    ``--tracking-uri`` lost to ``MLFLOW_TRACKING_URI`` ("Registered Model ... not found")."""
+    from recsys.utils.locations import resolve_model_location
+
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    folder = resolve_model_location("models:/tiny/1", tracking_uri=store.tr.uri)
+    assert (folder / "manifest.json").exists()
+    # the process-wide settings are put back exactly
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before
+    assert os.environ["MLFLOW_TRACKING_URI"] == other and "MLFLOW_REGISTRY_URI" not in os.environ

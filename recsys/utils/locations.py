@@ -18,7 +18,10 @@ imports MLflow (a heavy optional dependency) and PyYAML only inside the function
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from recsys.errors import ModelFileError
 from recsys.utils.io import read_bytes_bounded
@@ -107,6 +110,31 @@ def find_model_folder(local: Path) -> Path | None:
     return None
 
 
+@contextmanager
+def _mlflow_uris(mlflow: Any, uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs pointed at ``uri`` for one call, then put back
+    exactly as they were (module settings and environment variables alike): ``download_artifacts``
+    resolves ``models:/`` URIs through the process-wide registry URI and ignores its ``registry_uri``
+    argument (MLflow 3.x), so ``--tracking-uri`` lost to ``MLFLOW_TRACKING_URI``."""
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = (getattr(tracking, "_tracking_uri", None), getattr(registry, "_registry_uri", None))
+    env = {name: os.environ.get(name) for name in names}
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        yield
+    finally:
+        tracking._tracking_uri, registry._registry_uri = saved
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def resolve_model_location(location: str | Path, tracking_uri: str | None = None) -> Path:
     """A local folder holding a saved recommender (MLflow URIs are downloaded first)."""
     text = str(location)
@@ -119,9 +147,10 @@ def resolve_model_location(location: str | Path, tracking_uri: str | None = None
             raise ModelFileError(f"{text}: MLflow is not installed ({exc})") from None
         uri = resolve_tracking_uri(tracking_uri)
         try:
-            local = Path(
-                mlflow.artifacts.download_artifacts(artifact_uri=text, tracking_uri=uri, registry_uri=uri)
-            )
+            with _mlflow_uris(mlflow, uri):
+                local = Path(
+                    mlflow.artifacts.download_artifacts(artifact_uri=text, tracking_uri=uri, registry_uri=uri)
+                )
         except Exception as exc:
             raise ModelFileError(
                 f"{text}: cannot fetch from MLflow at {uri} ({type(exc).__name__}: {str(exc)[:300]})"
