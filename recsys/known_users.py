@@ -19,7 +19,7 @@ rating wins), as a repeated item does in a request.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -29,12 +29,12 @@ import numpy as np
 import polars as pl
 import torch
 
+from recsys.candidates import candidate_mask, pairs, rank_padded
 from recsys.data.frames import to_polars
 from recsys.data.ids import IdIndex, coerce_ids, column_ids, is_integer_dtype, normalise_id, normalise_id_list
 from recsys.data.schema import ITEM, RATING, TIMESTAMP, USER
 from recsys.data.tasks import UserLog
 from recsys.errors import ModelFileError, ScoringInputError, UnknownUserError, shown
-from recsys.metrics.topk import exclusion_mask, top_n
 from recsys.requests import encode_dicts, encode_frame, is_list_like, pad_requests
 from recsys.utils.checkpoint import load_tensors, save_tensors
 
@@ -275,9 +275,14 @@ def recommend_users(
     on_unknown: str = "error",
     on_unknown_item: str = "error",
     max_ratings: int | None = None,
+    items: Iterable[Any] | None = None,
+    exclude: Iterable[Any] | None = None,
+    where: Mapping[str, Any] | None = None,
 ) -> list[list[tuple[Any, float]]]:
     """Top-``n`` (item id, score) for each known user, in one vectorised scoring pass (see the module
-    docstring). ``user_features``: one dict (or None) per user; None takes those of the history table."""
+    docstring). ``user_features``: one dict (or None) per user; None takes those of the history table.
+    ``items`` / ``exclude`` / ``where``: the candidates, as in ``recommend`` (:mod:`recsys.candidates`;
+    unknown ids there follow ``on_unknown_item``)."""
     if not is_list_like(user_ids) and not isinstance(user_ids, (pl.Series, np.ndarray)):
         raise ScoringInputError(f"user_ids must be a list of user ids, got {type(user_ids).__name__}")
     user_ids = list(user_ids)
@@ -285,7 +290,7 @@ def recommend_users(
         raise ScoringInputError(f"n must be a positive integer, got {shown(n)}")
     if not isinstance(exclude_rated, (bool, np.bool_)):
         raise ScoringInputError(f"exclude_rated must be True or False, got {shown(exclude_rated)}")
-    items, ratings, features = supports(
+    support, ratings, features = supports(
         rec,
         user_ids,
         history=history,
@@ -304,17 +309,11 @@ def recommend_users(
                 for given, found in zip(user_features, features, strict=True)
             ]
         )
+    allowed = candidate_mask(rec, items, exclude, where, on_unknown=on_unknown_item)
     if not user_ids:
         return []
-    scores = rec.score_padded(items, ratings, features, what="rank")
-    exclude = exclusion_mask(items, scores.shape[1]) if exclude_rated else None
-    top, top_scores = top_n(scores, int(n), exclude)
-    keep = ~np.take_along_axis(exclude, top, axis=1) if exclude is not None else np.ones_like(top, bool)
-    ids = rec.space.items.ids
-    return [
-        [(ids[int(i)], float(v)) for i, v in zip(top[r][keep[r]], top_scores[r][keep[r]], strict=True)]
-        for r in range(len(top))
-    ]
+    ranked = rank_padded(rec, support, ratings, features, n, exclude_rated=exclude_rated, allowed=allowed)
+    return pairs(rec, ranked, len(user_ids))
 
 
 def recommend_user(

@@ -348,7 +348,7 @@ class ColdStartRecommender:
         user's logged ratings. Keywords (:func:`recsys.known_users.recommend_user`): ``user_features``,
         ``exclude_rated``, ``history`` (fresher interactions: a table or ``{item_id: rating}``),
         ``on_unknown`` (``"error"``: UnknownUserError; ``"cold"``: a new user), ``on_unknown_item``,
-        ``max_ratings`` (the most recent N)."""
+        ``max_ratings`` (the most recent N), the candidates ``items`` / ``exclude`` / ``where``."""
         return known_users.recommend_user(self, user_id, n, **kwargs)
 
     def recommend_users(

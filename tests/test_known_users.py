@@ -61,6 +61,10 @@ def test_recommend_users_scores_many_in_one_pass_equal_to_recommend_batch() -> N
     users = some_users()
     assert rec.recommend_users(users, n=6) == rec.recommend_batch([logged_ratings(u) for u in users], n=6)
     assert rec.recommend_users([], n=6) == []
+    cand = {"items": rec.item_ids[:30], "exclude": rec.item_ids[:5]}  # the candidates of recommend
+    expected = rec.recommend_batch([logged_ratings(u) for u in users], n=6, **cand)
+    assert rec.recommend_users(users, n=6, **cand) == expected
+    assert all(i in rec.item_ids[5:30] for top in expected for i, _ in top)
 
 
 def test_unknown_user_is_an_error_naming_it() -> None:
