@@ -161,6 +161,12 @@ def _problem(arrays: dict[str, np.ndarray], ids: Any, n_items: int) -> str | Non
     return None
 
 
+def record(interactions: pl.DataFrame, catalog: IdIndex, keep: bool) -> KnownUsers | None:
+    """What ``fit`` keeps (``train.keep_user_log``): the record of every user of the log it was given,
+    validation users too; None when ``keep`` is false."""
+    return KnownUsers.from_log(interactions, catalog) if keep else None
+
+
 # ---- recommendations for known users ---------------------------------------------------------------
 def require_record(rec: ColdStartRecommender) -> KnownUsers:
     """The model's record, or an UnknownUserError saying why there is none."""
@@ -325,8 +331,11 @@ def recommend_user(
     history: Any = None,
     **kwargs: Any,
 ) -> list[tuple[Any, float]]:
-    """:func:`recommend_users` for one user: ``history`` a table or ``{item_id: rating}``,
-    ``user_features`` one dict."""
+    """Top-``n`` (item id, score) for a user the model was trained on: ``recommend`` with their logged
+    ratings (:func:`recommend_users` for one user). ``user_features``: one dict; ``history``: fresher
+    interactions, a table or ``{item_id: rating}``; ``exclude_rated``; ``on_unknown``: ``"error"`` (an
+    UnknownUserError) or ``"cold"`` (a new user); ``on_unknown_item``; ``max_ratings`` (the most recent
+    N); the candidates ``items`` / ``exclude`` / ``where``."""
     if user_features is not None and not isinstance(user_features, dict):
         raise ScoringInputError(
             f"user_features must be a dict feature name -> value, got {type(user_features).__name__}"

@@ -73,8 +73,7 @@ class ColdStartRecommender:
         self.info: dict[str, Any] = {}
         self._cache: CatalogueCache | None = None
         self._available: np.ndarray | None = None  # bool [n_items], True = may be recommended; None: all
-        self.user_log: known_users.KnownUsers | None = None
-        """The training log's users and their interactions (:mod:`recsys.known_users`); None: not kept."""
+        self.user_log: known_users.KnownUsers | None = None  # the training users (recsys.known_users)
 
     # ---- training ------------------------------------------------------------------------------
     def fit(
@@ -114,8 +113,7 @@ class ColdStartRecommender:
             data.interactions, validation_users, cfg.train, seeds.rng(VALIDATION_USERS)
         )
         space = training.fit_space(train_inter, data, cfg.model, title_field)
-        keep = cfg.train.keep_user_log  # every user of the log, validation users too
-        self.user_log = known_users.KnownUsers.from_log(data.interactions, space.items) if keep else None
+        self.user_log = known_users.record(data.interactions, space.items, cfg.train.keep_user_log)
         train_log, val_log = training.user_logs(train_inter, val_inter, space)
         self.info = training.log_info(train_log, val_log)
         rating_mean = self.info["rating_mean"]
@@ -344,18 +342,12 @@ class ColdStartRecommender:
         return candidates.pairs(self, ranked, len(list_of_ratings))
 
     def recommend_user(self, user_id: Any, n: int = 20, **kwargs: Any) -> list[tuple[Any, float]]:
-        """Top-``n`` (item id, score) for a user the model was trained on: :meth:`recommend` with the
-        user's logged ratings. Keywords (:func:`recsys.known_users.recommend_user`): ``user_features``,
-        ``exclude_rated``, ``history`` (fresher interactions: a table or ``{item_id: rating}``),
-        ``on_unknown`` (``"error"``: UnknownUserError; ``"cold"``: a new user), ``on_unknown_item``,
-        ``max_ratings`` (the most recent N), the candidates ``items`` / ``exclude`` / ``where``."""
+        """Top-``n`` (item id, score) for a user the model was trained on: :meth:`recommend` with their
+        logged ratings (keywords: :func:`recsys.known_users.recommend_user`)."""
         return known_users.recommend_user(self, user_id, n, **kwargs)
 
-    def recommend_users(
-        self, user_ids: Sequence[Any], n: int = 20, **kwargs: Any
-    ) -> list[list[tuple[Any, float]]]:
-        """:meth:`recommend_user` for many known users in one vectorised pass (``history``: a table or
-        ``{user_id: {item_id: rating}}``; ``user_features``: one dict or None per user)."""
+    def recommend_users(self, user_ids: Sequence[Any], n: int = 20, **kwargs: Any) -> list[list[tuple]]:
+        """:meth:`recommend_user` for many users, one vectorised pass (:mod:`recsys.known_users`)."""
         return known_users.recommend_users(self, user_ids, n, **kwargs)
 
     def onboarding_items(
