@@ -74,6 +74,18 @@ class UnknownItemError(RecsysError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class UnknownUserError(RecsysError, KeyError):
+    """A user id the model has no record of (``recommend_user``; pass ``on_unknown='cold'`` to score
+    them as a new user), or a model that keeps no record of its training users.
+
+    :meth:`listing` quotes the first few unknown ids, each cut to :data:`SHOWN_CHARS` characters."""
+
+    listing = staticmethod(UnknownItemError.listing)
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class ScoringInputError(RecsysError, ValueError):
     """A scoring request is malformed (NaN or off-scale rating, wrong type, empty when not allowed)."""
 

@@ -3,8 +3,9 @@ checksums, training checkpoints (:func:`from_checkpoint`), and the consistency c
 model passes before the engine uses it.
 
 A model folder holds ``config.json``, ``features.json``, ``model.safetensors`` (weights and feature
-arrays), ``history.json`` (training history, summary, info) and ``manifest.json`` (format, versions,
-the feature signature and a SHA-256 of every file). Loading refuses, with a :class:`ModelFileError`,
+arrays), ``history.json`` (training history, summary, info), ``user_log.safetensors`` when the model
+keeps a record of its training users (:mod:`recsys.known_users`; read only when the manifest lists
+it) and ``manifest.json`` (format, versions, the feature signature and a SHA-256 of every file). Loading refuses, with a :class:`ModelFileError`,
 a folder whose manifest is missing or damaged, whose files are missing, linked out of the folder or
 modified since they were saved, and files whose contents disagree with each other (feature arrays
 out of range, weights of another shape than the config describes): all checked before the network
@@ -29,6 +30,7 @@ from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
 from recsys.errors import FeatureMismatchError, ModelFileError, RecsysError
 from recsys.features.space import ITEM_ID_FIELD, FeatureSpace, check_feature_arrays
+from recsys.known_users import USER_LOG_FILE, KnownUsers
 from recsys.meta.maml import MetaLearner
 from recsys.models.network import ColdStartNet
 from recsys.training import FitSummary
@@ -83,13 +85,20 @@ def save(rec: ColdStartRecommender, path: str | Path) -> Path:
         path / "history.json",
         {"history": rec.history, "summary": rec.summary.__dict__ if rec.summary else None, "info": rec.info},
     )
-    atomic_write_json(path / "manifest.json", manifest(path, rec.space))
+    names = MODEL_FILES
+    if getattr(rec, "user_log", None) is not None:
+        rec.user_log.save(path / USER_LOG_FILE)
+        names += (USER_LOG_FILE,)
+    else:  # a record left by an earlier save into this folder must not outlive it
+        (path / USER_LOG_FILE).unlink(missing_ok=True)
+    atomic_write_json(path / "manifest.json", manifest(path, rec.space, names))
     return path
 
 
-def manifest(folder: Path, space: FeatureSpace) -> dict[str, Any]:
+def manifest(folder: Path, space: FeatureSpace, names: tuple[str, ...] = MODEL_FILES) -> dict[str, Any]:
     """The manifest of a model folder whose files are written: format, versions, the feature
-    signature and the SHA-256 of each of :data:`MODEL_FILES`."""
+    signature and the SHA-256 of each file of ``names`` (:data:`MODEL_FILES` and the optional
+    :data:`~recsys.known_users.USER_LOG_FILE`)."""
     return {
         "format": FORMAT_VERSION,
         "recsys": __version__,
@@ -97,7 +106,7 @@ def manifest(folder: Path, space: FeatureSpace) -> dict[str, Any]:
         "python": platform.python_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "signature": space.signature(),
-        "files": {name: sha256_file(folder / name) for name in MODEL_FILES},
+        "files": {name: sha256_file(folder / name) for name in names},
     }
 
 
@@ -179,6 +188,8 @@ def from_files(cls: type[R], folder: Path) -> R:
     rec._available = read_available(tensors, rec.space.n_items, folder)
     if history.get("summary"):
         rec.summary = FitSummary(**history["summary"])
+    if USER_LOG_FILE in read_manifest(folder)["files"]:  # only a verified record; older models have none
+        rec.user_log = KnownUsers.load(folder / USER_LOG_FILE, rec.space.n_items, inside=folder)
     return rec
 
 

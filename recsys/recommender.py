@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys import candidates, catalogue, persistence, training
+from recsys import candidates, catalogue, known_users, persistence, training
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
 from recsys.data.spec import FieldKind, FieldSpec
@@ -73,6 +73,7 @@ class ColdStartRecommender:
         self.info: dict[str, Any] = {}
         self._cache: CatalogueCache | None = None
         self._available: np.ndarray | None = None  # bool [n_items], True = may be recommended; None: all
+        self.user_log: known_users.KnownUsers | None = None  # the training users (recsys.known_users)
 
     # ---- training ------------------------------------------------------------------------------
     def fit(
@@ -112,6 +113,7 @@ class ColdStartRecommender:
             data.interactions, validation_users, cfg.train, seeds.rng(VALIDATION_USERS)
         )
         space = training.fit_space(train_inter, data, cfg.model, title_field)
+        self.user_log = known_users.record(data.interactions, space.items, cfg.train.keep_user_log)
         train_log, val_log = training.user_logs(train_inter, val_inter, space)
         self.info = training.log_info(train_log, val_log)
         rating_mean = self.info["rating_mean"]
@@ -338,6 +340,15 @@ class ColdStartRecommender:
         cand = {"items": items, "exclude": exclude, "where": where}
         ranked = rank_requests(self, list_of_ratings, n, user_features, exclude_rated, on_unknown, **cand)
         return candidates.pairs(self, ranked, len(list_of_ratings))
+
+    def recommend_user(self, user_id: Any, n: int = 20, **kwargs: Any) -> list[tuple[Any, float]]:
+        """Top-``n`` (item id, score) for a user the model was trained on: :meth:`recommend` with their
+        logged ratings (keywords: :func:`recsys.known_users.recommend_user`)."""
+        return known_users.recommend_user(self, user_id, n, **kwargs)
+
+    def recommend_users(self, user_ids: Sequence[Any], n: int = 20, **kwargs: Any) -> list[list[tuple]]:
+        """:meth:`recommend_user` for many users, one vectorised pass (:mod:`recsys.known_users`)."""
+        return known_users.recommend_users(self, user_ids, n, **kwargs)
 
     def onboarding_items(
         self,

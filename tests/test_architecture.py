@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "recsys.training": 8,  # the recipe of ColdStartRecommender.fit
     "recsys.persistence": 8,  # its model folders and checkpoints
     "recsys.catalogue": 8,  # catalogue updates without retraining
+    "recsys.known_users": 8,  # the record of the training users, recommendations by user id
     # applications of the front
     "recsys.evaluation": 9,
     "recsys.evaluation.cells": 9,

@@ -146,7 +146,7 @@ def test_pyfunc_round_trip_gives_the_in_process_scores_and_has_no_pickle(store) 
     assert sig.inputs.input_names()[:3] == ["user_id", "item_id", "rating"]
     assert {p.name: p.default for p in sig.params} == {
         "n": 10, "exclude_rated": True, "on_unknown": "error", "items": [], "exclude": [], "where": "",
-        "explain": False, "similar_to": "", "by": "auto",
+        "explain": False, "similar_to": "", "by": "auto", "known_users": False,
     }  # fmt: skip
     rows = []
     for u, (ratings, feats) in enumerate(NEW_USERS):

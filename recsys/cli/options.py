@@ -109,6 +109,14 @@ ConfigOpt = Annotated[
 EpochsOpt = Annotated[int | None, typer.Option(help="Maximum epochs (overrides the config).")]
 SeedOpt = Annotated[int | None, typer.Option(help="Random seed (overrides the config).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (overrides the config).")]
+NoUserLogOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-user-log",
+        help="Keep no record of the training users' interactions with the model (privacy or size): "
+        "`recommend --user` cannot score them then. Same as train.keep_user_log = false in the config.",
+    ),
+]
 
 
 class OptionGroup:
@@ -199,12 +207,14 @@ class ConfigOptions(OptionGroup):
     epochs: EpochsOpt = None
     seed: SeedOpt = None
     device: DeviceOpt = None
+    no_user_log: NoUserLogOpt = False
 
     def build(self, device: str | None = None) -> RecommenderConfig:
         """The validated config; ``device``: the device to train on (default: ``--device``)."""
         from recsys.workflows import build_config
 
-        return build_config(self.config, epochs=self.epochs, seed=self.seed, device=device or self.device)
+        cfg = build_config(self.config, epochs=self.epochs, seed=self.seed, device=device or self.device)
+        return cfg.replace(train={"keep_user_log": False}) if self.no_user_log else cfg
 
 
 def expand_option_groups(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -12,7 +12,7 @@ import typer
 from recsys.cli.candidates import ExcludeOpt, ItemsOpt, WhereOpt, candidate_args
 from recsys.cli.common import check_names, known_names, load_model
 from recsys.cli.options import ModelOpt, TrackingUriOpt
-from recsys.errors import RecsysError
+from recsys.errors import RecsysError, UnknownItemError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -20,15 +20,36 @@ if TYPE_CHECKING:
 IncludeRatedOpt = Annotated[bool, typer.Option(help="Also return items the user rated.")]
 
 
+UserOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--user",
+        help="A user the model was trained on: recommend from their logged interactions "
+        "(instead of --ratings; needs a model trained with its user log).",
+    ),
+]
+HistoryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--history",
+        help="With --user: fresher interactions added after the logged ones (the later rating of an item "
+        "wins): a JSON ratings file as for --ratings, or a Parquet/CSV/TSV table user_id, item_id, rating "
+        "[, timestamp] (other users' rows ignored).",
+    ),
+]
+
+
 def recommend(
     model: ModelOpt,
     ratings: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--ratings",
             help='JSON file: {"ITEM_ID": rating, ...} or {"ratings": {...}, "user_features": {"gender": "F"}}.',
         ),
-    ],
+    ] = None,
+    user: UserOpt = None,
+    history: HistoryOpt = None,
     n: Annotated[int, typer.Option("-n", "--n", help="How many items to return.")] = 20,
     include_rated: IncludeRatedOpt = False,
     ignore_unknown: Annotated[bool, typer.Option(help="Skip unknown item ids instead of failing.")] = False,
@@ -40,13 +61,18 @@ def recommend(
         bool, typer.Option("--explain", help="Add an explanation to each item (score parts, support items).")
     ] = False,
 ) -> None:
-    """Recommend items for a new user from a few ratings; prints JSON rows (rank, item_id, score,
-    predicted_rating when the model predicts ratings, title when the catalogue has titles)."""
+    """Recommend items for a new user from a few ratings (--ratings), or for a user the model was trained
+    on (--user); prints JSON rows (rank, item_id, score, predicted_rating when the model predicts ratings,
+    title when the catalogue has titles)."""
     from recsys.errors import UnknownItemError
 
+    _check_user_or_ratings(ratings, user, history)
     cand = candidate_args(items, exclude, where)
     rec = load_model(model, tracking_uri)
-    user_ratings, features = _read_ratings_file(ratings)
+    if user is not None:
+        user_ratings, features = _known_user_ratings(rec, user, history, ignore_unknown)
+    else:
+        user_ratings, features = _read_ratings_file(ratings)
     try:
         rows = rec.recommend_rows(
             user_ratings,
@@ -66,6 +92,44 @@ def recommend(
         unknown = "ignore" if ignore_unknown else "error"
         rows = explain_rows(rec, user_ratings, rows, features, on_unknown=unknown)
     typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+
+
+def _check_user_or_ratings(ratings: Path | None, user: str | None, history: Path | None) -> None:
+    """Exactly one of --ratings and --user; --history only with --user (a ScoringInputError: one line,
+    exit status 2)."""
+    from recsys.errors import ScoringInputError
+
+    if (ratings is None) == (user is None):
+        raise ScoringInputError(
+            "give exactly one of --ratings FILE (a new user's ratings) and --user ID (a user the model "
+            "was trained on)"
+        )
+    if history is not None and user is None:
+        raise ScoringInputError("--history goes with --user (with --ratings, put every rating in the file)")
+
+
+def _known_user_ratings(
+    rec, user: str, history: Path | None, ignore_unknown: bool
+) -> tuple[dict, dict | None]:
+    """The ratings (and features, from a JSON history) a known user is scored with."""
+    from recsys.errors import UnknownUserError
+    from recsys.known_users import user_ratings
+
+    features, fresh = None, None
+    if history is not None and history.suffix.lower() == ".json":
+        fresh, features = _read_ratings_file(history)
+    elif history is not None:
+        _check_ratings_table(history)
+        fresh = _read_ratings_table(history, "user_id")
+    on_item = "ignore" if ignore_unknown else "error"
+    try:
+        return user_ratings(rec, user, history=fresh, on_unknown_item=on_item), features
+    except UnknownItemError as exc:
+        raise _cli_unknown_items(exc, single=True) from None
+    except UnknownUserError as exc:  # worded for the command line: no Python argument to name
+        raise UnknownUserError(
+            str(exc).replace("(on_unknown='cold' scores them as new users)", "(use --ratings)")
+        ) from None
 
 
 def _read_ratings_file(path: Path) -> tuple[dict, dict | None]:
@@ -110,14 +174,23 @@ def _cli_unknown_items(exc: Exception, *, single: bool) -> RecsysError:
 
 def recommend_batch(
     model: ModelOpt,
+    *,
     ratings: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--ratings",
             help="Parquet/CSV/TSV table, one row per rating: user_id, item_id, rating (+ optional user "
             "feature columns; a row with null item_id and rating declares a user without ratings).",
         ),
-    ],
+    ] = None,
+    users: Annotated[
+        Path | None,
+        typer.Option(
+            "--users",
+            help="Instead of --ratings: a text file of users the model was trained on, one id a line; "
+            "each is scored from their logged interactions.",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output table (.parquet or .csv).")],
     n: Annotated[int, typer.Option("-n", "--n", help="Recommendations per user.")] = 10,
     include_rated: IncludeRatedOpt = False,
@@ -148,10 +221,17 @@ def recommend_batch(
             ".parquet or .csv"
         )
     remove_stale_temps(out)  # left by a killed run writing the same output (SIGKILL cannot be caught)
-    _check_ratings_table(ratings)
+    if (ratings is None) == (users is None):
+        raise ScoringInputError(
+            "give exactly one of --ratings TABLE (new users' ratings) and --users FILE (users the model "
+            "was trained on)"
+        )
+    _check_ratings_table(ratings if users is None else users)
     cand = candidate_args(items, exclude, where)
     rec = load_model(model, tracking_uri)
-    frame = _read_ratings_table(ratings, user_col)
+    frame = (
+        _read_ratings_table(ratings, user_col) if users is None else _known_users_frame(rec, users, user_col)
+    )
     try:
         result = recommend_frame(
             rec,
@@ -169,6 +249,27 @@ def recommend_batch(
     _write_table(result, out)
     users = result[user_col].n_unique() if result.height else 0
     typer.echo(f"wrote {result.height:,} recommendations for {users:,} users to {out}")
+
+
+def _known_users_frame(rec, users: Path, user_col: str) -> pl.DataFrame:
+    """The requests for the known users listed in ``users`` (one id a line; blank lines skipped): their
+    logged interactions as a ratings table (:func:`recsys.known_users.expand_frame`)."""
+    import polars as pl
+
+    from recsys.data.ids import column_ids
+    from recsys.errors import ScoringInputError
+    from recsys.known_users import expand_frame
+
+    try:
+        lines = users.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScoringInputError(f"{users}: cannot read the user ids ({exc})") from None
+    ids = [line.strip() for line in lines if line.strip()]
+    if not ids:
+        raise ScoringInputError(f"{users}: no user ids (one a line)")
+    return expand_frame(
+        rec, pl.DataFrame({user_col: column_ids(pl.Series(ids, dtype=pl.String))}), user_col=user_col
+    )
 
 
 def _check_ratings_table(ratings: Path) -> None:

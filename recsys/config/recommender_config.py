@@ -21,7 +21,10 @@ from recsys.config.sections import (
 from recsys.config.validation import _Section, _shown
 from recsys.errors import SpecError
 
-SAVED_BEFORE_KEY: dict[tuple[str, ...], Any] = {("model", "hybrid", "fold_in_trust"): "global"}
+SAVED_BEFORE_KEY: dict[tuple[str, ...], Any] = {
+    ("model", "hybrid", "fold_in_trust"): "global",
+    ("train", "keep_user_log"): False,  # models saved before it kept no record of their users
+}
 """What a saved config without the key (its path of section names, then the key) meant: the key did
 not exist when it was written."""
 

@@ -187,6 +187,10 @@ class TrainConfig(_Section):
     """Stop with an error after this many consecutive non-finite losses (steps are skipped before)."""
     num_threads: int | None = None
     """torch CPU threads (None: torch's default)."""
+    keep_user_log: bool = True
+    """Keep a record of the training log's users with the model (each user's items and ratings, in time
+    order; ``user_log.safetensors``) so that ``recommend_user(user_id)`` can score them by id. False
+    (``recsys train --no-user-log``): no record, for privacy or size."""
 
     def _check_relations(self) -> None:
         if self.support_min > self.support_max:

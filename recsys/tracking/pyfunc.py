@@ -22,6 +22,12 @@ or ``genre=Comedy,Drama;category=c1``; empty, the default, restricts nothing); s
 ``score``, ``predicted_rating`` (when the model predicts ratings) and ``title`` (when the catalogue has
 titles).
 
+Users the model was trained on: the param ``known_users`` (boolean, default false) with true makes every
+``user_id`` a user the model was trained on, scored from their logged interactions
+(:mod:`recsys.known_users`): a row with only the ``user_id`` names one, rows with items and ratings add
+fresher interactions (the later rating of an item wins); a user the model has no record of is an HTTP
+400.
+
 Similar items: the param ``similar_to`` (an item id; ``by``: ``auto``, ``item_item`` or ``factors``)
 answers with the ``n`` items most similar to it (:mod:`recsys.similar`) instead of recommendations:
 ``rank``, ``item_id``, ``similarity``, ``source``, ``title``; the table is not scored then.
@@ -49,6 +55,7 @@ from recsys.candidates import parse_where
 from recsys.data.spec import FieldKind
 from recsys.errors import ModelFileError, RecsysError, ScoringInputError, shown
 from recsys.explain import check_flag, explain_frame
+from recsys.known_users import expand_frame
 from recsys.recommender import ColdStartRecommender
 from recsys.similar import similar_frame
 from recsys.tracking.params import DEFAULT_EXPERIMENT
@@ -100,6 +107,8 @@ class RecsysPyfunc(PythonModel):
             check_request_size(model_input)
             if params.get("similar_to") not in (None, ""):
                 return similar_answer(self.rec, params)
+            if check_flag("known_users", params.get("known_users", False)):
+                model_input = expand_frame(self.rec, model_input)  # their logged interactions first
             out = self.rec.recommend_frame(
                 model_input,
                 n=params.get("n", DEFAULT_N),
@@ -113,7 +122,18 @@ class RecsysPyfunc(PythonModel):
         return out.to_pandas()
 
 
-PARAMS = ("n", "exclude_rated", "on_unknown", "items", "exclude", "where", "explain", "similar_to", "by")
+PARAMS = (
+    "n",
+    "exclude_rated",
+    "on_unknown",
+    "items",
+    "exclude",
+    "where",
+    "explain",
+    "similar_to",
+    "by",
+    "known_users",
+)
 """The params a request may give (the signature's ParamSchema)."""
 
 
@@ -258,6 +278,7 @@ def model_signature(rec: ColdStartRecommender) -> ModelSignature:
             ParamSpec("explain", "boolean", False),
             ParamSpec("similar_to", "string", ""),
             ParamSpec("by", "string", "auto"),
+            ParamSpec("known_users", "boolean", False),
         ]
     )
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
