@@ -39,6 +39,9 @@ class FieldEmbedding(nn.Module):
             _weight=torch.empty(max(1, num_embeddings), dim),  # initialised below, once
         )
         if not self.bag.weight.is_meta:  # on ``meta`` (shape checks) normal_ imports torch._dynamo: 2 s
+            # the draw EmbeddingBag's own initialisation made (``_weight`` skips it), so that a seed
+            # gives the same network as before the meta-device fix (the random stream is unchanged)
+            nn.init.normal_(self.bag.weight)
             nn.init.normal_(self.bag.weight, std=INIT_STD)
         with torch.no_grad():
             self.bag.weight[0].zero_()
