@@ -69,7 +69,9 @@ def no_meta_training():
 def _requests(frame, n: int, rng: np.random.Generator) -> list[dict]:
     """``n`` new users' 5 ratings, on items drawn from the log (so the model knows them)."""
     items = frame["item_id"].to_numpy()
-    return [{int(i): float(rng.integers(1, 6)) for i in rng.choice(items, 5, replace=False)} for _ in range(n)]
+    return [
+        {int(i): float(rng.integers(1, 6)) for i in rng.choice(items, 5, replace=False)} for _ in range(n)
+    ]
 
 
 def _fresh_load_s(path: Path) -> float:
@@ -162,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.getLogger("recsys").setLevel(logging.WARNING)
     sizes = [int(x) for x in args.items.split(",") if x.strip()]
     result = {
-        "command": "python -m benchmarks.scale_scoring " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.scale_scoring "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "catalogues": [catalogue(n, args.requests, args.validation_users, args.device) for n in sizes],
     }
     print(f"  command: {result['command']}")

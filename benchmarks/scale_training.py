@@ -242,6 +242,16 @@ def _stream(proc: subprocess.Popen, lines: list[str]) -> None:
         print("    | " + line.rstrip(), flush=True)
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the process group this benchmark started for one run (torchrun and its workers)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _model_size_mb(out: Path) -> float | None:
     files = [p for p in out.rglob("*") if p.is_file() and p.name != "checkpoint.safetensors"]
     files = [p for p in files if not p.name.endswith((".lock", ".tmp"))]
@@ -340,17 +350,14 @@ def run_one(
     lines: list[str] = []
     reader = threading.Thread(target=_stream, args=(proc, lines), daemon=True)
     reader.start()
+    code: int | None = None
     try:
-        code: int | None = proc.wait(timeout=args.budget_min * 60)
+        code = proc.wait(timeout=args.budget_min * 60)
     except subprocess.TimeoutExpired:
-        code = None
         print(f"  budget of {args.budget_min:g} min reached: run stopped", flush=True)
-        os.killpg(proc.pid, signal.SIGTERM)  # the process group this call started (torchrun's workers)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    finally:  # also when this process is interrupted or terminated: never leave the run behind
+        if proc.poll() is None:
+            _stop(proc)
     wall = time.perf_counter() - t0
     reader.join(timeout=5)
     records = []
@@ -408,6 +415,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", type=Path, help="write the figures to this JSON file")
     p.add_argument("--work", type=Path, help="folder for the models (default: a temporary folder)")
     args = p.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():  # `timeout` sends SIGTERM: stop the run too
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from recsys.config import RecommenderConfig
 
     default = RecommenderConfig().train

@@ -32,7 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 NAME = "startup-bench"
 ML100K_RATINGS = {"50": 5, "181": 5, "172": 4, "1": 3, "100": 2}
 """The README's example ratings (ML-100k item ids)."""
-KEYS = ("folder_s", "uri_s", "import_torch_s", "import_mlflow_s", "python_s", "importtime_folder", "importtime_uri")
+KEYS = (
+    "folder_s",
+    "uri_s",
+    "import_torch_s",
+    "import_mlflow_s",
+    "python_s",
+    "importtime_folder",
+    "importtime_uri",
+)
 """The figures of each code revision."""
 
 
@@ -61,8 +69,15 @@ def prepare(code_root: Path, work: Path, data: list[str], epochs: int) -> dict[s
     t0 = time.perf_counter()
     train = recsys_cmd("train", *data, "--epochs", str(epochs), "--out", str(model), "--tracking-uri", uri)
     _run([*train, "--register", NAME], code_root, work)
-    _run(recsys_cmd("tracking", "promote", NAME, "1", "--alias", "champion", "--tracking-uri", uri), code_root, work)
-    print(f"  {code_root}: model trained, registered and promoted in {time.perf_counter() - t0:.0f} s", flush=True)
+    _run(
+        recsys_cmd("tracking", "promote", NAME, "1", "--alias", "champion", "--tracking-uri", uri),
+        code_root,
+        work,
+    )
+    print(
+        f"  {code_root}: model trained, registered and promoted in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
     ratings = work / "ratings.json"
     ratings.write_text(json.dumps(ML100K_RATINGS if "ml-100k" in data else {str(i): 4 for i in range(1, 6)}))
     common = ["--ratings", str(ratings), "-n", "10", "--ignore-unknown"]
@@ -148,8 +163,12 @@ def show(f: dict[str, Any], repeats: int) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--data", choices=("ml-100k", "synthetic"), default="ml-100k", help="(synthetic if absent)")
-    p.add_argument("--epochs", type=int, default=1, help="training epochs of the model (start-up does not depend)")
+    p.add_argument(
+        "--data", choices=("ml-100k", "synthetic"), default="ml-100k", help="(synthetic if absent)"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=1, help="training epochs of the model (start-up does not depend)"
+    )
     p.add_argument("--compare-rev", help="also measure the code of this git revision (e.g. ddd1bff)")
     p.add_argument("--out", type=Path, help="write the figures to this JSON file")
     args = p.parse_args(argv)
