@@ -45,8 +45,12 @@ KEYS = (
 
 
 def _env(code_root: Path) -> dict[str, str]:
+    """The code at ``code_root`` first on the path; no MLflow URI from the environment (every command
+    names its store: with ``MLFLOW_TRACKING_URI`` set, ``recommend --model models:/...`` looked the
+    alias up in that store rather than in ``--tracking-uri``'s)."""
     paths = [str(code_root), os.environ.get("PYTHONPATH")]
-    return os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, paths)), "RECSYS_PROGRESS": "0"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    return env | {"PYTHONPATH": os.pathsep.join(filter(None, paths)), "RECSYS_PROGRESS": "0"}
 
 
 def _run(cmd: list[str], code_root: Path, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -87,17 +91,21 @@ def prepare(code_root: Path, work: Path, data: list[str], epochs: int) -> dict[s
     }
 
 
-def importtime(cmd: list[str], code_root: Path, cwd: Path, top: int = 10) -> list[dict[str, Any]]:
-    """The ``top`` modules by cumulative import time (``python -X importtime``) of ``cmd``."""
-    proc = _run([cmd[0], "-X", "importtime", *cmd[1:]], code_root, cwd)
+def parse_importtime(stderr: str, top: int = 10) -> list[dict[str, Any]]:
+    """The ``top`` modules by cumulative time from ``python -X importtime``'s report (on stderr)."""
     rows = []
-    for line in proc.stderr.splitlines():
+    for line in stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
         self_us, cum_us, name = (part.strip() for part in line.split(":", 1)[1].split("|"))
         rows.append({"module": name, "cumulative_s": int(cum_us) / 1e6, "self_s": int(self_us) / 1e6})
     rows.sort(key=lambda r: -r["cumulative_s"])
     return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows[:top]]
+
+
+def importtime(cmd: list[str], code_root: Path, cwd: Path, top: int = 10) -> list[dict[str, Any]]:
+    """The ``top`` modules by cumulative import time (``python -X importtime``) of ``cmd``."""
+    return parse_importtime(_run([cmd[0], "-X", "importtime", *cmd[1:]], code_root, cwd).stderr, top)
 
 
 def measure(
