@@ -1,4 +1,4 @@
-"""`make bench`: the speed and scale comparisons, sized for 2 CPU cores (about 25 minutes).
+"""`make bench`: the speed and scale comparisons, sized for 2 CPU cores (the first five: about 8 minutes).
 
 1. meta-training throughput (vectorised vs per-user loop vs the MeLU reference's approach) and
 2. the meta overhead — :mod:`benchmarks.meta_throughput`;
