@@ -415,8 +415,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", type=Path, help="write the figures to this JSON file")
     p.add_argument("--work", type=Path, help="folder for the models (default: a temporary folder)")
     args = p.parse_args(argv)
-    if threading.current_thread() is threading.main_thread():  # `timeout` sends SIGTERM: stop the run too
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from recsys.config import RecommenderConfig
 
     default = RecommenderConfig().train
@@ -440,9 +438,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="recsys-scale-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for entry in filter(None, logs):
-            for n in nprocs:
-                runs.append(run_one(*entry, n, args, work))
+        main_thread = threading.current_thread() is threading.main_thread()
+        # `timeout` sends SIGTERM: exit through run_one's clean-up, which stops the run too
+        before = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)) if main_thread else None
+        try:
+            for entry in filter(None, logs):
+                for n in nprocs:
+                    runs.append(run_one(*entry, n, args, work))
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
     result = {
         "epochs": args.epochs,
         "scale": args.scale,

@@ -4,8 +4,8 @@
 A small model is trained and registered once (``recsys train --register``, into a temporary local
 sqlite MLflow store, then ``recsys tracking promote NAME 1 --alias champion``); then each command runs
 ``--repeats`` times in fresh processes, interleaved so machine noise hits all alike, and the median is
-reported. ``python -X importtime`` gives the top modules by cumulative import time of each command.
-``--compare-rev REV`` runs the same steps with the code of git revision REV (extracted with
+reported (the floor is shared by the revisions). ``python -X importtime`` gives the top modules by
+cumulative import time of each command. ``--compare-rev REV`` runs the same steps with the code of git revision REV (extracted with
 ``git archive`` into a temporary folder, put first on ``PYTHONPATH``), side by side.
 
 Usage: ``python -m benchmarks.startup [--repeats 5] [--data ml-100k|synthetic] [--compare-rev ddd1bff]
@@ -108,13 +108,12 @@ def importtime(cmd: list[str], code_root: Path, cwd: Path, top: int = 10) -> lis
     return parse_importtime(_run([cmd[0], "-X", "importtime", *cmd[1:]], code_root, cwd).stderr, top)
 
 
-def measure(
-    commands: dict[str, list[str]], code_root: Path, cwd: Path, repeats: int
-) -> dict[str, list[float]]:
-    """Wall seconds of each command, ``repeats`` times, interleaved."""
-    times: dict[str, list[float]] = {k: [] for k in commands}
+def measure(jobs: dict[Any, tuple[list[str], Path, Path]], repeats: int) -> dict[Any, list[float]]:
+    """Wall seconds of each job (command, code root, working folder), ``repeats`` times, interleaved
+    (the revisions' commands and the floor alike, so machine noise hits all alike)."""
+    times: dict[Any, list[float]] = {k: [] for k in jobs}
     for _ in range(repeats):
-        for name, cmd in commands.items():
+        for name, (cmd, code_root, cwd) in jobs.items():
             t0 = time.perf_counter()
             _run(cmd, code_root, cwd)
             times[name].append(time.perf_counter() - t0)
@@ -129,29 +128,40 @@ def extract(rev: str, into: Path) -> Path:
     return into
 
 
-def bench_revision(label: str, code_root: Path, work: Path, data: list[str], args) -> dict[str, Any]:
-    commands = prepare(code_root, work, data, args.epochs)
-    floor = {
-        "python": [sys.executable, "-c", "pass"],
-        "import_torch": [sys.executable, "-c", "import torch"],
-        "import_mlflow": [sys.executable, "-c", "import mlflow"],
-    }
-    times = measure(commands | floor, code_root, work, args.repeats)
+FLOOR = {
+    "python": [sys.executable, "-c", "pass"],
+    "import_torch": [sys.executable, "-c", "import torch"],
+    "import_mlflow": [sys.executable, "-c", "import mlflow"],
+}
+"""The floor: the interpreter alone, and the two heavy imports a scoring command may need."""
+
+
+def bench(revisions: list[tuple[str, Path, Path]], data: list[str], args, tmp: Path) -> list[dict[str, Any]]:
+    """Each revision's (label, code root, working folder) figures; every command timed interleaved."""
+    commands = {label: prepare(root, work, data, args.epochs) for label, root, work in revisions}
+    jobs: dict[Any, tuple[list[str], Path, Path]] = {("floor", k): (c, ROOT, tmp) for k, c in FLOOR.items()}
+    for label, root, work in revisions:
+        jobs |= {(label, k): (c, root, work) for k, c in commands[label].items()}
+    times = measure(jobs, args.repeats)
     med = {k: round(statistics.median(v), 3) for k, v in times.items()}
-    fig = {
-        "revision": label,
-        "folder_s": med["folder"],
-        "uri_s": med["uri"],
-        "import_torch_s": med["import_torch"],
-        "import_mlflow_s": med["import_mlflow"],
-        "python_s": med["python"],
-        "runs_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
-        "commands": {k: "recsys " + shlex.join(v[3:]) for k, v in commands.items()},
-        "importtime_folder": importtime(commands["folder"], code_root, work),
-        "importtime_uri": importtime(commands["uri"], code_root, work),
-    }
-    show(fig, args.repeats)
-    return fig
+    figures = []
+    for label, root, work in revisions:
+        cmds = commands[label]
+        fig = {
+            "revision": label,
+            "folder_s": med[(label, "folder")],
+            "uri_s": med[(label, "uri")],
+            "import_torch_s": med[("floor", "import_torch")],
+            "import_mlflow_s": med[("floor", "import_mlflow")],
+            "python_s": med[("floor", "python")],
+            "runs_s": {k[1]: [round(t, 3) for t in v] for k, v in times.items() if k[0] in (label, "floor")},
+            "commands": {k: "recsys " + shlex.join(v[3:]) for k, v in cmds.items()},
+            "importtime_folder": importtime(cmds["folder"], root, work),
+            "importtime_uri": importtime(cmds["uri"], root, work),
+        }
+        show(fig, args.repeats)
+        figures.append(fig)
+    return figures
 
 
 def show(f: dict[str, Any], repeats: int) -> None:
@@ -199,12 +209,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             "--interactions", "6000"), ROOT, tmp_path)  # fmt: skip
             data = ["--dataset", str(synth)]
         result["data"] = data[1]
-        result["revisions"].append(bench_revision("working tree", ROOT, tmp_path / "current", data, args))
+        revisions = [("working tree", ROOT, tmp_path / "current")]
         if args.compare_rev:
             old = extract(args.compare_rev, tmp_path / f"rev-{args.compare_rev}")
-            result["revisions"].append(
-                bench_revision(f"git {args.compare_rev}", old, tmp_path / "compare", data, args)
-            )
+            revisions.append((f"git {args.compare_rev}", old, tmp_path / "compare"))
+        result["revisions"] = bench(revisions, data, args, tmp_path)
     result["load_average_end"] = os.getloadavg()
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
