@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-network test-fast lint format bench benchmark benchmark-summary gpu-check clean help
+.PHONY: setup demo test test-network test-fast lint format bench bench-scale benchmark benchmark-summary gpu-check clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -44,7 +44,7 @@ format: setup
 	$(VENV)/bin/ruff check --fix recsys pipelines benchmarks tests
 	$(VENV)/bin/ruff format recsys pipelines benchmarks tests
 
-bench: setup  ## speed and scale benchmarks (prints figures)
+bench: setup  ## speed and scale benchmarks (prints figures; start-up and scoring at 62k/1M items included)
 	$(PY) -m benchmarks.run_all
 
 # the accuracy benchmark suite (hours on 2 CPU cores; not part of `make test`); a subset:
@@ -55,6 +55,11 @@ benchmark: setup  ## accuracy suite: recsys evaluate on every dataset, reports a
 
 benchmark-summary: setup  ## rebuild docs/benchmarks/README.md and README's results section (runs nothing)
 	$(PY) -m pipelines.benchmark --summary-only
+
+# BENCH_SCALE_ARGS: e.g. "--log gowalla --nproc 1 --budget-min 20" or "--scale 0.01 --epochs 1" (smoke)
+BENCH_SCALE_ARGS ?=
+bench-scale: setup  ## default `recsys train` on a 25M-row ML-25M-shaped log and Gowalla, 1 and 2 processes (hours)
+	$(PY) -m benchmarks.scale_training --out reports/bench-scale.json $(BENCH_SCALE_ARGS)
 
 gpu-check: setup  ## GPU tests and benchmarks (needs CUDA)
 	bash benchmarks/gpu_check.sh

@@ -34,10 +34,15 @@ def _vm_hwm_mb() -> float:
     return float("nan")
 
 
-def generate(n: int, users: int, items: int) -> dict[str, Path]:
+def generate(
+    n: int, users: int, items: int, formats: tuple[str, ...] = ("parquet", "csv")
+) -> dict[str, Path]:
+    """The synthetic log of ``n`` interactions (cached): one interaction file per format in ``formats``
+    (``parquet``, ``csv``), plus ``items.parquet`` beside them (genres, category, title: the item table
+    of :func:`benchmarks.common.fast_synthetic`)."""
     out = CACHE / f"log-{n}-{users}-{items}-sqrt"
-    paths = {"parquet": out / "interactions.parquet", "csv": out / "interactions.csv"}
-    if all(p.exists() for p in paths.values()):
+    paths = {fmt: out / f"interactions.{fmt}" for fmt in formats}
+    if all(p.exists() for p in paths.values()) and (out / "items.parquet").exists():
         return paths
     from benchmarks.common import fast_synthetic
 
@@ -52,8 +57,11 @@ def generate(n: int, users: int, items: int) -> dict[str, Path]:
             "timestamp"
         )
     ).sample(fraction=1.0, shuffle=True, seed=0)
-    frame.write_parquet(paths["parquet"])
-    frame.write_csv(paths["csv"])
+    for fmt, path in paths.items():
+        tmp = path.with_name(path.name + ".tmp")
+        frame.write_parquet(tmp) if fmt == "parquet" else frame.write_csv(tmp)
+        tmp.replace(path)
+    ds.items.write_parquet(out / "items.parquet")
     print(f"  generated {frame.height:,} interactions in {time.perf_counter() - t0:.0f} s -> {out}")
     return paths
 

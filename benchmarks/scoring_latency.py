@@ -13,6 +13,7 @@ Usage: ``python -m benchmarks.scoring_latency [--requests 300] [--big-items 1000
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import time
@@ -68,8 +69,14 @@ def movielens(n_requests: int, batch_users: int, device: str = "cpu", epochs: in
         f"3a. scoring latency: {ds.name}, {ds.interactions['item_id'].n_unique():,} items, 5 ratings per new user"
     )
     t0 = time.perf_counter()
-    rec = ColdStartRecommender(RecommenderConfig().replace(train={"epochs": epochs, "device": device}))
-    rec.fit_dataset(ds)
+    rec = ColdStartRecommender(
+        RecommenderConfig().replace(train={"epochs": max(epochs, 1), "device": device})
+    )
+    from benchmarks.scale_scoring import no_meta_training
+
+    # 0 epochs (which the config refuses): every step of the recipe but meta-training
+    with no_meta_training() if epochs == 0 else contextlib.nullcontext():
+        rec.fit_dataset(ds)
     print(
         f"  (default config trained {epochs} epoch(s) for the benchmark in {time.perf_counter() - t0:.0f} s; "
         f"latency does not depend on training length)"
@@ -189,7 +196,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-users", type=int, default=10_000)
     p.add_argument("--big-items", type=int, default=1_000_000)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--epochs", type=int, default=1, help="training epochs of the benchmarked model")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="training epochs of the benchmarked model (0: none, the rest of the recipe runs)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("RECSYS_PROGRESS", "0")
     logging.getLogger("recsys").setLevel(logging.WARNING)
