@@ -21,7 +21,11 @@ from recsys.config.sections import (
 from recsys.config.validation import _Section, _shown
 from recsys.errors import SpecError
 
-SAVED_BEFORE_KEY: dict[tuple[str, ...], Any] = {("model", "hybrid", "fold_in_trust"): "global"}
+SAVED_BEFORE_KEY: dict[tuple[str, ...], Any] = {
+    ("model", "hybrid", "fold_in_trust"): "global",
+    # before the sparse top-k kind: dense up to item_item_max_items (then 20,000), no blend above
+    ("model", "hybrid", "item_item_dense_items"): 20_000,
+}
 """What a saved config without the key (its path of section names, then the key) meant: the key did
 not exist when it was written."""
 

@@ -120,7 +120,7 @@ def score_catalogue(
             )
             s_side = {k: v[s_items.clamp_min(0)] for k, v in cache.side.items()}
             if learner.head.item_item_active:
-                s_side["ii_rows"] = learner.head.item_item_rows(s_items, None)
+                s_side.update(learner.head.item_item_support(s_items, None))
             fast = learner.adapt(user_vec, s_side, s_y, s_m, steps)
             predicted = None
             if predictions is not None or not learner.head.capabilities.ranking_output:
