@@ -184,3 +184,15 @@ def test_a_sparse_model_round_trips_through_save_and_load_and_says_its_kind(tmp_
     items = ds.items["item_id"].to_list()
     ratings = {items[0]: 5.0, items[3]: 2.0, items[7]: 4.0}
     assert rec.recommend(ratings, n=10) == again.recommend(ratings, n=10)
+
+
+def test_ease_on_every_popular_item_is_dense_ease_pruned_to_its_top_k(synthetic_small) -> None:
+    from recsys.models.classical import BASELINES
+    from recsys.models.item_item_sparse import popular_ease
+
+    space, log = space_and_log(synthetic_small)
+    n = space.n_items
+    dense = BASELINES["ease"](lam=500.0).fit(log, n).B
+    pruned = popular_ease(log, n, n, 500.0, 7).toarray()
+    np.testing.assert_allclose(pruned, topk_rows(dense, 7).to_csr().toarray(), rtol=1e-4, atol=1e-6)
+    assert ((pruned != 0).sum(1) == 7).all()

@@ -92,11 +92,12 @@ def popular_ease(log: UserLog, n_items: int, p: int, lam: float, k: int) -> sp.c
     gram = np.asarray((x.T @ x).toarray())
     gram[np.diag_indices(len(pop))] += lam
     inv = np.linalg.inv(gram)
-    b = -inv / np.diag(inv)[None, :]
-    np.fill_diagonal(b, -np.inf)  # never a neighbour of itself
+    del gram
+    inv /= np.diag(inv).copy()[None, :]  # inv is now -B: in place, one p x p array at a time
+    np.fill_diagonal(inv, np.inf)  # never a neighbour of itself
     kk = min(k, len(pop) - 1)
-    cols = np.argpartition(-b, kk, axis=1)[:, :kk] if kk > 0 else np.zeros((len(pop), 0), np.int64)
-    vals = np.take_along_axis(b, cols, axis=1).astype(np.float32)
+    cols = np.argpartition(inv, kk, axis=1)[:, :kk] if kk > 0 else np.zeros((len(pop), 0), np.int64)
+    vals = -np.take_along_axis(inv, cols, axis=1).astype(np.float32)
     rows = np.repeat(pop, cols.shape[1])
     return sp.csr_matrix((vals.ravel(), (rows, pop[cols.ravel()])), shape=(n_items, n_items))
 
