@@ -208,14 +208,22 @@ def no_interactions_trend(rec: ColdStartRecommender) -> float:
 
 
 def _check_item_item_size(rec: ColdStartRecommender, n_total: int) -> None:
-    """A model whose item-item blend is active keeps it as the catalogue grows past
-    ``model.hybrid.item_item_max_items`` (the limit is raised in its config, so that the saved
-    model loads with the network it has)."""
+    """A model whose item-item blend is active keeps it, in the storage it has, as the catalogue grows
+    past ``model.hybrid.item_item_max_items`` or (dense storage) ``item_item_dense_items``, and (sparse)
+    with the neighbour-list width it has: the config says so, so that the saved model loads with the network it has."""
     head = rec.learner.head
     hybrid = getattr(rec.config.model, "hybrid", None)
-    limit = getattr(hybrid, "item_item_max_items", None)
-    if head.item_item_active and limit is not None and n_total > limit:
-        rec.config = rec.config.replace(model={"hybrid": {"item_item_max_items": n_total}})
+    if hybrid is None or not head.item_item_active:
+        return
+    changes = {}
+    if n_total > hybrid.item_item_max_items:
+        changes["item_item_max_items"] = n_total
+    if not head.item_item_sparse and n_total > hybrid.item_item_dense_items:
+        changes["item_item_dense_items"] = n_total
+    if head.item_item_sparse and min(hybrid.item_item_neighbours, n_total - 1) != head.ii_neighbours:
+        changes["item_item_neighbours"] = head.ii_neighbours  # a small catalogue's k = n_items - 1 stays
+    if changes:
+        rec.config = rec.config.replace(model={"hybrid": changes})
 
 
 def read_items_file(

@@ -62,6 +62,7 @@ from recsys.models import trend
 from recsys.models.heads import Head
 from recsys.models.item_init import init_item_ids_from_als
 from recsys.models.item_item import fit_item_item
+from recsys.models.item_item_sparse import TopK
 from recsys.models.network import ColdStartNet
 from recsys.utils.seeds import ITEM_ITEM, VALIDATION_TASKS, Seeds
 
@@ -287,19 +288,40 @@ def fit_item_item_blend(
     rng: np.random.Generator,
 ) -> str:
     """The item-item matrix (and its out-of-fold copies) of the training log, its kind chosen on
-    validation tasks drawn from ``rng`` (``fit`` passes the ``item-item`` stream), set on the head.
-    Returns the chosen kind (``ease:LAMBDA`` or ``cosine:K``)."""
+    validation tasks drawn from ``rng`` (``fit`` passes the ``item-item`` stream), set on the head:
+    dense up to ``model.hybrid.item_item_dense_items`` items, sparse top-k above. Returns the chosen
+    kind and storage, and why (e.g. ``ease:8000 (dense, 3,706 items <= dense limit 4,000)``)."""
+    hy = config.model.hybrid
+    n = space.n_items
     matrix, folds, chosen = fit_item_item(
         train_log,
         val_log,
-        space.n_items,
+        n,
         threshold=config.meta.rank_threshold,
         implicit=space.implicit,
         rng=rng,
-        kinds=config.model.hybrid.item_item_kinds,
+        kinds=hy.item_item_kinds,
+        dense_items=hy.item_item_dense_items,
+        neighbours=hy.item_item_neighbours,
     )
+    if isinstance(matrix, TopK):
+        head.set_item_item(
+            (torch.from_numpy(matrix.idx), torch.from_numpy(matrix.val)),
+            (torch.from_numpy(folds.idx), torch.from_numpy(folds.val)),
+        )
+        return f"{chosen} (sparse, {n:,} items > dense limit {hy.item_item_dense_items:,})"
     head.set_item_item(torch.from_numpy(matrix), torch.from_numpy(folds))
-    return chosen
+    return f"{chosen} (dense, {n:,} items <= dense limit {hy.item_item_dense_items:,})"
+
+
+def item_item_off(head: Head, n_items: int, config: RecommenderConfig) -> str | None:
+    """Why a head that can blend an item-item matrix has none (None: it has one, or cannot)."""
+    hy = config.model.hybrid
+    if not head.capabilities.item_item_blend or head.item_item_active:
+        return None
+    if not hy.item_item:
+        return "off (model.hybrid.item_item = false)"
+    return f"off ({n_items:,} items > model.hybrid.item_item_max_items {hy.item_item_max_items:,})"
 
 
 def prepare_head(
@@ -325,6 +347,9 @@ def prepare_head(
         set_item_offsets(head, train_log, space.n_items, rating_mean)
     if head.item_item_active:
         info["item_item"] = fit_item_item_blend(head, train_log, val_log, space, config, seeds.rng(ITEM_ITEM))
+    elif (off := item_item_off(head, space.n_items, config)) is not None:
+        info["item_item"] = off
+        log.info("item-item blend: %s", off)
     return info
 
 

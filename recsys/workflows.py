@@ -130,7 +130,17 @@ def summary_text(rec: ColdStartRecommender) -> str:
         "selection; "
         + ("no new users held out" if holdout == "none" else f"new users held out by the {holdout} holdout")
     )
+    if info.get("item_item"):
+        used += f"\nitem-item blend: {info['item_item']}"
     return used + "\n" + ("\n".join(rec.summary.lines()) if rec.summary else "(no validation users)")
+
+
+def saved_size_text(path: str | Path) -> str:
+    """The size of a saved model folder (every file in it), e.g. ``12.4 MB``."""
+    path = Path(path)
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    size = sum(p.stat().st_size for p in files if p.name != "checkpoint.safetensors")
+    return f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size / 1e3:,.1f} kB"
 
 
 def model_info(rec: ColdStartRecommender) -> dict[str, Any]:

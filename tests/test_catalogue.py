@@ -460,3 +460,31 @@ def test_cli_catalogue_add_to_a_registered_model_registers_the_next_version(
 
     registered = ColdStartRecommender.load(resolve_model_location("models:/catalogue-test/2", uri))
     assert registered.item_ids == v2.item_ids and registered.item_ids[-len(NEW) :] == NEW
+
+
+@pytest.mark.parametrize("dense_items", [10, 1000])
+def test_added_items_keep_the_blends_storage_and_the_model_reloads(synth, tmp_path, dense_items) -> None:
+    """Sparse top-k storage (dense limit 10 < 36 items) gets empty neighbour lists for the new rows; a
+    dense model grown past the dense limit keeps its dense matrix (the limit is raised in its config),
+    and either reloads with the scores it had."""
+    ds, inter, _, kw = synth
+    over = {"model.hybrid.item_item_dense_items": dense_items}
+    rec = fit_model(inter, ds.users, ds.items.filter(~pl.col("item_id").is_in(NEW)), kw["item_fields"],
+                    kw["user_fields"], kw["validation_users"], **over)  # fmt: skip
+    sparse = rec.learner.head.item_item_sparse
+    assert sparse == (dense_items == 10) and rec.learner.head.item_item_active
+    n = rec.space.n_items
+    rec.config = rec.config.replace(model={"hybrid": {"item_item_dense_items": min(dense_items, n)}})
+    rec.add_items(ds.items.filter(pl.col("item_id").is_in(NEW)))
+    head = rec.learner.head
+    assert head.item_item_sparse == sparse and head.item_item_catalogue == n + len(NEW)
+    if sparse:
+        assert (
+            not head.item_item_val[n:].any()
+            and not (head.item_item_val[:n] * (head.item_item_idx[:n] >= n)).any()
+        )
+    supports = [{1: 5.0, 2: 3.0}, {37: 4.0, 3: 2.0}]
+    want, _ = rec.score_users(supports, what="rank")
+    again = ColdStartRecommender.load(rec.save(tmp_path / "m"))
+    got, _ = again.score_users(supports, what="rank")
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

@@ -109,6 +109,8 @@ def test_every_hybrid_key_left_the_model_section() -> None:
         "item_item_kinds",
         "trend",
         "item_item_max_items",
+        "item_item_dense_items",
+        "item_item_neighbours",
     }
     assert not set(HYBRID_KEYS) & model_keys and "hybrid" in model_keys
     assert "factor_dim" in model_keys  # shared by the factorized and hybrid heads

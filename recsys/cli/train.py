@@ -137,7 +137,7 @@ def _train_tracked(
     from recsys import distributed
     from recsys.tracking.params import run_params
     from recsys.tracking.registry import version_tags
-    from recsys.workflows import summary_text, train_model
+    from recsys.workflows import saved_size_text, summary_text, train_model
 
     echo_run(tr)
     params = run_params(ds, cfg, protocol=protocol, resume=resume) if tr.active else {}
@@ -157,7 +157,7 @@ def _train_tracked(
         return
     rec.save(out)
     typer.echo(summary_text(rec))
-    typer.echo(f"model saved to {out}")
+    typer.echo(f"model saved to {out} ({saved_size_text(out)})")
     tr.log_training(rec)
     ref = tr.log_model(rec, register, version_tags(rec, params.get("data.fingerprint")))
     if ref is not None and ref.model_uri:

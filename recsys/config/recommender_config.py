@@ -24,6 +24,8 @@ from recsys.errors import SpecError
 SAVED_BEFORE_KEY: dict[tuple[str, ...], Any] = {
     ("model", "hybrid", "fold_in_trust"): "global",
     ("train", "keep_user_log"): False,  # models saved before it kept no record of their users
+    # before the sparse top-k kind: dense up to item_item_max_items (then 20,000), no blend above
+    ("model", "hybrid", "item_item_dense_items"): 20_000,
 }
 """What a saved config without the key (its path of section names, then the key) meant: the key did
 not exist when it was written."""

@@ -30,7 +30,8 @@ class HybridConfig(_Section):
     residuals and its items' mean factors. Chosen by nested evaluation on ML-100k (see the README)."""
     item_item: bool = True
     """``hybrid`` head: blend a fixed item-item matrix (EASE, fitted on the training users, its
-    regularisation chosen on validation users) into the ranking scores."""
+    regularisation chosen on validation users; sparse top-k above ``item_item_dense_items``) into the
+    ranking scores."""
     item_item_kinds: Literal["ease", "ease+cosine"] = "ease"
     """Candidate item-item matrices for the blend, one chosen on validation users: ``ease`` (EASE at a
     few regularisation strengths) or ``ease+cosine`` (also cosine item-kNN with 100 or 400
@@ -40,8 +41,18 @@ class HybridConfig(_Section):
     """``hybrid`` head: after training, add a time-decayed popularity prior ("what is trending") to the
     ranking scores; its half-life (7-365 days, or all-time popularity) and weight (0 included) are
     chosen on validation users. Without timestamps only all-time popularity is a candidate."""
-    item_item_max_items: int = 20_000
-    """Catalogues larger than this skip the item-item blend (it is dense, n_items^2)."""
+    item_item_max_items: int = 2_000_000
+    """Catalogues larger than this skip the item-item blend (the training summary says so). The
+    sparse kind keeps 2 x 8 bytes per item and neighbour, plus twice that while training."""
+    item_item_dense_items: int = 4_000
+    """Dense limit: catalogues up to this size get a dense n_items x n_items item-item matrix (EASE,
+    six O(n^3) inversions: about 45 s at 4,000 items on a 2-core machine); larger ones a sparse top-k
+    matrix (``item_item_neighbours`` per item: cosine item-kNN, or EASE on this many most popular items
+    plus cosine; time about linear in the interactions). Models saved before this key existed were
+    dense up to 20,000 items."""
+    item_item_neighbours: int = 100
+    """Neighbours kept per item by the sparse top-k item-item matrix (catalogues above
+    ``item_item_dense_items``)."""
 
 
 @dataclass

@@ -80,6 +80,8 @@ LIMITS: dict[str, dict[str, Range]] = {
     },
     "model.hybrid": {
         "item_item_max_items": _NON_NEGATIVE,
+        "item_item_dense_items": Range(0, 100_000),
+        "item_item_neighbours": Range(1, 10_000),
     },
     "meta": {
         "inner_steps": _NON_NEGATIVE,

@@ -131,7 +131,7 @@ class MetaLearner(nn.Module):
         side = self.head.item_side(items, batch.batch_items)
         support = _index(side, batch.support_pos)
         if self.head.item_item_active:
-            support["ii_rows"] = self.head.item_item_rows(batch.support_items, batch.task_fold)
+            support.update(self.head.item_item_support(batch.support_items, batch.task_fold))
         return TaskTensors(
             users,
             support,

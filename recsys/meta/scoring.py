@@ -95,7 +95,7 @@ def adapt_support(
     )
     s_side = {k: v[s_items.clamp_min(0)] for k, v in cache.side.items()}
     if learner.head.item_item_active:
-        s_side["ii_rows"] = learner.head.item_item_rows(s_items, None)
+        s_side.update(learner.head.item_item_support(s_items, None))
     return learner.adapt(user_vec, s_side, s_y, s_items >= 0, steps), user_vec, s_side
 
 

@@ -7,9 +7,10 @@ unknown token), and the data-driven buffers a head takes from the training log g
 * ``item_offset`` (``item_offsets`` heads): the damped mean rating offset of no ratings, 0;
 * ``trend`` (``trend_prior`` heads): the standardised prior of no interactions (``trend_fill``: see
   :func:`recsys.models.trend.no_interactions_value`; 0 when the model has no prior);
-* ``item_item`` (``item_item_blend`` heads, when active): no row and no column (zeros), which is what
-  EASE and the cosine kNN give an item without interactions. The out-of-fold copies serve training
-  only and are dropped.
+* the item-item matrix (``item_item_blend`` heads, when active): no row and no column (zeros), which
+  is what EASE and the cosine kNN give an item without interactions; the sparse top-k storage gets
+  empty neighbour lists for the new rows (no existing list names a new item). The out-of-fold copies
+  serve training only and are dropped.
 
 :func:`grow_catalogue` pads exactly these, by the head's declared capabilities, and returns their names.
 """
@@ -33,11 +34,24 @@ def grow_catalogue(head: Head, n_new: int, *, trend_fill: float = 0.0) -> list[s
             setattr(head, name, torch.cat([buffer, buffer.new_full((n_new,), float(fill))]))
             padded.append(name)
     if caps.item_item_blend and head.item_item_active:
-        old = head.item_item
-        n = old.shape[0] + n_new
-        grown = old.new_zeros((n, n))
-        grown[: old.shape[0], : old.shape[1]] = old
-        head.item_item = grown
-        head.item_item_folds = old.new_zeros((0, n, n))  # training only (not saved)
-        padded.append("item_item")
+        padded += _grow_item_item(head, n_new)
     return padded
+
+
+def _grow_item_item(head: Head, n_new: int) -> list[str]:
+    """The blend's matrix with empty rows (and, dense, columns) for the new items."""
+    if head.item_item_sparse:  # neighbour lists [n, k]: new rows hold no neighbour (value 0)
+        idx, val = head.item_item_idx, head.item_item_val
+        n, k = idx.shape[0] + n_new, idx.shape[1]
+        head.item_item_idx = torch.cat([idx, idx.new_zeros((n_new, k))])
+        head.item_item_val = torch.cat([val, val.new_zeros((n_new, k))])
+        head.item_item_folds_idx = idx.new_zeros((0, n, k))  # training only (not saved)
+        head.item_item_folds_val = val.new_zeros((0, n, k))
+        return ["item_item_idx", "item_item_val"]
+    old = head.item_item
+    n = old.shape[0] + n_new
+    grown = old.new_zeros((n, n))
+    grown[: old.shape[0], : old.shape[1]] = old
+    head.item_item = grown
+    head.item_item_folds = old.new_zeros((0, n, n))  # training only (not saved)
+    return ["item_item"]

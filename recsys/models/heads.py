@@ -33,6 +33,7 @@ from torch import nn
 from recsys.errors import SpecError
 from recsys.models.capabilities import HeadCapabilities
 from recsys.models.fold_in import SUPPORT_STATS, support_summary
+from recsys.models.item_item_blend import ItemItemBlend, blend, dense_rows, item_item_storage
 
 if TYPE_CHECKING:
     from recsys.config import ModelConfig
@@ -138,7 +139,13 @@ class Head(nn.Module, abc.ABC):
         """The item-item matrix and its out-of-fold training versions (``item_item_blend`` heads)."""
 
     def item_item_rows(self, items: torch.Tensor, fold: torch.Tensor | None) -> torch.Tensor:
-        """Rows of the item-item matrix for support items (only called when :attr:`item_item_active`)."""
+        """Dense rows [..., n_items] of the item-item matrix for a few items (only called when
+        :attr:`item_item_active`)."""
+        raise NotImplementedError(f"head {self.name!r} has no item-item matrix")
+
+    def item_item_support(self, items: torch.Tensor, fold: torch.Tensor | None) -> Side:
+        """The support items' side of the item-item blend, merged into ``s_side`` before
+        :meth:`init_fast` (only called when :attr:`item_item_active`)."""
         raise NotImplementedError(f"head {self.name!r} has no item-item matrix")
 
     def set_trend(self, prior: torch.Tensor, weight: float) -> None:
@@ -265,7 +272,7 @@ class FactorizedHead(Head):
 
 
 @register_head("hybrid")
-class HybridHead(Head):
+class HybridHead(ItemItemBlend, Head):
     """Meta-learned fold-in: ratings from a closed-form ridge fit, ranking from a support-set encoder.
 
     The head has two independent paths, each with its own embeddings (the network concatenates a
@@ -305,10 +312,18 @@ class HybridHead(Head):
     def from_config(
         cls, cfg: ModelConfig, user_dim: int, item_dim: int, *, rating_mean: float, n_items: int
     ) -> HybridHead:
-        ii = n_items if cfg.hybrid.item_item and n_items <= cfg.hybrid.item_item_max_items else 0
+        ii, k = item_item_storage(cfg, n_items)
         trust = cfg.hybrid.fold_in_trust == "support"
         return cls(
-            user_dim, item_dim, cfg.hidden, cfg.factor_dim, rating_mean, ii, n_items, support_trust=trust
+            user_dim,
+            item_dim,
+            cfg.hidden,
+            cfg.factor_dim,
+            rating_mean,
+            ii,
+            n_items,
+            support_trust=trust,
+            ii_neighbours=k,
         )
 
     def __init__(
@@ -321,10 +336,12 @@ class HybridHead(Head):
         n_items: int = 0,
         n_catalogue: int = 0,
         support_trust: bool = True,
+        ii_neighbours: int = 0,
     ) -> None:
         """``user_dim`` / ``item_dim``: the size of ONE path's part of the user / item vectors;
         ``n_items``: catalogue size for the item-item blend (0: off); ``n_catalogue``: catalogue size;
-        ``support_trust``: the fold-in's shrinkage also depends on a summary of the support set."""
+        ``support_trust``: the fold-in's shrinkage also depends on a summary of the support set;
+        ``ii_neighbours``: 0 for a dense item-item matrix, else its sparse top-k width."""
         super().__init__()
         d = factor_dim
         self.d = d
@@ -346,10 +363,9 @@ class HybridHead(Head):
         self.encoder = _mlp([d + u_in, *hidden, d])
         self.rate_gain = nn.Parameter(torch.ones(d))
         self.rate_slope = nn.Parameter(torch.zeros(d))
-        # item-item blend: [n_items, n_items] set by set_item_item() (empty when disabled); the two
-        # out-of-fold matrices are only needed while training and are not saved with the model
-        self.register_buffer("item_item", torch.zeros(n_items, n_items))
-        self.register_buffer("item_item_folds", torch.zeros(0, n_items, n_items), persistent=False)
+        # item-item blend (recsys.models.item_item_blend): dense or sparse top-k, set by set_item_item()
+        # (empty when disabled); the out-of-fold copies are only needed while training and are not saved
+        self._init_item_item(n_items, ii_neighbours)
         # data-driven item baseline (damped mean rating minus the global mean) added to b_i; zero for
         # items without training ratings, whose bias then comes from their content alone
         self.register_buffer("item_offset", torch.zeros(n_catalogue))
@@ -385,28 +401,12 @@ class HybridHead(Head):
     def _user_input(self, user: torch.Tensor) -> torch.Tensor:
         return user if self.user_dim else user.new_ones(*user.shape[:-1], 1)
 
-    @property
-    def item_item_active(self) -> bool:
-        return self.item_item.numel() > 0
-
     def set_item_offsets(self, offsets: torch.Tensor) -> None:
         self.item_offset.copy_(offsets)
 
     def set_trend(self, prior: torch.Tensor, weight: float) -> None:
         self.trend.copy_(prior)
         self.trend_weight.fill_(weight)
-
-    def set_item_item(self, matrix: torch.Tensor, folds: torch.Tensor | None = None) -> None:
-        self.item_item.copy_(matrix)
-        if folds is not None:
-            self.item_item_folds = folds.to(self.item_item.device)
-
-    def item_item_rows(self, items: torch.Tensor, fold: torch.Tensor | None) -> torch.Tensor:
-        """Rows of B for support items [T, S] (training tasks use their out-of-fold matrix)."""
-        safe = items.clamp_min(0)
-        if fold is not None and self.item_item_folds.shape[0] and bool(self.training):
-            return self.item_item_folds[fold.clamp_min(0)[:, None], safe]
-        return self.item_item[safe]
 
     def item_side(self, items: torch.Tensor, index: torch.Tensor | None = None) -> Side:
         di = self.item_dim
@@ -447,8 +447,10 @@ class HybridHead(Head):
         pooled = (mod * m.unsqueeze(-1)).sum(-2) / m.sum().clamp_min(1.0).sqrt()
         z = _run_f(p, "encoder", len(self.encoder), torch.cat([pooled, u_rank], dim=-1))
         fast = {"fast.w": w, "fast.z": z}
-        if "ii_rows" in s_side:
-            fast["fast.ii"] = self.item_item_weights(p, z, sy, sm) @ s_side["ii_rows"]  # [n_items]
+        if self.item_item_active:
+            scores = blend(s_side, self.item_item_weights(p, z, sy, sm), self.item_item_catalogue)
+            if scores is not None:
+                fast["fast.ii"] = scores  # [n_items]
         return fast
 
     def item_item_weights(
@@ -461,7 +463,7 @@ class HybridHead(Head):
 
     def support_terms(self, p: Params, s_side: Side, sy: torch.Tensor, sm: torch.Tensor) -> torch.Tensor:
         w = self.item_item_weights(p, p["fast.z"], sy, sm)  # inner steps on the ratings leave z as is
-        return p["ii_scale"] * w.unsqueeze(-1) * s_side["ii_rows"]
+        return p["ii_scale"] * w.unsqueeze(-1) * dense_rows(s_side, self.item_item_catalogue)
 
     def log_shrinkage(
         self, p: Params, phi: torch.Tensor, resid: torch.Tensor, m: torch.Tensor
