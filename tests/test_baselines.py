@@ -270,3 +270,27 @@ def test_seed_is_a_signature_parameter_and_is_used(name: str, small) -> None:
     b = cls(seed=1).fit(train, n_items).score(items, ratings).ranking
     c = cls(seed=2).fit(train, n_items).score(items, ratings).ranking
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_ridge_rows_solve_only_observed_rows_and_give_empty_rows_zero() -> None:
+    """The ALS step skips rows without observations (a large catalogue's long tail); every row still
+    equals its own ridge solve, and an empty row's solution is 0."""
+    import scipy.sparse as sp
+
+    from recsys.models.classical.mf import _ridge_rows
+
+    rng = np.random.default_rng(0)
+    counts = sp.random(30, 12, density=0.2, random_state=1, format="csr")
+    counts.data[:] = 1.0
+    counts = counts.multiply(np.arange(30)[:, None] % 3 != 0).tocsr()  # every third row empty
+    counts.eliminate_zeros()
+    residuals = counts.multiply(rng.normal(size=(30, 12))).tocsr()
+    features = rng.normal(size=(12, 4))
+    reg = np.array([1.0, 2.0, 2.0, 2.0])
+    got = _ridge_rows(counts, residuals, features, reg)
+    for r in range(30):
+        cols = counts[r].indices
+        f = features[cols]
+        want = np.linalg.solve(f.T @ f + np.diag(reg), f.T @ residuals[r, cols].toarray().ravel())
+        np.testing.assert_allclose(got[r], want, atol=1e-10)
+    assert not got[::3].any()

@@ -21,14 +21,25 @@ def _ridge_rows(
     at once with one sparse product against the features' outer products, then solved batched.
     """
     d = features.shape[1]
+    out = np.zeros((counts.shape[0], d))
+    # a row without observations solves diag(reg) x = 0: x = 0. Only the others are built and solved
+    # (a large catalogue's long tail: 100k items with 7k observed cost 100k d x d systems before)
+    rows = np.nonzero(np.diff(counts.indptr) > 0)[0]
+    if len(rows) == 0:
+        return out
+    counts, residuals = counts[rows], residuals[rows]
+    cols = np.unique(counts.indices)  # and only the observed columns' outer products are formed
+    if len(cols) < counts.shape[1]:
+        counts, residuals, features = counts[:, cols], residuals[:, cols], features[cols]
     iu, ju = np.triu_indices(d)  # the Gram matrices are symmetric: build the upper triangle only
     upper = np.asarray(counts @ (features[:, iu] * features[:, ju]))
-    gram = np.empty((counts.shape[0], d, d))
+    gram = np.empty((len(rows), d, d))
     gram[:, iu, ju] = upper
     gram[:, ju, iu] = upper
     gram += np.diag(reg)
     rhs = np.asarray(residuals @ features)
-    return np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
+    out[rows] = np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
+    return out
 
 
 @register
