@@ -41,10 +41,8 @@ unknown params never reach it): :mod:`recsys.tracking.gateway` checks those in f
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +57,7 @@ from recsys.known_users import expand_frame
 from recsys.recommender import ColdStartRecommender
 from recsys.similar import similar_frame
 from recsys.tracking.params import DEFAULT_EXPERIMENT
-from recsys.utils.locations import MODEL_SUBDIR, artifact_inside
+from recsys.utils.locations import MODEL_SUBDIR, artifact_inside, using_tracking_uri
 from recsys.version import __version__
 
 if TYPE_CHECKING:
@@ -362,30 +360,3 @@ def _default_experiment_id(client) -> str:
 
     exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     return exp.experiment_id if exp else client.create_experiment(DEFAULT_EXPERIMENT)
-
-
-@contextlib.contextmanager
-def using_tracking_uri(uri: str) -> Iterator[str]:
-    """Point MLflow's global tracking and registry URIs at ``uri`` inside a ``with`` block.
-
-    ``mlflow.set_tracking_uri`` also writes (and, reset to None, deletes) ``MLFLOW_TRACKING_URI`` in the
-    environment; both the module state and the environment are restored exactly on exit.
-    """
-    import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    env_keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    saved_env = {k: os.environ.get(k) for k in env_keys}
-    saved = (getattr(tracking_utils, "_tracking_uri", None), getattr(registry_utils, "_registry_uri", None))
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield uri
-    finally:
-        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

@@ -21,7 +21,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from recsys.errors import ModelFileError
 from recsys.utils.io import read_bytes_bounded
@@ -111,11 +110,16 @@ def find_model_folder(local: Path) -> Path | None:
 
 
 @contextmanager
-def _mlflow_uris(mlflow: Any, uri: str) -> Iterator[None]:
-    """MLflow's process-wide tracking and registry URIs pointed at ``uri`` for one call, then put back
-    exactly as they were (module settings and environment variables alike): ``download_artifacts``
-    resolves ``models:/`` URIs through the process-wide registry URI and ignores its ``registry_uri``
-    argument (MLflow 3.x), so ``--tracking-uri`` lost to ``MLFLOW_TRACKING_URI``."""
+def using_tracking_uri(uri: str) -> Iterator[str]:
+    """Point MLflow's process-wide tracking and registry URIs at ``uri`` inside a ``with`` block.
+
+    ``mlflow.set_tracking_uri`` also writes (and, reset to None, deletes) ``MLFLOW_TRACKING_URI`` in the
+    environment; both the module state and the environment are restored exactly on exit. Needed where
+    MLflow reads the process-wide setting whatever it is given: ``download_artifacts`` resolves
+    ``models:/`` URIs through the process-wide registry URI and ignores its ``registry_uri`` argument
+    (MLflow 3.x), so ``--tracking-uri`` lost to ``MLFLOW_TRACKING_URI``.
+    """
+    import mlflow  # lazy: MLflow is a heavy optional dependency
     from mlflow.tracking._model_registry import utils as registry
     from mlflow.tracking._tracking_service import utils as tracking
 
@@ -125,7 +129,7 @@ def _mlflow_uris(mlflow: Any, uri: str) -> Iterator[None]:
     try:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        yield
+        yield uri
     finally:
         tracking._tracking_uri, registry._registry_uri = saved
         for name, value in env.items():
@@ -147,7 +151,7 @@ def resolve_model_location(location: str | Path, tracking_uri: str | None = None
             raise ModelFileError(f"{text}: MLflow is not installed ({exc})") from None
         uri = resolve_tracking_uri(tracking_uri)
         try:
-            with _mlflow_uris(mlflow, uri):
+            with using_tracking_uri(uri):
                 local = Path(
                     mlflow.artifacts.download_artifacts(artifact_uri=text, tracking_uri=uri, registry_uri=uri)
                 )
