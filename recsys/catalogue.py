@@ -193,9 +193,9 @@ def no_interactions_trend(rec: ColdStartRecommender) -> float:
     the prior was chosen (``info["trend"]["no_interactions"]``); for models saved before that, the
     prior of a catalogue item without training interactions, else the lowest prior (the nearest)."""
     head = rec.learner.head
-    prior = getattr(head, "trend", None)
-    if not head.capabilities.trend_prior or prior is None or prior.numel() == 0:
+    if not head.capabilities.trend_prior or head.get_buffer("trend").numel() == 0:
         return 0.0
+    prior = head.get_buffer("trend")
     recorded = (rec.info.get("trend") or {}).get("no_interactions")
     if recorded is not None:
         return float(recorded)

@@ -29,8 +29,10 @@ def grow_catalogue(head: Head, n_new: int, *, trend_fill: float = 0.0) -> list[s
     padded = []
     fills = (("item_offset", caps.item_offsets, 0.0), ("trend", caps.trend_prior, trend_fill))
     for name, declared, fill in fills:
-        buffer = getattr(head, name, None)
-        if declared and isinstance(buffer, torch.Tensor) and buffer.numel():
+        if not declared:  # a declared capability's buffer exists (the head contract)
+            continue
+        buffer = head.get_buffer(name)
+        if buffer.numel():
             setattr(head, name, torch.cat([buffer, buffer.new_full((n_new,), float(fill))]))
             padded.append(name)
     if caps.item_item_blend and head.item_item_active:
