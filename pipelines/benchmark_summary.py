@@ -34,7 +34,12 @@ if TYPE_CHECKING:
 
 START = "<!-- benchmark-summary:start -->"
 END = "<!-- benchmark-summary:end -->"
-METRICS = (("mae", "MAE", True), ("recall@20", "Recall@20", False), ("ndcg@10", "nDCG@10", False))
+METRICS = (
+    ("mae", "MAE", True),
+    ("query_ndcg@3", "query nDCG@3", False),
+    ("recall@20", "Recall@20", False),
+    ("ndcg@10", "nDCG@10", False),
+)
 BEHIND, AHEAD, LEVEL = "**behind**", "ahead", "level (intervals overlap)"
 PAIRED_LEVEL = "level (paired interval includes 0)"
 
@@ -102,6 +107,8 @@ def comparisons(report: dict) -> list[dict[str, Any]]:
             if not _ok(meta.get(key)):
                 continue
             fair = [r for r in group if _is_baseline(report, r["method"]) and _ok(r.get(key))]
+            if meta[key]["high"] == 0 and all(r[key]["high"] == 0 for r in fair):
+                continue  # 0 for every method (e.g. catalogue metrics of MeLU's new-item scenarios)
             best = (min if lower else max)(fair, key=lambda r: r[key]["mean"]) if fair else None
             names = {r["method"] for r in fair}
             diffs = [d for d in paired.get((protocol, scenario, k, key), []) if d["baseline"] in names]
@@ -237,7 +244,9 @@ HOW_TO_READ = (
     "with an interval that excludes 0, *ahead* when it is better than every baseline's with intervals "
     "that exclude 0, else *level (paired interval includes 0)*). Reports written before the paired "
     "differences existed show `–` there and keep the per-method verdict. Lower MAE is better; higher "
-    "Recall@20 and nDCG@10 are better."
+    "query nDCG@3 (MeLU's metric: the query items ranked by predicted score), Recall@20 and nDCG@10 "
+    "(the whole catalogue ranked) are better. A metric that is 0 for every method (the catalogue "
+    "metrics of MeLU's new-item scenarios) is left out."
 )
 
 
