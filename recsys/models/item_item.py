@@ -96,6 +96,13 @@ def _recall20(
     )["recall@20"]
 
 
+def _mean_recall(recall: np.ndarray) -> float:
+    """Mean validation Recall@20 over the tasks that have relevant items; -inf when none has (the
+    candidate is then not chosen over the default)."""
+    finite = recall[np.isfinite(recall)]
+    return float(finite.mean()) if len(finite) else -np.inf
+
+
 def fit_item_item(
     train: UserLog,
     validation: UserLog | None,
@@ -129,7 +136,7 @@ def fit_item_item(
         for candidate in (c for c in CANDIDATES if c[0] in kinds.split("+")):
             matrix = _fit(train, n_items, candidate)
             x = exclusion_mask(support, n_items).astype(np.float32)  # the binary support rows
-            value = float(np.nanmean(_recall20(x @ matrix, validation, tasks, threshold, implicit)))
+            value = _mean_recall(_recall20(x @ matrix, validation, tasks, threshold, implicit))
             if value > best:
                 best, kind, full = value, candidate, matrix
         log.info("item-item blend: %s %g (validation Recall@20 %.4f)", *kind, best)
@@ -198,7 +205,7 @@ def _fit_sparse(
                     for i in range(0, len(tasks), EVAL_CHUNK)
                 ]
             )
-            value = float(np.nanmean(recall))
+            value = _mean_recall(recall)
             log.info("item-item candidate %s: validation Recall@20 %.4f", _name(candidate, k), value)
             if value > best:
                 best, kind, full, mix = value, candidate, topk, parts
