@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import threading
@@ -141,3 +142,10 @@ def fast_synthetic(
     return Dataset(
         "synthetic-fast", frame, synthetic_spec(SyntheticConfig()), users=user_table, items=item_table
     )
+
+
+def write_figures(path: Path | None, result: dict) -> None:
+    """A benchmark's figures as JSON at ``path`` (``--out``; nothing when None)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))

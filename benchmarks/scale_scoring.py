@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import fast_synthetic, header, percentile
+from benchmarks.common import fast_synthetic, header, percentile, write_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = (
@@ -169,9 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "catalogues": [catalogue(n, args.requests, args.validation_users, args.device) for n in sizes],
     }
     print(f"  command: {result['command']}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+    write_figures(args.out, result)
     return result
 
 

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import find_data_root, header
+from benchmarks.common import find_data_root, header, write_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 ML25M = {"interactions": 25_000_000, "users": 162_000, "items": 62_000}
@@ -456,9 +456,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "runs": runs,
     }
+    write_figures(args.out, result)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
         print(f"\n  figures written to {args.out}")
     return result
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import find_data_root, header
+from benchmarks.common import find_data_root, header, write_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "startup-bench"
@@ -215,9 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             revisions.append((f"git {args.compare_rev}", old, tmp_path / "compare"))
         result["revisions"] = bench(revisions, data, args, tmp_path)
     result["load_average_end"] = os.getloadavg()
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+    write_figures(args.out, result)
     return result
 
 
