@@ -116,9 +116,9 @@ SUITE: tuple[Entry, ...] = (
         baselines="popularity,trending,implicit-als,item-knn",
         needs=("gowalla/interactions.csv",),
         note="1,027,370 check-ins, 29,858 users, 40,981 items, no ratings and no timestamps (random protocol "
-        "only). The catalogue is above the default dense item-item limit (`model.hybrid.item_item_max_items` "
-        "= 20,000), so the default meta-learner runs without its item-item blend there; EASE is left out "
-        "of the baselines (its dense 41k x 41k inverse needs about 27 GB).",
+        "only). The catalogue is above the default dense item-item limit (`model.hybrid.item_item_dense_items` "
+        "= 4,000), so the default meta-learner blends the sparse top-k kind there; the dense EASE baseline is "
+        "left out (its 41k x 41k inverse needs about 27 GB).",
     ),
 )
 
