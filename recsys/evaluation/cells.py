@@ -113,6 +113,7 @@ def paired_differences(
     for (protocol, scenario, k, method), cell in sorted(cells.items(), key=_cell_order):
         if method != main:
             continue
+        mine = {metric: cell.per_user_with_ids(metric) for metric in cell.values}  # once, not per baseline
         for base in baselines:
             other = cells.get((protocol, scenario, k, base))
             if other is None:
@@ -120,7 +121,7 @@ def paired_differences(
             for metric in cell.values:
                 if metric not in other.values:
                     continue
-                ids_a, a = cell.per_user_with_ids(metric)
+                ids_a, a = mine[metric]
                 ids_b, b = other.per_user_with_ids(metric)
                 _, ia, ib = np.intersect1d(ids_a, ids_b, return_indices=True)
                 d = a[ia] - b[ib]
