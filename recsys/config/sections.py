@@ -120,6 +120,13 @@ class MetaConfig(_Section):
     relevant items (support excluded). 0 turns it off."""
     rank_threshold: float | None = 4.0
     """Ratings at or above this are the ranking loss's positives (None: every interaction)."""
+    rank_negatives: int = 4096
+    """Sampled softmax above this catalogue size: when the catalogue has more items, each meta-batch's
+    ranking softmax runs over the batch's own items (every task's support, query and positives) plus
+    this many items drawn uniformly from the catalogue, whose logits get the log(N / M) correction of
+    the sampled softmax (Bengio & Senecal 2008; the estimate of the full softmax's normaliser stays
+    unbiased). Training cost then grows with the batch, not the catalogue. Catalogues of at most this
+    many items (MovieLens) use the full softmax. 0: always the full catalogue."""
     eval_inner_steps: int | None = None
     """Local steps at scoring time (defaults to ``inner_steps``)."""
 

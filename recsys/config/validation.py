@@ -89,6 +89,7 @@ LIMITS: dict[str, dict[str, Range]] = {
         "rating_weight": _NON_NEGATIVE,
         "rank_weight": _NON_NEGATIVE,
         "rank_threshold": Range(),  # any finite number
+        "rank_negatives": _NON_NEGATIVE,
         "eval_inner_steps": _NON_NEGATIVE,
     },
     "train": {

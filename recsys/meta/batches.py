@@ -18,12 +18,19 @@ padded to ``Q``, over the ``U`` distinct items of the batch:
 ``user_indices``       [nnz_u]     token ids of the T users' bags (T * F_user bags, CSR)
 ``user_offsets``       [T*F_u+1]
 ``user_dense``         [T, D_u]
+``rank_pos``           [T, P]      row of each ranking positive in the item bags (sampled softmax)
+``candidate_logw``     [U]         log weight of each item in the sampled softmax ([0]: full catalogue)
 =====================  ==========  ======================================================
+
+With sampled negatives (:func:`build_batch`'s ``negatives``) the ranking softmax runs over the batch's
+``U`` items instead of the catalogue: the items every task brings (supports, queries, positives: log
+weight 0, always present) plus the sampled ones (log weight ``log(N / M)`` for ``M`` draws out of ``N``
+items, the importance weight that keeps the estimate of the full normaliser unbiased).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -59,6 +66,15 @@ class TaskBatch:
     """[T, P] bool, False on padding (P may be 0 when the ranking loss is off)."""
     task_fold: torch.Tensor
     """[T] the training user's fold (its log row mod 2) for out-of-fold components; -1 outside training."""
+    rank_pos: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.long))
+    """[T, P] row of each ranking positive among ``batch_items`` (sampled softmax only, else [0, 0])."""
+    candidate_logw: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    """[U] log importance weight of each batch item in the sampled softmax; [0]: the full catalogue."""
+
+    @property
+    def sampled(self) -> bool:
+        """True when the ranking softmax runs over the batch's items plus sampled negatives."""
+        return self.candidate_logw.numel() > 0
 
     @property
     def n_tasks(self) -> int:
@@ -95,6 +111,8 @@ def build_batch(
     rank_positives: bool = False,
     rank_threshold: float | None = None,
     folds: bool = False,
+    negatives: np.ndarray | None = None,
+    n_catalogue: int = 0,
 ) -> TaskBatch:
     """Assemble the tensors of a meta-batch: padded lists and the CSR bags of its distinct items/users.
 
@@ -103,24 +121,15 @@ def build_batch(
     ``extra_items`` are added to the distinct items (for example sampled negatives).
     ``rank_positives``: also list each user's relevant items outside the support (ratings at or above
     ``rank_threshold``; every interaction when None) for the ranking loss. ``folds``: tag each task
-    with its user's fold (training batches).
+    with its user's fold (training batches). ``negatives``: items drawn uniformly (without replacement)
+    from the ``n_catalogue`` items for a sampled ranking softmax over the batch's items (see the module
+    docstring); needs ``rank_positives``.
     """
     s_idx = _trim(tasks.support)
     q_idx = _trim(tasks.query)
     s_mask, q_mask = s_idx >= 0, q_idx >= 0
     s_items = _gather(log.items, s_idx, 0)
     q_items = _gather(log.items, q_idx, 0)
-    all_items = [s_items.ravel(), q_items.ravel()]
-    if extra_items is not None:
-        all_items.append(np.asarray(extra_items, dtype=np.int64).ravel())
-    uniq, inverse = np.unique(np.concatenate(all_items), return_inverse=True)
-    s_pos = inverse[: s_items.size].reshape(s_items.shape)
-    q_pos = inverse[s_items.size : s_items.size + q_items.size].reshape(q_items.shape)
-    item_bags = space.item_table.gather(uniq)
-    if user_table is None:
-        if user_rows is None:
-            user_rows = space.user_rows(log.user_ids.gather(tasks.users))
-        user_table = space.user_table.gather(user_rows)
     rank_items, rank_mask = (
         _rank_positives(log, tasks, rank_threshold)
         if rank_positives
@@ -129,6 +138,29 @@ def build_batch(
             np.zeros((len(tasks), 0), bool),
         )
     )
+    all_items = [s_items.ravel(), q_items.ravel()]
+    if extra_items is not None:
+        all_items.append(np.asarray(extra_items, dtype=np.int64).ravel())
+    if negatives is not None:
+        if not rank_positives:
+            raise ValueError("sampled negatives need rank_positives=True")
+        all_items.append(rank_items[rank_mask])
+        forced = np.unique(np.concatenate(all_items))  # present whatever is drawn: weight 1
+        negatives = np.asarray(negatives, dtype=np.int64).ravel()
+        all_items.append(negatives)
+    uniq, inverse = np.unique(np.concatenate(all_items), return_inverse=True)
+    s_pos = inverse[: s_items.size].reshape(s_items.shape)
+    q_pos = inverse[s_items.size : s_items.size + q_items.size].reshape(q_items.shape)
+    if negatives is not None:
+        rank_pos = np.searchsorted(uniq, rank_items)
+        logw = np.where(np.isin(uniq, forced), 0.0, np.log(n_catalogue / max(len(negatives), 1)))
+    else:
+        rank_pos, logw = np.zeros((0, 0), np.int64), np.zeros(0)
+    item_bags = space.item_table.gather(uniq)
+    if user_table is None:
+        if user_rows is None:
+            user_rows = space.user_rows(log.user_ids.gather(tasks.users))
+        user_table = space.user_table.gather(user_rows)
     t = torch.from_numpy
     return TaskBatch(
         support_items=t(s_items.astype(np.int64)),
@@ -149,6 +181,8 @@ def build_batch(
         rank_items=t(rank_items),
         rank_mask=t(rank_mask),
         task_fold=t((tasks.users % 2) if folds else np.full(len(tasks), -1, dtype=np.int64)),
+        rank_pos=t(rank_pos.astype(np.int64)),
+        candidate_logw=t(logw.astype(np.float32)),
     )
 
 

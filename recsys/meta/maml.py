@@ -10,7 +10,8 @@ rows are masked out of every loss.
 
 All feature lookups happen before the ``vmap``: one ``EmbeddingBag`` call per side embeds the batch's
 distinct items and its users; the head's item side is computed once for those items (and, for the
-ranking loss, once for the catalogue), and tasks index it.
+ranking loss, once for the catalogue — or, above ``meta.rank_negatives`` items, for the batch's items
+plus sampled negatives: a sampled softmax), and tasks index it.
 """
 
 from __future__ import annotations
@@ -110,6 +111,11 @@ class MetaLearner(nn.Module):
         return self.cfg.inner_lr
 
     # ---- embedding lookups and item sides (outside the vmap) ----------------------------------
+    def sampled_negatives(self, n_items: int) -> int:
+        """How many negatives a training batch samples for the ranking softmax (0: the full catalogue)."""
+        m = self.cfg.rank_negatives
+        return m if self.cfg.rank_weight > 0 and 0 < m < n_items else 0
+
     def set_catalogue(self, indices: torch.Tensor, offsets: torch.Tensor, dense: torch.Tensor) -> None:
         """The catalogue's encoded items, for the ranking loss (a softmax over the catalogue)."""
         self._catalogue = (indices, offsets, dense)
@@ -124,11 +130,17 @@ class MetaLearner(nn.Module):
         items = self.net.embed_items(idx, off, dense)
         return self.head.item_side(items, torch.arange(items.shape[0], device=device))
 
-    def task_tensors(self, batch: TaskBatch) -> TaskTensors:
-        """One EmbeddingBag call per side, the head's item side once per distinct item, then per task."""
+    def batch_side(self, batch: TaskBatch) -> Side:
+        """The head's item side of the batch's distinct items (one EmbeddingBag call)."""
         items = self.net.embed_items(batch.item_indices, batch.item_offsets, batch.item_dense)
+        return self.head.item_side(items, batch.batch_items)
+
+    def task_tensors(self, batch: TaskBatch, side: Side | None = None) -> TaskTensors:
+        """One EmbeddingBag call per side, the head's item side once per distinct item (``side``, when
+        the caller has it already), then per task."""
         users = self.net.embed_users(batch.user_indices, batch.user_offsets, batch.user_dense)
-        side = self.head.item_side(items, batch.batch_items)
+        if side is None:
+            side = self.batch_side(batch)
         support = _index(side, batch.support_pos)
         if self.head.item_item_active:
             support.update(self.head.item_item_support(batch.support_items, batch.task_fold))
@@ -251,13 +263,21 @@ class MetaLearner(nn.Module):
 
     @staticmethod
     def rank_loss(ranks: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
-        """Softmax cross-entropy over the catalogue (support items excluded) of each task's positives."""
+        """Softmax cross-entropy over the catalogue (support items excluded) of each task's positives.
+
+        With a sampled batch (``batch.sampled``) ``ranks`` are [T, U] scores of the batch's items and
+        the softmax runs over them with each item's log importance weight added (sampled softmax)."""
+        if batch.sampled:
+            ranks = ranks + batch.candidate_logw
+            s_col, p_col = batch.support_pos, batch.rank_pos
+        else:
+            s_col, p_col = batch.support_items, batch.rank_items
         support = torch.zeros_like(ranks, dtype=torch.bool)
-        support.scatter_(1, batch.support_items, batch.support_mask)
+        support.scatter_(1, s_col, batch.support_mask)
         logp = torch.log_softmax(ranks.masked_fill(support, float("-inf")), dim=-1)
-        pos = logp.gather(1, batch.rank_items)
+        pos = logp.gather(1, p_col)
         # a positive that is also a support item (a duplicated interaction) has log p = -inf: not a target
-        valid = batch.rank_mask & ~support.gather(1, batch.rank_items)
+        valid = batch.rank_mask & ~support.gather(1, p_col)
         pos = torch.where(valid, pos, torch.zeros_like(pos))
         n = valid.sum(-1)
         per_task = -pos.sum(-1) / n.clamp_min(1)
@@ -269,9 +289,10 @@ class MetaLearner(nn.Module):
         return self.meta_loss(batch)
 
     def meta_loss(self, batch: TaskBatch, *, loop: bool = False) -> torch.Tensor:
-        tt = self.task_tensors(batch)
+        side = self.batch_side(batch)
+        tt = self.task_tensors(batch, side)
         use_rank = self.cfg.rank_weight > 0 and batch.rank_items.shape[1] > 0
-        cat = self.catalogue_side() if use_rank else None
+        cat = (side if batch.sampled else self.catalogue_side()) if use_rank else None
         run = self.query_outputs_loop if loop else self.query_outputs
         preds, ranks = run(tt, cat_side=cat)
         loss = preds.new_zeros(())

@@ -37,6 +37,7 @@ from recsys.utils.seeds import VALIDATION_TASKS, Seeds
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+NEGATIVES_STREAM = 7  # the last key of the sampled-negatives generator (apart from the tasks' stream)
 
 
 @dataclass
@@ -238,6 +239,17 @@ class MetaTrainer:
         self.state = TrainState(**meta["state"])
 
     # ---- training ------------------------------------------------------------------------------
+    def _negatives(self, epoch: int, step: int) -> dict[str, Any]:
+        """The sampled softmax's negatives of one batch (none for a catalogue of at most
+        ``meta.rank_negatives`` items): drawn from a generator keyed by (seed, epoch, step, rank), so a
+        resumed run draws the same ones."""
+        n_items = self.space.n_items
+        m = self.learner.sampled_negatives(n_items) if self.rank_loss else 0
+        if not m:
+            return {}
+        rng = np.random.default_rng([self.cfg.seed, epoch, step, self.rank, NEGATIVES_STREAM])
+        return {"negatives": rng.choice(n_items, size=m, replace=False), "n_catalogue": n_items}
+
     def _step(self, batch, weight: float = 1.0) -> torch.Tensor:
         """One meta-step. ``weight`` scales this process's share of a distributed global batch."""
         self.learner.train()
@@ -331,6 +343,7 @@ class MetaTrainer:
                     rank_positives=self.rank_loss,
                     rank_threshold=self.learner.cfg.rank_threshold,
                     folds=True,
+                    **self._negatives(epoch, i),
                 )
                 if self.device.type == "cuda":
                     batch = batch.pin_memory().to(self.device, non_blocking=True)
