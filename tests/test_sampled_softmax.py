@@ -22,7 +22,9 @@ def data(synthetic_small):
 
 
 def _tasks(log, n_tasks=6, seed=0):
-    return sample_tasks(log, np.arange(n_tasks), np.random.default_rng(seed), support_size=(2, 6), query_size=5)
+    return sample_tasks(
+        log, np.arange(n_tasks), np.random.default_rng(seed), support_size=(2, 6), query_size=5
+    )
 
 
 def _batch(space, log, tasks, negatives=None, dtype=torch.float64):
@@ -68,7 +70,9 @@ def test_sampled_normaliser_is_an_unbiased_estimate_of_the_full_one(data) -> Non
         b = _batch(space, log, tasks, negatives=negatives)
         for logw, out in ((b.candidate_logw.double(), draws), (0.0, plain)):
             weighted = (scores[b.batch_items] + logw).exp().expand(len(tasks), -1).clone()
-            weighted.scatter_(1, b.support_pos, torch.where(b.support_mask, 0.0, weighted.gather(1, b.support_pos)))
+            weighted.scatter_(
+                1, b.support_pos, torch.where(b.support_mask, 0.0, weighted.gather(1, b.support_pos))
+            )
             out.append(weighted.sum(1))
     b = _batch(space, log, tasks)
     full = scores.exp().expand(len(tasks), -1).clone()
