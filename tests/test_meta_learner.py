@@ -82,3 +82,23 @@ def test_melu_gradient_steps_lower_new_user_error_on_planted_data() -> None:
     )
     adapted, frozen = _query_mae(rec, log, tasks, steps=5), _query_mae(rec, log, tasks, steps=0)
     assert adapted < 0.97 * frozen, (adapted, frozen)
+
+
+def test_support_ignored_catalogue_ranking_really_ignores_the_support(data) -> None:
+    """Regression: the training summary's "Recall@20 no adaptation" was the adapted figure, because
+    ``ignore_support`` never reached the catalogue scores."""
+    from recsys.config import ModelConfig
+    from recsys.data.tasks import sample_tasks
+    from recsys.meta.validation import catalogue_scores
+
+    space, log = data
+    model = ModelConfig(embedding_dim=8, hidden=(16,), head="hybrid", factor_dim=6)
+    learner = make_learner(space, MetaConfig(inner_steps=0), model)
+    tasks = sample_tasks(log, np.arange(12), np.random.default_rng(0), support_size=(3, 6), query_size=5)
+    adapted = catalogue_scores(learner, space, log, tasks)
+    ignored = catalogue_scores(learner, space, log, tasks, ignore_support=True)
+    assert not np.allclose(adapted, ignored)
+    # the same as scoring the tasks with their support lists emptied
+    none = tasks.take(np.arange(12))
+    none.support[:] = -1
+    np.testing.assert_allclose(ignored, catalogue_scores(learner, space, log, none), rtol=1e-5, atol=1e-6)

@@ -62,7 +62,9 @@ def evaluate_rating_tasks(
             "ndcg@3": float(np.nanmean(M.query_ndcg(preds, target, mask, 3))),
         }
     if catalogue or space.implicit:
-        scores = catalogue_scores(learner, space, log, tasks, device=device, steps=steps)
+        scores = catalogue_scores(
+            learner, space, log, tasks, device=device, steps=steps, ignore_support=ignore_support
+        )
         out |= catalogue_quality(scores, space, log, tasks, threshold)
     return out
 
@@ -75,10 +77,14 @@ def catalogue_scores(
     *,
     device: torch.device | str = "cpu",
     steps: int | None = None,
+    ignore_support: bool = False,
 ) -> np.ndarray:
-    """Catalogue ranking scores [n_tasks, n_items] of each task's user adapted to its support."""
+    """Catalogue ranking scores [n_tasks, n_items] of each task's user adapted to its support
+    (``ignore_support``: scored as if the support were empty; the metrics still exclude it)."""
 
     si, sr = support_arrays(log, tasks)
+    if ignore_support:
+        si, sr = si[:, :0], sr[:, :0]
     rows = space.user_rows(log.user_ids.gather(tasks.users))
     return score_catalogue(
         learner, space, si, sr, space.user_table.gather(rows), device=device, steps=steps, ratings=False
