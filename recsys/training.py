@@ -11,7 +11,8 @@ The steps, in the order ``fit`` runs them:
    of the item ids, :func:`set_item_offsets`, :func:`fit_item_item_blend`);
 6. :func:`meta_train`: the outer loop (:class:`recsys.meta.trainer.MetaTrainer`), validated on the fixed
    :func:`validation_tasks_of` the validation users;
-7. :func:`choose_trend`: the trend prior's half-life and weight, for heads that take one;
+7. :func:`choose_rank_mix`: the weights of the ranking paths (support encoder, item-item), then
+   :func:`choose_trend`: the trend prior's half-life and weight, for heads that take them;
 8. :func:`summarise`: the validation figures printed at the end (:class:`FitSummary`).
 
 Randomness: every draw of the recipe comes from a named stream of ONE
@@ -390,7 +391,56 @@ def meta_train(
     return state
 
 
-# ---- 7. the trend prior ----------------------------------------------------------------------------
+# ---- 7. the ranking paths' weights and the trend prior ------------------------------------------
+RANK_MIXES = ((1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (1.0, 0.5), (1.0, 2.0), (0.5, 1.0), (1.0, 4.0))
+"""Candidate (support encoder, item-item) weights; the first is the model as trained."""
+
+
+def wants_rank_mix(head: Head, config: RecommenderConfig) -> bool:
+    """Whether the head has ranking paths to weigh and the config asks for it (``model.hybrid.rank_mix``)."""
+    return bool(head.capabilities.rank_mix and head.item_item_active and config.model.hybrid.rank_mix)
+
+
+def choose_rank_mix(
+    learner: MetaLearner,
+    space: FeatureSpace,
+    config: RecommenderConfig,
+    val_log: UserLog,
+    tasks: TaskSet,
+) -> dict[str, Any]:
+    """Step 7a: the weights of the support-encoder and item-item ranking paths that rank the validation
+    users' held-out items best (Recall@20 + nDCG@10) among :data:`RANK_MIXES`; the model as trained
+    (both 1) wins ties, so the weights move only where validation users show it helps. Returns the
+    choice for ``info["rank_mix"]``."""
+    head = learner.head
+    threshold = config.meta.rank_threshold
+    paths = []
+    for weights in ((1.0, 0.0), (0.0, 1.0)):  # each path's scores once; a mix is their weighted sum
+        head.set_rank_mix(*weights)
+        paths.append(catalogue_scores(learner, space, val_log, tasks))
+    values = {}
+    for enc, ii in RANK_MIXES:
+        m = catalogue_quality(enc * paths[0] + ii * paths[1], space, val_log, tasks, threshold)
+        values[(enc, ii)] = m["recall@20"] + m["cat_ndcg@10"]
+    best = max(RANK_MIXES, key=lambda w: (values[w], w == RANK_MIXES[0]))
+    head.set_rank_mix(*best)
+    log.info(
+        "ranking paths: support encoder x %g, item-item x %g (validation Recall@20 + nDCG@10 %.4f; "
+        "as trained %.4f, encoder alone %.4f, item-item alone %.4f)",
+        *best,
+        values[best],
+        values[(1.0, 1.0)],
+        values[(1.0, 0.0)],
+        values[(0.0, 1.0)],
+    )
+    return {
+        "support_encoder": best[0],
+        "item_item": best[1],
+        "validation_recall20_plus_ndcg10": {f"{e:g},{i:g}": round(v, 5) for (e, i), v in values.items()},
+    }
+
+
+# ---- 7b. the trend prior --------------------------------------------------------------------------
 def wants_trend(head: Head, config: RecommenderConfig) -> bool:
     """Whether the head takes a trend prior and the config asks for one (``model.hybrid.trend``)."""
     return bool(head.capabilities.trend_prior and config.model.hybrid.trend)
@@ -404,7 +454,7 @@ def choose_trend(
     val_log: UserLog,
     tasks: TaskSet,
 ) -> dict[str, Any]:
-    """Step 7: pick the trend prior's half-life and weight (weight 0: none) on the validation users'
+    """Step 7b: pick the trend prior's half-life and weight (weight 0: none) on the validation users'
     catalogue Recall@20 + nDCG@10, and set it on the head. Returns the choice for ``info["trend"]``."""
     head = learner.head
     threshold = config.meta.rank_threshold

@@ -132,6 +132,12 @@ def summary_text(rec: ColdStartRecommender) -> str:
     )
     if info.get("item_item"):
         used += f"\nitem-item blend: {info['item_item']}"
+    if info.get("rank_mix"):
+        mix = info["rank_mix"]
+        used += (
+            f"\nranking paths chosen on validation users: support encoder x {mix['support_encoder']:g}, "
+            f"item-item x {mix['item_item']:g}"
+        )
     return used + "\n" + ("\n".join(rec.summary.lines()) if rec.summary else "(no validation users)")
 
 

@@ -41,6 +41,11 @@ class HybridConfig(_Section):
     """``hybrid`` head: after training, add a time-decayed popularity prior ("what is trending") to the
     ranking scores; its half-life (7-365 days, or all-time popularity) and weight (0 included) are
     chosen on validation users. Without timestamps only all-time popularity is a candidate."""
+    rank_mix: bool = True
+    """``hybrid`` head: after training, choose the weights of the two ranking paths (the support
+    encoder, the item-item blend) on validation users' Recall@20 + nDCG@10, among both at 1 (as
+    trained), either alone and a few mixes, so the model falls back to the path that ranks better where
+    the other does not help (before the trend prior is chosen). false: both stay at 1."""
     item_item_max_items: int = 2_000_000
     """Catalogues larger than this skip the item-item blend (the training summary says so). The
     sparse kind keeps 2 x 8 bytes per item and neighbour, plus twice that while training."""

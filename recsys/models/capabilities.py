@@ -22,6 +22,9 @@ class HeadCapabilities:
     :meth:`Head.item_item_rows`); whether this instance does is :attr:`Head.item_item_active`."""
     trend_prior: bool = False
     """Adds a popularity prior to its ranking: ``trend`` / ``trend_weight`` buffers, :meth:`Head.set_trend`."""
+    rank_mix: bool = False
+    """Its ranking sums paths whose weights can be chosen after training: ``rank_mix`` buffer,
+    :meth:`Head.set_rank_mix` (``[support encoder, item-item]``)."""
     two_paths: bool = False
     """Rating and ranking paths with embeddings of their own: the network concatenates a rating part and a
     ranking part of every user and item vector, and :meth:`Head.param_groups` splits the parameters."""

@@ -303,6 +303,7 @@ class HybridHead(ItemItemBlend, Head):
         item_offsets=True,
         item_item_blend=True,
         trend_prior=True,
+        rank_mix=True,
         two_paths=True,
     )
     RATING = ("q_tower.", "q_bias.", "prior.", "mu", "log_lambda", "trust.")
@@ -373,6 +374,10 @@ class HybridHead(ItemItemBlend, Head):
         # chosen on validation users after training; weight 0 (no prior) while training
         self.register_buffer("trend", torch.zeros(n_catalogue))
         self.register_buffer("trend_weight", torch.zeros(()))
+        # weights of the ranking paths [support encoder, item-item]: (1, 1) while training; chosen on
+        # validation users after training (recsys.training.choose_rank_mix), so the model can fall back
+        # to either path alone where the other does not help
+        self.register_buffer("rank_mix", torch.ones(2))
         self.ii_scale = nn.Parameter(torch.tensor(1.0))
         self.ii_rate = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.ii_gate = nn.Linear(d, 1)  # per-user trust in the item-item scores, from the support summary
@@ -407,6 +412,10 @@ class HybridHead(ItemItemBlend, Head):
     def set_trend(self, prior: torch.Tensor, weight: float) -> None:
         self.trend.copy_(prior)
         self.trend_weight.fill_(weight)
+
+    def set_rank_mix(self, encoder: float, item_item: float) -> None:
+        """Weights of the support-encoder and item-item ranking paths (see ``rank_mix``)."""
+        self.rank_mix.copy_(torch.tensor([encoder, item_item], dtype=self.rank_mix.dtype))
 
     def item_side(self, items: torch.Tensor, index: torch.Tensor | None = None) -> Side:
         di = self.item_dim
@@ -463,7 +472,7 @@ class HybridHead(ItemItemBlend, Head):
 
     def support_terms(self, p: Params, s_side: Side, sy: torch.Tensor, sm: torch.Tensor) -> torch.Tensor:
         w = self.item_item_weights(p, p["fast.z"], sy, sm)  # inner steps on the ratings leave z as is
-        return p["ii_scale"] * w.unsqueeze(-1) * dense_rows(s_side, self.item_item_catalogue)
+        return self.rank_mix[1] * p["ii_scale"] * w.unsqueeze(-1) * dense_rows(s_side, self.item_item_catalogue)
 
     def log_shrinkage(
         self, p: Params, phi: torch.Tensor, resid: torch.Tensor, m: torch.Tensor
@@ -481,9 +490,10 @@ class HybridHead(ItemItemBlend, Head):
 
     def rank_parts(self, p: Params, user: torch.Tensor, side: Side) -> dict[str, torch.Tensor]:
         """The ranking score's terms: the support encoder, the item-item blend, the trend prior."""
-        parts = {"support_encoder": side["psi"] @ p["fast.z"] + side["c"]}
+        mix = self.rank_mix
+        parts = {"support_encoder": mix[0] * (side["psi"] @ p["fast.z"] + side["c"])}
         if "fast.ii" in p and "idx" in side:
-            parts["item_item"] = p["ii_scale"] * p["fast.ii"][side["idx"]]
+            parts["item_item"] = mix[1] * p["ii_scale"] * p["fast.ii"][side["idx"]]
         if "idx" in side and self.trend.numel():
             parts["trend"] = self.trend_weight * self.trend[side["idx"]]
         return parts

@@ -1,0 +1,168 @@
+"""The ranking paths' weights chosen after training (``model.hybrid.rank_mix``): the head's scores are the
+weighted sum of its paths, the choice on validation users keeps the model as trained unless another
+mix ranks better, and model files without the weights load as trained."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from recsys import training
+from recsys.data.synthetic import make_synthetic
+from recsys.data.tasks import UserLog, sample_tasks
+from recsys.persistence import load_weights
+from recsys.recommender import ColdStartRecommender
+
+TINY = {
+    "model": {"embedding_dim": 4, "hidden": [8], "factor_dim": 8},
+    "train": {"epochs": 1, "meta_batch_size": 16, "num_threads": 1},
+}
+RATINGS = {56: 5.0, 18: 4.0, 45: 1.0, 14: 2.0}
+
+
+@functools.cache
+def _ds():
+    return make_synthetic(n_users=120, n_items=60, n_interactions=2500, seed=3)
+
+
+@functools.cache
+def _fit(rank_mix: bool = True) -> ColdStartRecommender:
+    ds = _ds()
+    cfg = TINY | {"model": TINY["model"] | {"hybrid": {"rank_mix": rank_mix}}}
+    return ColdStartRecommender(cfg).fit_dataset(ds)
+
+
+def _validation(rec: ColdStartRecommender):
+    """A log of 40 of the users and one task each (support 3-5, query up to 10)."""
+    frame = _ds().interactions
+    log = UserLog.from_frame(
+        frame.filter(pl.col("user_id").is_in(frame["user_id"].unique().sort()[:40].implode())),
+        rec.space.items,
+    )
+    tasks = sample_tasks(
+        log, np.arange(log.n_users), np.random.default_rng(0), support_size=(3, 5), query_size=10
+    )
+    return log, tasks
+
+
+def _rank(rec: ColdStartRecommender, mix: tuple[float, float]) -> np.ndarray:
+    head = rec.learner.head
+    before = head.rank_mix.clone()
+    head.set_rank_mix(*mix)
+    try:
+        scores, _ = rec.score_users([RATINGS], what="rank")
+    finally:
+        head.rank_mix.copy_(before)
+    return scores[0]
+
+
+def test_ranking_scores_are_the_weighted_sum_of_the_paths() -> None:
+    rec = _fit()
+    head = rec.learner.head
+    trend = (head.trend_weight * head.trend).numpy()
+    encoder = _rank(rec, (1.0, 0.0)) - trend
+    item_item = _rank(rec, (0.0, 1.0)) - trend
+    assert np.abs(encoder).max() > 0 and np.abs(item_item).max() > 0
+    np.testing.assert_allclose(
+        _rank(rec, (0.5, 2.0)), 0.5 * encoder + 2.0 * item_item + trend, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_fit_records_the_chosen_mix_and_sets_it_on_the_head() -> None:
+    rec = _fit()
+    mix = rec.info["rank_mix"]
+    assert (mix["support_encoder"], mix["item_item"]) in training.RANK_MIXES
+    assert rec.learner.head.rank_mix.tolist() == [mix["support_encoder"], mix["item_item"]]
+    values = mix["validation_recall20_plus_ndcg10"]
+    assert values[f"{mix['support_encoder']:g},{mix['item_item']:g}"] == max(values.values())
+
+
+def test_rank_mix_off_keeps_both_paths_as_trained() -> None:
+    rec = _fit(rank_mix=False)
+    assert "rank_mix" not in rec.info
+    assert rec.learner.head.rank_mix.tolist() == [1.0, 1.0]
+
+
+def _choose_with_paths(monkeypatch, encoder: np.ndarray, item_item: np.ndarray) -> dict:
+    """choose_rank_mix on the tiny model's validation users with planted path scores."""
+    rec = _fit()
+    learner, space = rec.learner, rec.space
+
+    def planted_scores(learner, space, log, tasks, **kw):
+        enc, ii = learner.head.rank_mix.tolist()
+        return enc * encoder[: len(tasks)] + ii * item_item[: len(tasks)]
+
+    monkeypatch.setattr(training, "catalogue_scores", planted_scores)
+    val_log, tasks = _validation(rec)
+    before = learner.head.rank_mix.tolist()
+    try:
+        return training.choose_rank_mix(learner, space, rec.config, val_log, tasks)
+    finally:
+        learner.head.set_rank_mix(*before)
+
+
+def test_a_path_that_only_adds_noise_gets_weight_zero(monkeypatch) -> None:
+    rec = _fit()
+    val_log, tasks = _validation(rec)
+    n = rec.space.n_items
+    # item-item path: every held-out item of each validation user on top; encoder: noise
+    perfect = np.zeros((len(tasks), n))
+    for t in range(len(tasks)):
+        held = tasks.query[t][tasks.query[t] >= 0]
+        perfect[t, val_log.items[held]] = 10.0
+    noise = np.random.default_rng(0).normal(0, 100.0, (len(tasks), n))
+    chosen = _choose_with_paths(monkeypatch, noise, perfect)
+    assert chosen["support_encoder"] == 0.0 and chosen["item_item"] == 1.0
+
+
+def test_the_model_as_trained_wins_ties(monkeypatch) -> None:
+    rec = _fit()
+    _, tasks = _validation(rec)
+    same = np.random.default_rng(1).normal(size=(len(tasks), rec.space.n_items))
+    chosen = _choose_with_paths(monkeypatch, same, same)
+    assert (chosen["support_encoder"], chosen["item_item"]) == (1.0, 1.0)
+
+
+def test_a_model_file_without_rank_mix_loads_with_both_paths_at_one() -> None:
+    rec = _fit()
+    rec_state = rec.learner.state_dict()
+    state = {k: v for k, v in rec_state.items() if k != "net.head.rank_mix"}
+    fresh = training.build_learner(rec.config, rec.space, rec.info["rating_mean"])
+    load_weights(fresh, state)  # what loading a model saved before the mix existed does
+    assert fresh.head.rank_mix.tolist() == [1.0, 1.0]
+    assert torch.equal(fresh.state_dict()["net.head.ii_scale"], rec_state["net.head.ii_scale"])
+
+
+def test_saved_model_keeps_the_chosen_mix(tmp_path) -> None:
+    rec = _fit()
+    rec.learner.head.set_rank_mix(0.5, 2.0)
+    try:
+        rec.save(tmp_path / "m")
+        back = ColdStartRecommender.load(tmp_path / "m")
+        assert back.learner.head.rank_mix.tolist() == [0.5, 2.0]
+    finally:
+        rec.learner.head.set_rank_mix(
+            rec.info["rank_mix"]["support_encoder"], rec.info["rank_mix"]["item_item"]
+        )
+
+
+@pytest.mark.parametrize("mix", [(0.0, 1.0), (1.0, 0.0)])
+def test_explanation_parts_follow_the_mix(mix) -> None:
+    rec = _fit()
+    head = rec.learner.head
+    before = head.rank_mix.tolist()
+    head.set_rank_mix(*mix)
+    try:
+        item = 3
+        e = rec.explain(RATINGS, item)
+        assert sum(e["parts"].values()) == pytest.approx(e["score"], abs=1e-9)
+        zero = "support_encoder" if mix[0] == 0 else "item_item"
+        assert e["parts"][zero] == 0.0
+        contributions = sum(s["contribution"] for s in e["support"])
+        assert contributions == pytest.approx(e["parts"]["item_item"], abs=1e-6)
+    finally:
+        head.set_rank_mix(*before)
