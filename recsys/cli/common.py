@@ -52,7 +52,12 @@ def prepare_out(out: Path, *, lock: bool = True) -> None:
     on_close(cleanup)
 
 
-PROGRESS_LOGGERS = ("recsys.models.item_init", "recsys.models.item_item", "recsys.recommender", "recsys.training")
+PROGRESS_LOGGERS = (
+    "recsys.models.item_init",
+    "recsys.models.item_item",
+    "recsys.recommender",
+    "recsys.training",
+)
 """Loggers whose INFO lines (ALS initialisation, item-item blend, trend choice: the long steps around
 the epochs) ``recsys train`` shows on stderr without -v."""
 

@@ -472,7 +472,9 @@ class HybridHead(ItemItemBlend, Head):
 
     def support_terms(self, p: Params, s_side: Side, sy: torch.Tensor, sm: torch.Tensor) -> torch.Tensor:
         w = self.item_item_weights(p, p["fast.z"], sy, sm)  # inner steps on the ratings leave z as is
-        return self.rank_mix[1] * p["ii_scale"] * w.unsqueeze(-1) * dense_rows(s_side, self.item_item_catalogue)
+        return (
+            self.rank_mix[1] * p["ii_scale"] * w.unsqueeze(-1) * dense_rows(s_side, self.item_item_catalogue)
+        )
 
     def log_shrinkage(
         self, p: Params, phi: torch.Tensor, resid: torch.Tensor, m: torch.Tensor
