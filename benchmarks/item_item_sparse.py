@@ -44,7 +44,7 @@ def main() -> None:
     rows = np.arange(full.n_users)
     train, val = full.subset(rows[rows % 10 != 0]), full.subset(rows[rows % 10 == 0])
     n = space.n_items
-    tasks, support = ii._validation_tasks(val, np.random.default_rng(0))
+    tasks, support, _ = ii._validation_tasks(val, np.random.default_rng(0))
     threshold, implicit = 4.0, space.implicit
     if args.interactions:
         wall, cpu = time.perf_counter(), time.process_time()

@@ -48,6 +48,7 @@ PHASES = (
     "als_start",
     "item_item",
     "meta_training",
+    "rank_mix",
     "trend_choice",
     "summary",
     "save",
@@ -79,6 +80,7 @@ RUN_KEYS = (
     "n_items",
     "n_interactions",
     "item_item",
+    "rank_mix",
     "trend",
 )
 """The keys of every run's figures (None where a run did not reach them)."""
@@ -144,6 +146,11 @@ def install_timers(rec: Recorder) -> None:
         facts["item_item"] = info.get("item_item")
         facts["item_id_init"] = info.get("item_id_init")
 
+    def mix_facts(info) -> None:
+        facts["rank_mix"] = (
+            f"support encoder x {info['support_encoder']:g}, item-item x {info['item_item']:g}"
+        )
+
     def trend_facts(info) -> None:
         facts["trend"] = info.get("chosen")
 
@@ -160,6 +167,7 @@ def install_timers(rec: Recorder) -> None:
     if hasattr(training, "fit_item_item_blend"):
         training.fit_item_item_blend = rec.timed("item_item", training.fit_item_item_blend)
     training.meta_train = rec.timed("meta_training", training.meta_train)
+    training.choose_rank_mix = rec.timed("rank_mix", training.choose_rank_mix, mix_facts)
     training.choose_trend = rec.timed("trend_choice", training.choose_trend, trend_facts)
     training.summarise = rec.timed("summary", training.summarise)
     ColdStartRecommender.save = rec.timed("save", ColdStartRecommender.save)
@@ -314,6 +322,7 @@ def summarise_run(
             else None
         ),
         "trend": facts.get("trend"),
+        "rank_mix": facts.get("rank_mix"),
     }
 
 
@@ -397,7 +406,10 @@ def show(f: dict[str, Any]) -> None:
         f"  peak resident memory {s(f['peak_rss_gb'], ' GB')} (rank 0; all ranks "
         f"{s(f['peak_rss_gb_all_ranks'], ' GB')}); model on disk {s(f['model_size_mb'], ' MB')}"
     )
-    print(f"  item-item blend: {f['item_item']}; trend prior: {f['trend']}", flush=True)
+    print(
+        f"  item-item blend: {f['item_item']}; ranking paths: {f.get('rank_mix')}; trend prior: {f['trend']}",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

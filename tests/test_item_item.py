@@ -37,3 +37,18 @@ def test_an_out_of_fold_item_item_matrix_never_contains_its_own_folds_users() ->
     assert folds[1][12, 13] > 0 and folds[1][13, 12] > 0
     assert folds[0][12, 13] == 0 and folds[0][13, 12] == 0
     assert not folds[0][[12, 13]].any() and not folds[0][:, [12, 13]].any()
+
+
+def test_the_blend_chooses_liked_only_ease_where_only_the_liked_items_predict_what_users_like() -> None:
+    """The planted log of tests/test_fair_baselines.py: users like a cluster and rate another one low,
+    and the low-rated cluster co-occurs more. On validation users the liked-only EASE candidate ranks the
+    liked cluster, the every-rating one the disliked cluster, so the blend chooses ``ease-liked``."""
+    from tests.test_fair_baselines import N_ITEMS, as_log, planted_log
+
+    train, validation = as_log(planted_log(120, seed=0)), as_log(planted_log(40, seed=1))
+    full, folds, chosen = fit_item_item(train, validation, N_ITEMS, threshold=4.0, implicit=False)
+    assert chosen.startswith("ease-liked:")
+    _, _, plain = fit_item_item(train, validation, N_ITEMS, threshold=None, implicit=False)
+    assert plain.startswith("ease:")  # no relevance threshold: no liked-only candidates
+    _, _, implicit = fit_item_item(train, validation, N_ITEMS, threshold=4.0, implicit=True)
+    assert implicit.startswith("ease:")

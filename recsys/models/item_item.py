@@ -8,7 +8,8 @@ did not see the task's own user.
 Two storages, by catalogue size (``model.hybrid.item_item_dense_items``, default 4,000):
 
 * **dense** (``n_items <= dense limit``): an ``n_items x n_items`` matrix; the candidates are EASE
-  (Steck 2019) at four regularisation strengths, plus cosine item-kNN at 100 or 400 neighbours with
+  (Steck 2019) at four regularisation strengths — for explicit ratings each fitted on every rating and
+  on the liked ones only (``ease-liked``, the positives the ranking path learns from) — plus cosine item-kNN at 100 or 400 neighbours with
   ``item_item_kinds = "ease+cosine"``. Six O(n^3) inversions (four candidates, two folds) and n^2
   memory per copy: at 4,000 items about 7 s per inversion on this 2-core machine, at 17,600 items the
   whole default fit took 27 min and 7 GB, which is why the dense limit sits at 4,000.
@@ -51,12 +52,15 @@ EVAL_CHUNK = 512
 """Validation users scored at once for the sparse kind ([chunk, n_items] dense scores)."""
 
 
-def _fit(log_: UserLog, n_items: int, kind: tuple[str, float]) -> np.ndarray:
-    """The dense item-item matrix of one candidate, fitted on ``log_``."""
+def _fit(log_: UserLog, n_items: int, kind: tuple[str, float], threshold: float | None = None) -> np.ndarray:
+    """The dense item-item matrix of one candidate, fitted on ``log_`` (``ease-liked``: on the ratings at
+    or above ``threshold`` only)."""
 
     name, value = kind
     if name == "ease":
         return BASELINES["ease"](lam=value).fit(log_, n_items).B
+    if name == "ease-liked":
+        return BASELINES["ease"](lam=value, positives="liked", threshold=threshold).fit(log_, n_items).B
     similarity = BASELINES["item-knn"](K=int(value)).fit(log_, n_items).similarity
     return np.asarray(similarity.toarray(), dtype=np.float32)
 
@@ -69,17 +73,29 @@ def _spread(matrix: np.ndarray, support_items: np.ndarray | None) -> float:
     return float((x @ matrix).std()) or 1.0
 
 
+def _dense_candidates(kinds: str, threshold: float | None, implicit: bool) -> list[tuple[str, float]]:
+    """The dense candidates of ``item_item_kinds``; for explicit ratings with a relevance threshold every
+    EASE strength twice: fitted on every rating (``ease``) and on the liked ones only (``ease-liked``,
+    scored from the liked support items), as the fair EASE baseline tunes its positives."""
+    chosen = [c for c in CANDIDATES if c[0] in kinds.split("+")]
+    if implicit or threshold is None:
+        return chosen
+    return chosen + [("ease-liked", lam) for name, lam in chosen if name == "ease"]
+
+
 def _validation_tasks(
-    validation: UserLog | None, rng: np.random.Generator | None
-) -> tuple[TaskSet | None, np.ndarray | None]:
-    """Validation tasks with 5 support items and a query (None without such users), and their support."""
+    validation: UserLog | None, rng: np.random.Generator | None, threshold: float | None = None
+) -> tuple[TaskSet | None, np.ndarray | None, np.ndarray | None]:
+    """Validation tasks with 5 support items and a query (None without such users), their support, and
+    the support with the items rated below ``threshold`` as padding (-1)."""
     eligible = np.nonzero(validation.counts > 5)[0] if validation is not None else np.zeros(0, np.int64)
     if not len(eligible):
-        return None, None
+        return None, None, None
     rng = rng if rng is not None else np.random.default_rng(0)
     tasks = sample_tasks(validation, eligible, rng, support_size=5, query_size=10)
-    support, _ = support_arrays(validation, tasks)
-    return tasks, support
+    support, ratings = support_arrays(validation, tasks)
+    liked = support if threshold is None else np.where(ratings >= threshold, support, -1)
+    return tasks, support, liked
 
 
 def _recall20(
@@ -126,27 +142,28 @@ def fit_item_item(
     ``rng`` draws the validation tasks the kind is chosen on (training passes the ``item-item`` stream
     of :class:`recsys.utils.seeds.Seeds`; None: a generator seeded 0).
     """
-    tasks, support = _validation_tasks(validation, rng)
+    tasks, support, liked_support = _validation_tasks(validation, rng, threshold)
     if n_items > dense_items:
         k = max(1, min(neighbours, n_items - 1))
         return _fit_sparse(train, validation, n_items, tasks, support, threshold, implicit, k, dense_items)
     kind, full = DEFAULT, None
     if tasks is not None:  # validation users with 5 support items and a query: choose on them
         best = -np.inf
-        for candidate in (c for c in CANDIDATES if c[0] in kinds.split("+")):
-            matrix = _fit(train, n_items, candidate)
-            x = exclusion_mask(support, n_items).astype(np.float32)  # the binary support rows
+        for candidate in _dense_candidates(kinds, threshold, implicit):
+            matrix = _fit(train, n_items, candidate, threshold)
+            rows = liked_support if candidate[0] == "ease-liked" else support
+            x = exclusion_mask(rows, n_items).astype(np.float32)  # the binary support rows
             value = _mean_recall(_recall20(x @ matrix, validation, tasks, threshold, implicit))
             if value > best:
                 best, kind, full = value, candidate, matrix
         log.info("item-item blend: %s %g (validation Recall@20 %.4f)", *kind, best)
     if full is None:
-        full = _fit(train, n_items, kind)
+        full = _fit(train, n_items, kind, threshold)
     scale = 1.0 / _spread(full, support)
     rows = np.arange(train.n_users)
     folds = np.empty((2, n_items, n_items), dtype=np.float32)
     for fold in (0, 1):
-        folds[fold] = _fit(train.subset(rows[rows % 2 != fold]), n_items, kind) * scale
+        folds[fold] = _fit(train.subset(rows[rows % 2 != fold]), n_items, kind, threshold) * scale
     return (full * scale).astype(np.float32), folds, f"{kind[0]}:{kind[1]:g}"
 
 
