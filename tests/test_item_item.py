@@ -46,7 +46,7 @@ def test_the_blend_chooses_liked_only_ease_where_only_the_liked_items_predict_wh
     from tests.test_fair_baselines import N_ITEMS, as_log, planted_log
 
     train, validation = as_log(planted_log(120, seed=0)), as_log(planted_log(40, seed=1))
-    full, folds, chosen = fit_item_item(train, validation, N_ITEMS, threshold=4.0, implicit=False)
+    _, _, chosen = fit_item_item(train, validation, N_ITEMS, threshold=4.0, implicit=False)
     assert chosen.startswith("ease-liked:")
     _, _, plain = fit_item_item(train, validation, N_ITEMS, threshold=None, implicit=False)
     assert plain.startswith("ease:")  # no relevance threshold: no liked-only candidates
