@@ -48,7 +48,7 @@ PHASES = (
     "als_start",
     "item_item",
     "meta_training",
-    "rank_mix",
+    "path_weights",
     "trend_choice",
     "summary",
     "save",
@@ -167,7 +167,8 @@ def install_timers(rec: Recorder) -> None:
     if hasattr(training, "fit_item_item_blend"):
         training.fit_item_item_blend = rec.timed("item_item", training.fit_item_item_blend)
     training.meta_train = rec.timed("meta_training", training.meta_train)
-    training.choose_rank_mix = rec.timed("rank_mix", training.choose_rank_mix, mix_facts)
+    training.choose_rank_mix = rec.timed("path_weights", training.choose_rank_mix, mix_facts)
+    training.choose_fold_in_weight = rec.timed("path_weights", training.choose_fold_in_weight)
     training.choose_trend = rec.timed("trend_choice", training.choose_trend, trend_facts)
     training.summarise = rec.timed("summary", training.summarise)
     ColdStartRecommender.save = rec.timed("save", ColdStartRecommender.save)

@@ -128,6 +128,10 @@ class ColdStartRecommender:
         self.history, self._cache = state.history, None
         if tasks is not None and training.wants_rank_mix(self.learner.head, cfg):
             self.info["rank_mix"] = training.choose_rank_mix(self.learner, space, cfg, val_log, tasks)
+        if tasks is not None and training.wants_fold_in_weight(self.learner.head, cfg, space):
+            self.info["fold_in_weight"] = training.choose_fold_in_weight(
+                self.learner, space, cfg, val_log, tasks
+            )
         if tasks is not None and training.wants_trend(self.learner.head, cfg):
             self.info["trend"] = training.choose_trend(self.learner, space, cfg, train_log, val_log, tasks)
         if tasks is not None:

@@ -11,8 +11,9 @@ The steps, in the order ``fit`` runs them:
    of the item ids, :func:`set_item_offsets`, :func:`fit_item_item_blend`);
 6. :func:`meta_train`: the outer loop (:class:`recsys.meta.trainer.MetaTrainer`), validated on the fixed
    :func:`validation_tasks_of` the validation users;
-7. :func:`choose_rank_mix`: the weights of the ranking paths (support encoder, item-item), then
-   :func:`choose_trend`: the trend prior's half-life and weight, for heads that take them;
+7. :func:`choose_rank_mix`: the weights of the ranking paths (support encoder, item-item),
+   :func:`choose_fold_in_weight`: the weight of the rating fold-in, then :func:`choose_trend`: the
+   trend prior's half-life and weight, for heads that take them;
 8. :func:`summarise`: the validation figures printed at the end (:class:`FitSummary`).
 
 Randomness: every draw of the recipe comes from a named stream of ONE
@@ -398,7 +399,7 @@ RANK_MIXES = ((1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (1.0, 0.5), (1.0, 2.0), (0.5, 
 
 def wants_rank_mix(head: Head, config: RecommenderConfig) -> bool:
     """Whether the head has ranking paths to weigh and the config asks for it (``model.hybrid.rank_mix``)."""
-    return bool(head.capabilities.rank_mix and head.item_item_active and config.model.hybrid.rank_mix)
+    return bool(head.capabilities.path_weights and head.item_item_active and config.model.hybrid.rank_mix)
 
 
 def choose_rank_mix(
@@ -438,6 +439,42 @@ def choose_rank_mix(
         "item_item": best[1],
         "validation_recall20_plus_ndcg10": {f"{e:g},{i:g}": round(v, 5) for (e, i), v in values.items()},
     }
+
+
+FOLD_IN_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
+"""Candidate weights of the rating fold-in; the first is the model as trained."""
+
+
+def wants_fold_in_weight(head: Head, config: RecommenderConfig, space: FeatureSpace) -> bool:
+    """Whether the head's fold-in weight is to be chosen (``model.hybrid.fold_in_weight``; ratings only)."""
+    return bool(head.capabilities.path_weights and config.model.hybrid.fold_in_weight and not space.implicit)
+
+
+def choose_fold_in_weight(
+    learner: MetaLearner,
+    space: FeatureSpace,
+    config: RecommenderConfig,
+    val_log: UserLog,
+    tasks: TaskSet,
+) -> dict[str, Any]:
+    """Step 7a': the weight of the user's fold-in term in the rating prediction with the lowest
+    validation MAE among :data:`FOLD_IN_WEIGHTS` (as trained, 1, wins ties). Returns the choice for
+    ``info["fold_in_weight"]``."""
+    head = learner.head
+    values = {}
+    for weight in FOLD_IN_WEIGHTS:
+        head.set_fold_in_weight(weight)
+        values[weight] = evaluate_rating_tasks(learner, space, val_log, tasks)["mae"]
+    best = min(FOLD_IN_WEIGHTS, key=lambda w: (values[w], w != FOLD_IN_WEIGHTS[0]))
+    head.set_fold_in_weight(best)
+    log.info(
+        "rating fold-in weight: %g (validation MAE %.4f; as trained %.4f, item baseline alone %.4f)",
+        best,
+        values[best],
+        values[1.0],
+        values[0.0],
+    )
+    return {"weight": best, "validation_mae": {f"{w:g}": round(v, 5) for w, v in values.items()}}
 
 
 # ---- 7b. the trend prior --------------------------------------------------------------------------

@@ -132,6 +132,8 @@ def summary_text(rec: ColdStartRecommender) -> str:
     )
     if info.get("item_item"):
         used += f"\nitem-item blend: {info['item_item']}"
+    if info.get("fold_in_weight"):
+        used += f"\nrating fold-in weight chosen on validation users: {info['fold_in_weight']['weight']:g}"
     if info.get("rank_mix"):
         mix = info["rank_mix"]
         used += (

@@ -46,6 +46,11 @@ class HybridConfig(_Section):
     encoder, the item-item blend) on validation users' Recall@20 + nDCG@10, among both at 1 (as
     trained), either alone and a few mixes, so the model falls back to the path that ranks better where
     the other does not help (before the trend prior is chosen). false: both stay at 1."""
+    fold_in_weight: bool = True
+    """``hybrid`` head: after training, choose the weight of the user's ridge fold-in in the rating
+    prediction (1 as trained, 0.75, 0.5, 0.25, or 0: the item's baseline alone) on validation users'
+    MAE, the model as trained winning ties, so on a log where adapting to a few ratings does not help
+    the prediction falls back towards the damped item mean. false: it stays at 1."""
     item_item_max_items: int = 2_000_000
     """Catalogues larger than this skip the item-item blend (the training summary says so). The
     sparse kind keeps 2 x 8 bytes per item and neighbour, plus twice that while training."""

@@ -22,9 +22,10 @@ class HeadCapabilities:
     :meth:`Head.item_item_rows`); whether this instance does is :attr:`Head.item_item_active`."""
     trend_prior: bool = False
     """Adds a popularity prior to its ranking: ``trend`` / ``trend_weight`` buffers, :meth:`Head.set_trend`."""
-    rank_mix: bool = False
-    """Its ranking sums paths whose weights can be chosen after training: ``rank_mix`` buffer,
-    :meth:`Head.set_rank_mix` (``[support encoder, item-item]``)."""
+    path_weights: bool = False
+    """Its paths have weights chosen after training: the ranking paths' ``rank_mix`` buffer
+    (:meth:`Head.set_rank_mix`, ``[support encoder, item-item]``) and the rating fold-in's
+    ``fold_in_weight`` (:meth:`Head.set_fold_in_weight`)."""
     two_paths: bool = False
     """Rating and ranking paths with embeddings of their own: the network concatenates a rating part and a
     ranking part of every user and item vector, and :meth:`Head.param_groups` splits the parameters."""

@@ -303,7 +303,7 @@ class HybridHead(ItemItemBlend, Head):
         item_offsets=True,
         item_item_blend=True,
         trend_prior=True,
-        rank_mix=True,
+        path_weights=True,
         two_paths=True,
     )
     RATING = ("q_tower.", "q_bias.", "prior.", "mu", "log_lambda", "trust.")
@@ -378,6 +378,10 @@ class HybridHead(ItemItemBlend, Head):
         # validation users after training (recsys.training.choose_rank_mix), so the model can fall back
         # to either path alone where the other does not help
         self.register_buffer("rank_mix", torch.ones(2))
+        # weight of the user's fold-in term in the rating prediction: 1 while training; chosen on
+        # validation users' MAE after training (recsys.training.choose_fold_in_weight), 0 reduces the
+        # prediction to the item's baseline (global mean + item bias: a damped item mean)
+        self.register_buffer("fold_in_weight", torch.ones(()))
         self.ii_scale = nn.Parameter(torch.tensor(1.0))
         self.ii_rate = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.ii_gate = nn.Linear(d, 1)  # per-user trust in the item-item scores, from the support summary
@@ -412,6 +416,10 @@ class HybridHead(ItemItemBlend, Head):
     def set_trend(self, prior: torch.Tensor, weight: float) -> None:
         self.trend.copy_(prior)
         self.trend_weight.fill_(weight)
+
+    def set_fold_in_weight(self, weight: float) -> None:
+        """Weight of the user's fold-in term in the rating prediction (see ``fold_in_weight``)."""
+        self.fold_in_weight.fill_(weight)
 
     def set_rank_mix(self, encoder: float, item_item: float) -> None:
         """Weights of the support-encoder and item-item ranking paths (see ``rank_mix``)."""
@@ -485,7 +493,7 @@ class HybridHead(ItemItemBlend, Head):
         return p["log_lambda"] + F.linear(support_summary(phi, resid, m), p["trust.weight"], p["trust.bias"])
 
     def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
-        return p["mu"] + side["b"] + side["q1"] @ p["fast.w"]
+        return p["mu"] + side["b"] + self.fold_in_weight * (side["q1"] @ p["fast.w"])
 
     def rank(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
         return sum(self.rank_parts(p, user, side).values())

@@ -1,6 +1,7 @@
-"""The ranking paths' weights chosen after training (``model.hybrid.rank_mix``): the head's scores are the
-weighted sum of its paths, the choice on validation users keeps the model as trained unless another
-mix ranks better, and model files without the weights load as trained."""
+"""The paths' weights chosen after training: the ranking paths' mix (``model.hybrid.rank_mix``) and the
+rating fold-in's weight (``model.hybrid.fold_in_weight``). The head's outputs are the weighted sums of
+its paths, the choice on validation users keeps the model as trained unless another weight does better,
+and model files without the weights load as trained."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ def _ds():
 
 
 @functools.cache
-def _fit(rank_mix: bool = True) -> ColdStartRecommender:
+def _fit(rank_mix: bool = True, fold_in_weight: bool = True) -> ColdStartRecommender:
     ds = _ds()
-    cfg = TINY | {"model": TINY["model"] | {"hybrid": {"rank_mix": rank_mix}}}
+    hybrid = {"rank_mix": rank_mix, "fold_in_weight": fold_in_weight}
+    cfg = TINY | {"model": TINY["model"] | {"hybrid": hybrid}}
     return ColdStartRecommender(cfg).fit_dataset(ds)
 
 
@@ -130,10 +132,10 @@ def test_the_model_as_trained_wins_ties(monkeypatch) -> None:
 def test_a_model_file_without_rank_mix_loads_with_both_paths_at_one() -> None:
     rec = _fit()
     rec_state = rec.learner.state_dict()
-    state = {k: v for k, v in rec_state.items() if k != "net.head.rank_mix"}
+    state = {k: v for k, v in rec_state.items() if k not in ("net.head.rank_mix", "net.head.fold_in_weight")}
     fresh = training.build_learner(rec.config, rec.space, rec.info["rating_mean"])
-    load_weights(fresh, state)  # what loading a model saved before the mix existed does
-    assert fresh.head.rank_mix.tolist() == [1.0, 1.0]
+    load_weights(fresh, state)  # what loading a model saved before the weights existed does
+    assert fresh.head.rank_mix.tolist() == [1.0, 1.0] and float(fresh.head.fold_in_weight) == 1.0
     assert torch.equal(fresh.state_dict()["net.head.ii_scale"], rec_state["net.head.ii_scale"])
 
 
@@ -166,3 +168,66 @@ def test_explanation_parts_follow_the_mix(mix) -> None:
         assert contributions == pytest.approx(e["parts"]["item_item"], abs=1e-6)
     finally:
         head.set_rank_mix(*before)
+
+
+# ---- the rating fold-in's weight -------------------------------------------------------------------------
+def _predict(rec: ColdStartRecommender, weight: float) -> np.ndarray:
+    head = rec.learner.head
+    before = float(head.fold_in_weight)
+    head.set_fold_in_weight(weight)
+    try:
+        return rec.predict(RATINGS, list(range(1, 40)))
+    finally:
+        head.set_fold_in_weight(before)
+
+
+def test_rating_predictions_are_the_item_baseline_plus_the_weighted_fold_in() -> None:
+    rec = _fit()
+    base, full = _predict(rec, 0.0), _predict(rec, 1.0)
+    assert not np.allclose(base, full)
+    np.testing.assert_allclose(_predict(rec, 0.5), 0.5 * (base + full), rtol=1e-5, atol=1e-5)
+    # weight 0: every user gets the item's baseline, whatever they rated
+    head = rec.learner.head
+    before = float(head.fold_in_weight)
+    head.set_fold_in_weight(0.0)
+    try:
+        other = rec.predict({3: 1.0, 7: 2.0}, list(range(1, 40)))
+    finally:
+        head.set_fold_in_weight(before)
+    np.testing.assert_allclose(other, base, rtol=1e-6)
+
+
+def test_fit_records_the_fold_in_weight_with_the_lowest_validation_mae() -> None:
+    rec = _fit()
+    chosen = rec.info["fold_in_weight"]
+    assert chosen["weight"] in training.FOLD_IN_WEIGHTS
+    assert float(rec.learner.head.fold_in_weight) == chosen["weight"]
+    values = chosen["validation_mae"]
+    assert values[f"{chosen['weight']:g}"] == min(values.values())
+    if values["1"] == min(values.values()):
+        assert chosen["weight"] == 1.0  # the model as trained wins ties
+
+
+def test_fold_in_weight_off_keeps_the_fold_in_as_trained() -> None:
+    rec = _fit(fold_in_weight=False)
+    assert "fold_in_weight" not in rec.info
+    assert float(rec.learner.head.fold_in_weight) == 1.0
+
+
+def test_a_fold_in_that_only_adds_noise_gets_weight_zero(monkeypatch) -> None:
+    """Validation MAE that grows with the fold-in's weight: the prediction falls back to the item's
+    baseline."""
+    rec = _fit()
+    learner, space = rec.learner, rec.space
+
+    def planted(learner, space, log, tasks, **kw):
+        return {"mae": 0.7 + float(learner.head.fold_in_weight)}
+
+    monkeypatch.setattr(training, "evaluate_rating_tasks", planted)
+    val_log, tasks = _validation(rec)
+    before = float(learner.head.fold_in_weight)
+    try:
+        chosen = training.choose_fold_in_weight(learner, space, rec.config, val_log, tasks)
+    finally:
+        learner.head.set_fold_in_weight(before)
+    assert chosen["weight"] == 0.0
