@@ -142,5 +142,14 @@ def test_the_tuning_record_keeps_both_protocols() -> None:
     assert set(ev.tuning["item-mean"]) == {"temporal seed 0", "random seed 0"}
     assert set(ev.tuning["ease"]) == {"temporal seed 0", "random seed 0"}
     assert "first 5 ratings by time" in ev.tuning_protocols["temporal"]
+    # the meta-learner's own choices on its validation users, per protocol and seed, in the report
+    assert set(ev.model_choices) == {"temporal seed 0", "random seed 0"}
+    for chosen in ev.model_choices.values():
+        assert {"item_item", "ranking paths", "rating fold-in weight", "trend prior"} <= set(chosen)
+    from recsys.evaluation.report import build_report, markdown
+
+    report = build_report(ev)
+    assert report["model_choices"] == ev.model_choices
+    assert "## The meta-learner's choices on its validation users" in markdown(report)
     rows = ev.results()
     assert all(r["users"] <= r["tasks"] for r in rows)

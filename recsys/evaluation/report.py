@@ -44,6 +44,7 @@ def build_report(ev: Evaluation, extra: dict[str, Any] | None = None) -> dict[st
         "skipped": dict(getattr(ev, "skipped", {})),
         "tuning": ev.tuning,
         "tuning_tasks": dict(getattr(ev, "tuning_protocols", {})),
+        "model_choices": dict(getattr(ev, "model_choices", {})),
         "methods": getattr(ev, "methods_meta", {}),
         "timings_seconds": {k: round(v, 2) for k, v in ev.timings.items()},
         "environment": {
@@ -116,6 +117,11 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("skipped"):
         lines += ["## Support sizes skipped", ""]
         lines += [f"- {where}: {why}" for where, why in report["skipped"].items()] + [""]
+    if report.get("model_choices"):
+        lines += ["## The meta-learner's choices on its validation users", ""]
+        for run, chosen in report["model_choices"].items():
+            lines.append(f"- {run}: " + "; ".join(f"{k}: {v}" for k, v in chosen.items()))
+        lines.append("")
     if report.get("tuning"):
         lines += ["## Baseline hyperparameters chosen on validation users", ""]
         for name, by_run in report["tuning"].items():

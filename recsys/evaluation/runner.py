@@ -124,6 +124,23 @@ RESCORED_ABLATIONS = ("no-adaptation", "no-trend", "1-step", "5-steps")
 """Variants that re-score the trained model (every seed)."""
 
 
+def model_choices(info: dict[str, Any]) -> dict[str, Any]:
+    """What a trained model's recipe chose on its validation users (for the report): the item-item
+    kind, the ranking paths' weights, the rating fold-in's weight, the trend prior."""
+    out: dict[str, Any] = {}
+    if info.get("item_item"):
+        out["item_item"] = info["item_item"]
+    if info.get("rank_mix"):
+        out["ranking paths"] = (
+            f"support encoder x {info['rank_mix']['support_encoder']:g}, item-item x {info['rank_mix']['item_item']:g}"
+        )
+    if info.get("fold_in_weight"):
+        out["rating fold-in weight"] = info["fold_in_weight"]["weight"]
+    if info.get("trend"):
+        out["trend prior"] = info["trend"].get("chosen")
+    return out
+
+
 def check_ablations(names: list[str]) -> None:
     """Raise a clear error for ablation names that would otherwise silently produce no row."""
     unknown = [a for a in names if a not in (*RESCORED_ABLATIONS, *RETRAINED_ABLATIONS)]
@@ -156,6 +173,8 @@ class Evaluation:
         self.tuning: dict[str, dict[str, Any]] = {}
         """Baseline -> ``"PROTOCOL seed N"`` -> the hyperparameters chosen on validation users."""
         self.tuning_protocols: dict[str, str] = {}
+        self.model_choices: dict[str, dict[str, Any]] = {}
+        """``"PROTOCOL seed N"`` -> what the meta-learner's recipe chose on its validation users."""
         """Protocol -> how the baselines' validation tasks were drawn."""
         self.timings: dict[str, float] = {}
         self.splits: dict[str, list[dict]] = {}
@@ -248,6 +267,8 @@ class Evaluation:
             self.timings["train meta-learner"] = (
                 self.timings.get("train meta-learner", 0.0) + time.perf_counter() - t0
             )
+        key = f"{split.protocol}{' (nested)' if self.s.nested else ''} seed {seed}"
+        self.model_choices[key] = model_choices(rec.info)
         variants = [Method(self.model_name, MetaScorer(rec, ds), "meta")]
         name = self.model_name
         if "no-adaptation" in self.s.ablations:  # the meta-learned prior alone: the support is ignored
