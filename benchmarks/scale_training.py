@@ -130,7 +130,7 @@ class Recorder:
 
 def install_timers(rec: Recorder) -> None:
     """Wrap the recipe's steps (module attributes, looked up at call time) with ``rec``'s timers."""
-    from recsys import training, workflows
+    from recsys import post_training, training, workflows
     from recsys.meta import trainer
     from recsys.recommender import ColdStartRecommender
 
@@ -167,9 +167,9 @@ def install_timers(rec: Recorder) -> None:
     if hasattr(training, "fit_item_item_blend"):
         training.fit_item_item_blend = rec.timed("item_item", training.fit_item_item_blend)
     training.meta_train = rec.timed("meta_training", training.meta_train)
-    training.choose_rank_mix = rec.timed("path_weights", training.choose_rank_mix, mix_facts)
-    training.choose_fold_in_weight = rec.timed("path_weights", training.choose_fold_in_weight)
-    training.choose_trend = rec.timed("trend_choice", training.choose_trend, trend_facts)
+    post_training.choose_rank_mix = rec.timed("path_weights", post_training.choose_rank_mix, mix_facts)
+    post_training.choose_fold_in_weight = rec.timed("path_weights", post_training.choose_fold_in_weight)
+    post_training.choose_trend = rec.timed("trend_choice", post_training.choose_trend, trend_facts)
     training.summarise = rec.timed("summary", training.summarise)
     ColdStartRecommender.save = rec.timed("save", ColdStartRecommender.save)
 

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys import candidates, catalogue, known_users, persistence, training
+from recsys import candidates, catalogue, known_users, persistence, post_training, training
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset
 from recsys.data.spec import FieldKind, FieldSpec
@@ -126,14 +126,10 @@ class ColdStartRecommender:
             self.learner, space, cfg, self.info, train_log, val_log, tasks, checkpoint, resume, callbacks
         )
         self.history, self._cache = state.history, None
-        if tasks is not None and training.wants_rank_mix(self.learner.head, cfg):
-            self.info["rank_mix"] = training.choose_rank_mix(self.learner, space, cfg, val_log, tasks)
-        if tasks is not None and training.wants_fold_in_weight(self.learner.head, cfg, space):
-            self.info["fold_in_weight"] = training.choose_fold_in_weight(
-                self.learner, space, cfg, val_log, tasks
+        if tasks is not None:
+            self.info |= post_training.choose_after_training(
+                self.learner, space, cfg, train_log, val_log, tasks
             )
-        if tasks is not None and training.wants_trend(self.learner.head, cfg):
-            self.info["trend"] = training.choose_trend(self.learner, space, cfg, train_log, val_log, tasks)
         if tasks is not None:
             seconds = time.perf_counter() - t0
             self.summary = training.summarise(

@@ -11,9 +11,8 @@ The steps, in the order ``fit`` runs them:
    of the item ids, :func:`set_item_offsets`, :func:`fit_item_item_blend`);
 6. :func:`meta_train`: the outer loop (:class:`recsys.meta.trainer.MetaTrainer`), validated on the fixed
    :func:`validation_tasks_of` the validation users;
-7. :func:`choose_rank_mix`: the weights of the ranking paths (support encoder, item-item),
-   :func:`choose_fold_in_weight`: the weight of the rating fold-in, then :func:`choose_trend`: the
-   trend prior's half-life and weight, for heads that take them;
+7. :func:`recsys.post_training.choose_after_training`: the weights of the ranking paths, of the rating
+   fold-in and of the trend prior, chosen on the validation users (for heads that take them);
 8. :func:`summarise`: the validation figures printed at the end (:class:`FitSummary`).
 
 Randomness: every draw of the recipe comes from a named stream of ONE
@@ -54,13 +53,10 @@ from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
 from recsys.meta.trainer import MetaTrainer, TrainState
 from recsys.meta.validation import (
-    catalogue_quality,
-    catalogue_scores,
     evaluate_rating_tasks,
     validation_tasks,
 )
 from recsys.metrics.core import mae
-from recsys.models import trend
 from recsys.models.heads import Head
 from recsys.models.item_init import init_item_ids_from_als
 from recsys.models.item_item import fit_item_item
@@ -390,146 +386,6 @@ def meta_train(
     state = trainer.fit(train_log, val_log, resume_from=checkpoint if resume else None, val_tasks=val_tasks)
     learner.to("cpu")
     return state
-
-
-# ---- 7. the ranking paths' weights and the trend prior ------------------------------------------
-RANK_MIXES = ((1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (1.0, 0.5), (1.0, 2.0), (0.5, 1.0), (1.0, 4.0))
-"""Candidate (support encoder, item-item) weights; the first is the model as trained."""
-
-
-def wants_rank_mix(head: Head, config: RecommenderConfig) -> bool:
-    """Whether the head has ranking paths to weigh and the config asks for it (``model.hybrid.rank_mix``)."""
-    return bool(head.capabilities.path_weights and head.item_item_active and config.model.hybrid.rank_mix)
-
-
-def choose_rank_mix(
-    learner: MetaLearner,
-    space: FeatureSpace,
-    config: RecommenderConfig,
-    val_log: UserLog,
-    tasks: TaskSet,
-) -> dict[str, Any]:
-    """Step 7a: the weights of the support-encoder and item-item ranking paths that rank the validation
-    users' held-out items best (Recall@20 + nDCG@10) among :data:`RANK_MIXES`; the model as trained
-    (both 1) wins ties, so the weights move only where validation users show it helps. Returns the
-    choice for ``info["rank_mix"]``."""
-    head = learner.head
-    threshold = config.meta.rank_threshold
-    paths = []
-    for weights in ((1.0, 0.0), (0.0, 1.0)):  # each path's scores once; a mix is their weighted sum
-        head.set_rank_mix(*weights)
-        paths.append(catalogue_scores(learner, space, val_log, tasks))
-    values = {}
-    for enc, ii in RANK_MIXES:
-        m = catalogue_quality(enc * paths[0] + ii * paths[1], space, val_log, tasks, threshold)
-        values[(enc, ii)] = m["recall@20"] + m["cat_ndcg@10"]
-    best = max(RANK_MIXES, key=lambda w: (values[w], w == RANK_MIXES[0]))
-    head.set_rank_mix(*best)
-    log.info(
-        "ranking paths: support encoder x %g, item-item x %g (validation Recall@20 + nDCG@10 %.4f; "
-        "as trained %.4f, encoder alone %.4f, item-item alone %.4f)",
-        *best,
-        values[best],
-        values[(1.0, 1.0)],
-        values[(1.0, 0.0)],
-        values[(0.0, 1.0)],
-    )
-    return {
-        "support_encoder": best[0],
-        "item_item": best[1],
-        "validation_recall20_plus_ndcg10": {f"{e:g},{i:g}": round(v, 5) for (e, i), v in values.items()},
-    }
-
-
-FOLD_IN_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
-"""Candidate weights of the rating fold-in; the first is the model as trained."""
-
-
-def wants_fold_in_weight(head: Head, config: RecommenderConfig, space: FeatureSpace) -> bool:
-    """Whether the head's fold-in weight is to be chosen (``model.hybrid.fold_in_weight``; ratings only)."""
-    return bool(head.capabilities.path_weights and config.model.hybrid.fold_in_weight and not space.implicit)
-
-
-def choose_fold_in_weight(
-    learner: MetaLearner,
-    space: FeatureSpace,
-    config: RecommenderConfig,
-    val_log: UserLog,
-    tasks: TaskSet,
-) -> dict[str, Any]:
-    """Step 7a': the weight of the user's fold-in term in the rating prediction with the lowest
-    validation MAE among :data:`FOLD_IN_WEIGHTS` (as trained, 1, wins ties). Returns the choice for
-    ``info["fold_in_weight"]``."""
-    head = learner.head
-    values = {}
-    for weight in FOLD_IN_WEIGHTS:
-        head.set_fold_in_weight(weight)
-        values[weight] = evaluate_rating_tasks(learner, space, val_log, tasks)["mae"]
-    best = min(FOLD_IN_WEIGHTS, key=lambda w: (values[w], w != FOLD_IN_WEIGHTS[0]))
-    head.set_fold_in_weight(best)
-    log.info(
-        "rating fold-in weight: %g (validation MAE %.4f; as trained %.4f, item baseline alone %.4f)",
-        best,
-        values[best],
-        values[1.0],
-        values[0.0],
-    )
-    return {"weight": best, "validation_mae": {f"{w:g}": round(v, 5) for w, v in values.items()}}
-
-
-# ---- 7b. the trend prior --------------------------------------------------------------------------
-def wants_trend(head: Head, config: RecommenderConfig) -> bool:
-    """Whether the head takes a trend prior and the config asks for one (``model.hybrid.trend``)."""
-    return bool(head.capabilities.trend_prior and config.model.hybrid.trend)
-
-
-def choose_trend(
-    learner: MetaLearner,
-    space: FeatureSpace,
-    config: RecommenderConfig,
-    train_log: UserLog,
-    val_log: UserLog,
-    tasks: TaskSet,
-) -> dict[str, Any]:
-    """Step 7b: pick the trend prior's half-life and weight (weight 0: none) on the validation users'
-    catalogue Recall@20 + nDCG@10, and set it on the head. Returns the choice for ``info["trend"]``."""
-    head = learner.head
-    threshold = config.meta.rank_threshold
-    n = space.n_items
-    none = np.zeros(n, dtype=np.float32)
-    # the prior adds weight * prior[item] to every user's ranking scores: score once without it
-    head.set_trend(torch.from_numpy(none), 0.0)
-    scores = catalogue_scores(learner, space, val_log, tasks)
-
-    def value(prior: np.ndarray, weight: float) -> float:
-        m = catalogue_quality(scores + weight * prior, space, val_log, tasks, threshold)
-        return m["recall@20"] + m["cat_ndcg@10"]
-
-    best = (value(none, 0.0), None, 0.0, none)
-    baseline = best[0]
-    for half_life in trend.candidates(train_log):
-        prior = trend.trend_prior(train_log, n, half_life)
-        for weight in trend.WEIGHTS:
-            score = value(prior, weight)
-            if score > best[0]:
-                best = (score, half_life, weight, prior)
-    score, half_life, weight, prior = best
-    head.set_trend(torch.from_numpy(prior), weight)
-    log.info(
-        "trend prior: %s (validation Recall@20 + nDCG@10 %.4f, without %.4f)",
-        trend.describe(half_life, weight),
-        score,
-        baseline,
-    )
-    return {
-        "half_life_days": half_life,
-        "weight": weight,
-        "chosen": trend.describe(half_life, weight),
-        "validation_recall20_plus_ndcg10": round(score, 5),
-        "validation_without": round(baseline, 5),
-        # the prior of an item without training interactions: what items added later get
-        "no_interactions": trend.no_interactions_value(train_log, n, half_life) if weight else 0.0,
-    }
 
 
 # ---- 8. the summary ------------------------------------------------------------------------------

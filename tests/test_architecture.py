@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "recsys.similar": 8,  # similar items
     "recsys.explain": 8,  # why an item is recommended
     "recsys.training": 8,  # the recipe of ColdStartRecommender.fit
+    "recsys.post_training": 8,  # its step 7: the paths' weights chosen on validation users
     "recsys.persistence": 8,  # its model folders and checkpoints
     "recsys.catalogue": 8,  # catalogue updates without retraining
     "recsys.known_users": 8,  # the record of the training users, recommendations by user id

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import torch
 
-from recsys import training
+from recsys import post_training, training
 from recsys.data.synthetic import make_synthetic
 from recsys.data.tasks import UserLog, sample_tasks
 from recsys.persistence import load_weights
@@ -77,7 +77,7 @@ def test_ranking_scores_are_the_weighted_sum_of_the_paths() -> None:
 def test_fit_records_the_chosen_mix_and_sets_it_on_the_head() -> None:
     rec = _fit()
     mix = rec.info["rank_mix"]
-    assert (mix["support_encoder"], mix["item_item"]) in training.RANK_MIXES
+    assert (mix["support_encoder"], mix["item_item"]) in post_training.RANK_MIXES
     assert rec.learner.head.rank_mix.tolist() == [mix["support_encoder"], mix["item_item"]]
     values = mix["validation_recall20_plus_ndcg10"]
     assert values[f"{mix['support_encoder']:g},{mix['item_item']:g}"] == max(values.values())
@@ -98,11 +98,11 @@ def _choose_with_paths(monkeypatch, encoder: np.ndarray, item_item: np.ndarray) 
         enc, ii = learner.head.rank_mix.tolist()
         return enc * encoder[: len(tasks)] + ii * item_item[: len(tasks)]
 
-    monkeypatch.setattr(training, "catalogue_scores", planted_scores)
+    monkeypatch.setattr(post_training, "catalogue_scores", planted_scores)
     val_log, tasks = _validation(rec)
     before = learner.head.rank_mix.tolist()
     try:
-        return training.choose_rank_mix(learner, space, rec.config, val_log, tasks)
+        return post_training.choose_rank_mix(learner, space, rec.config, val_log, tasks)
     finally:
         learner.head.set_rank_mix(*before)
 
@@ -200,7 +200,7 @@ def test_rating_predictions_are_the_item_baseline_plus_the_weighted_fold_in() ->
 def test_fit_records_the_fold_in_weight_with_the_lowest_validation_mae() -> None:
     rec = _fit()
     chosen = rec.info["fold_in_weight"]
-    assert chosen["weight"] in training.FOLD_IN_WEIGHTS
+    assert chosen["weight"] in post_training.FOLD_IN_WEIGHTS
     assert float(rec.learner.head.fold_in_weight) == chosen["weight"]
     values = chosen["validation_mae"]
     assert values[f"{chosen['weight']:g}"] == min(values.values())
@@ -223,11 +223,11 @@ def test_a_fold_in_that_only_adds_noise_gets_weight_zero(monkeypatch) -> None:
     def planted(learner, space, log, tasks, **kw):
         return {"mae": 0.7 + float(learner.head.fold_in_weight)}
 
-    monkeypatch.setattr(training, "evaluate_rating_tasks", planted)
+    monkeypatch.setattr(post_training, "evaluate_rating_tasks", planted)
     val_log, tasks = _validation(rec)
     before = float(learner.head.fold_in_weight)
     try:
-        chosen = training.choose_fold_in_weight(learner, space, rec.config, val_log, tasks)
+        chosen = post_training.choose_fold_in_weight(learner, space, rec.config, val_log, tasks)
     finally:
         learner.head.set_fold_in_weight(before)
     assert chosen["weight"] == 0.0

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 
-from recsys import training
+from recsys import post_training, training
 from recsys.config import RecommenderConfig
 from recsys.data.synthetic import make_synthetic
 from recsys.meta.maml import MetaLearner
@@ -128,14 +128,14 @@ def test_each_recipe_step_runs_on_its_own_on_a_tiny_log(tiny) -> None:
     state = training.meta_train(learner, space, config, info, train_log, val_log, tasks)
     assert len(state.history) == config.train.epochs and "val_mae" in state.history[0]
 
-    assert training.wants_rank_mix(learner.head, config)
-    mix = training.choose_rank_mix(learner, space, config, val_log, tasks)
+    assert post_training.wants_rank_mix(learner.head, config)
+    mix = post_training.choose_rank_mix(learner, space, config, val_log, tasks)
     assert learner.head.rank_mix.tolist() == [mix["support_encoder"], mix["item_item"]]
-    assert training.wants_fold_in_weight(learner.head, config, space)
-    fold_in = training.choose_fold_in_weight(learner, space, config, val_log, tasks)
+    assert post_training.wants_fold_in_weight(learner.head, config, space)
+    fold_in = post_training.choose_fold_in_weight(learner, space, config, val_log, tasks)
     assert float(learner.head.fold_in_weight) == fold_in["weight"]
-    assert training.wants_trend(learner.head, config)
-    trend = training.choose_trend(learner, space, config, train_log, val_log, tasks)
+    assert post_training.wants_trend(learner.head, config)
+    trend = post_training.choose_trend(learner, space, config, train_log, val_log, tasks)
     assert float(learner.head.trend_weight) == trend["weight"]
 
     summary = training.summarise(learner, space, config, train_log, val_log, tasks, state, 1.0)
@@ -168,9 +168,9 @@ def test_fit_equals_running_the_steps_in_order(tiny) -> None:
     )
     tasks = training.validation_tasks_of(val_log, config.train, seeds)
     state = training.meta_train(learner, space, config, info, train_log, val_log, tasks)
-    info["rank_mix"] = training.choose_rank_mix(learner, space, config, val_log, tasks)
-    info["fold_in_weight"] = training.choose_fold_in_weight(learner, space, config, val_log, tasks)
-    info["trend"] = training.choose_trend(learner, space, config, train_log, val_log, tasks)
+    info["rank_mix"] = post_training.choose_rank_mix(learner, space, config, val_log, tasks)
+    info["fold_in_weight"] = post_training.choose_fold_in_weight(learner, space, config, val_log, tasks)
+    info["trend"] = post_training.choose_trend(learner, space, config, train_log, val_log, tasks)
     summary = training.summarise(learner, space, config, train_log, val_log, tasks, state, 0.0)
 
     assert rec.info == info

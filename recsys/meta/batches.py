@@ -130,14 +130,8 @@ def build_batch(
     s_mask, q_mask = s_idx >= 0, q_idx >= 0
     s_items = _gather(log.items, s_idx, 0)
     q_items = _gather(log.items, q_idx, 0)
-    rank_items, rank_mask = (
-        _rank_positives(log, tasks, rank_threshold)
-        if rank_positives
-        else (
-            np.zeros((len(tasks), 0), np.int64),
-            np.zeros((len(tasks), 0), bool),
-        )
-    )
+    no_positives = (np.zeros((len(tasks), 0), np.int64), np.zeros((len(tasks), 0), bool))
+    rank_items, rank_mask = _rank_positives(log, tasks, rank_threshold) if rank_positives else no_positives
     all_items = [s_items.ravel(), q_items.ravel()]
     if extra_items is not None:
         all_items.append(np.asarray(extra_items, dtype=np.int64).ravel())
@@ -146,16 +140,15 @@ def build_batch(
             raise ValueError("sampled negatives need rank_positives=True")
         all_items.append(rank_items[rank_mask])
         forced = np.unique(np.concatenate(all_items))  # present whatever is drawn: weight 1
-        negatives = np.asarray(negatives, dtype=np.int64).ravel()
-        all_items.append(negatives)
+        all_items.append(np.asarray(negatives, dtype=np.int64).ravel())
     uniq, inverse = np.unique(np.concatenate(all_items), return_inverse=True)
     s_pos = inverse[: s_items.size].reshape(s_items.shape)
     q_pos = inverse[s_items.size : s_items.size + q_items.size].reshape(q_items.shape)
-    if negatives is not None:
-        rank_pos = np.searchsorted(uniq, rank_items)
-        logw = np.where(np.isin(uniq, forced), 0.0, np.log(n_catalogue / max(len(negatives), 1)))
-    else:
-        rank_pos, logw = np.zeros((0, 0), np.int64), np.zeros(0)
+    rank_pos, logw = (
+        _sampled_softmax(uniq, forced, rank_items, len(negatives), n_catalogue)
+        if negatives is not None
+        else (np.zeros((0, 0), np.int64), np.zeros(0))
+    )
     item_bags = space.item_table.gather(uniq)
     if user_table is None:
         if user_rows is None:
@@ -184,6 +177,15 @@ def build_batch(
         rank_pos=t(rank_pos.astype(np.int64)),
         candidate_logw=t(logw.astype(np.float32)),
     )
+
+
+def _sampled_softmax(
+    uniq: np.ndarray, forced: np.ndarray, rank_items: np.ndarray, n_drawn: int, n_catalogue: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(each ranking positive's row among the batch's items ``uniq``, each batch item's log importance
+    weight): 0 for the items the tasks bring (``forced``), ``log(N / M)`` for the drawn ones."""
+    logw = np.where(np.isin(uniq, forced), 0.0, np.log(n_catalogue / max(n_drawn, 1)))
+    return np.searchsorted(uniq, rank_items), logw
 
 
 def _rank_positives(log: UserLog, tasks: TaskSet, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:

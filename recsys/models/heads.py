@@ -34,6 +34,7 @@ from recsys.errors import SpecError
 from recsys.models.capabilities import HeadCapabilities
 from recsys.models.fold_in import SUPPORT_STATS, support_summary
 from recsys.models.item_item_blend import ItemItemBlend, blend, dense_rows, item_item_storage
+from recsys.models.path_weights import PathWeights
 
 if TYPE_CHECKING:
     from recsys.config import ModelConfig
@@ -272,7 +273,7 @@ class FactorizedHead(Head):
 
 
 @register_head("hybrid")
-class HybridHead(ItemItemBlend, Head):
+class HybridHead(ItemItemBlend, PathWeights, Head):
     """Meta-learned fold-in: ratings from a closed-form ridge fit, ranking from a support-set encoder.
 
     The head has two independent paths, each with its own embeddings (the network concatenates a
@@ -370,18 +371,9 @@ class HybridHead(ItemItemBlend, Head):
         # data-driven item baseline (damped mean rating minus the global mean) added to b_i; zero for
         # items without training ratings, whose bias then comes from their content alone
         self.register_buffer("item_offset", torch.zeros(n_catalogue))
-        # time-decayed popularity prior (recsys.models.trend) added to the ranking scores with a weight
-        # chosen on validation users after training; weight 0 (no prior) while training
-        self.register_buffer("trend", torch.zeros(n_catalogue))
-        self.register_buffer("trend_weight", torch.zeros(()))
-        # weights of the ranking paths [support encoder, item-item]: (1, 1) while training; chosen on
-        # validation users after training (recsys.training.choose_rank_mix), so the model can fall back
-        # to either path alone where the other does not help
-        self.register_buffer("rank_mix", torch.ones(2))
-        # weight of the user's fold-in term in the rating prediction: 1 while training; chosen on
-        # validation users' MAE after training (recsys.training.choose_fold_in_weight), 0 reduces the
-        # prediction to the item's baseline (global mean + item bias: a damped item mean)
-        self.register_buffer("fold_in_weight", torch.ones(()))
+        # the trend prior, the ranking paths' mix and the fold-in's weight, chosen after training
+        # (recsys.models.path_weights; recsys.post_training)
+        self._init_path_weights(n_catalogue)
         self.ii_scale = nn.Parameter(torch.tensor(1.0))
         self.ii_rate = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.ii_gate = nn.Linear(d, 1)  # per-user trust in the item-item scores, from the support summary
@@ -412,18 +404,6 @@ class HybridHead(ItemItemBlend, Head):
 
     def set_item_offsets(self, offsets: torch.Tensor) -> None:
         self.item_offset.copy_(offsets)
-
-    def set_trend(self, prior: torch.Tensor, weight: float) -> None:
-        self.trend.copy_(prior)
-        self.trend_weight.fill_(weight)
-
-    def set_fold_in_weight(self, weight: float) -> None:
-        """Weight of the user's fold-in term in the rating prediction (see ``fold_in_weight``)."""
-        self.fold_in_weight.fill_(weight)
-
-    def set_rank_mix(self, encoder: float, item_item: float) -> None:
-        """Weights of the support-encoder and item-item ranking paths (see ``rank_mix``)."""
-        self.rank_mix.copy_(torch.tensor([encoder, item_item], dtype=self.rank_mix.dtype))
 
     def item_side(self, items: torch.Tensor, index: torch.Tensor | None = None) -> Side:
         di = self.item_dim
