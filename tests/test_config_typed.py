@@ -108,6 +108,8 @@ def test_every_hybrid_key_left_the_model_section() -> None:
         "item_item",
         "item_item_kinds",
         "trend",
+        "rank_mix",
+        "fold_in_weight",
         "item_item_max_items",
         "item_item_dense_items",
         "item_item_neighbours",
