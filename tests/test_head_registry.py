@@ -72,6 +72,7 @@ def test_hybrid_head_declares_two_paths_a_ranking_output_and_its_data_driven_buf
         item_offsets=True,
         item_item_blend=True,
         trend_prior=True,
+        path_weights=True,
         two_paths=True,
     )
     assert HEADS["melu"].capabilities == HEADS["factorized"].capabilities == HeadCapabilities()
