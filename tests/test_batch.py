@@ -67,6 +67,21 @@ def test_frame_batches_pandas_and_include_rated(rec) -> None:
     assert with_rated["item_id"].to_list() == [i for row in want for i, _ in row]
 
 
+def test_large_catalogue_scores_fewer_users_at_a_time_with_the_same_answers(rec, monkeypatch) -> None:
+    """On a catalogue above ``SCORE_CHUNK_VALUES / batch_size`` items the scoring batches shrink (16 users
+    at a time over 1M items) to bound memory; the recommendations stay the same."""
+    from recsys.meta import scoring
+
+    requests = [{i: float(1 + i % 5), i + 2: 4.0} for i in range(1, 30)]
+    full = rec.recommend_batch(requests, 5)
+    monkeypatch.setattr(scoring, "SCORE_CHUNK_VALUES", 3 * rec.space.n_items)  # 3 users a batch
+    small = rec.recommend_batch(requests, 5)
+    assert [[i for i, _ in row] for row in small] == [[i for i, _ in row] for row in full]
+    np.testing.assert_allclose(
+        [[s for _, s in r] for r in small], [[s for _, s in r] for r in full], atol=1e-5
+    )
+
+
 def test_last_rating_of_a_repeated_item_counts(rec) -> None:
     frame = pl.DataFrame({"user_id": ["a", "a", "a"], "item_id": ["1", "2", "1"], "rating": [1.0, 4.0, 5.0]})
     enc = encode_frame(rec, frame)

@@ -114,7 +114,12 @@ def test_the_neighbours_accessor_lists_the_strongest_kept_entries(pair) -> None:
     assert torch.equal(row[idx], val) and (row.clone().index_fill_(0, idx, -1e9).max() <= val.min())
 
 
-def test_topk_rows_keeps_each_rows_largest_off_diagonal_entries() -> None:
+@pytest.mark.parametrize("chunk", [2**24, 1, 3])
+def test_topk_rows_keeps_each_rows_largest_off_diagonal_entries(chunk, monkeypatch) -> None:
+    """Also when the rows are sorted a block at a time (one or a few rows here; bounded memory at 1M items)."""
+    from recsys.models import item_item_sparse
+
+    monkeypatch.setattr(item_item_sparse, "TOPK_CHUNK_ENTRIES", chunk)
     m = np.array([[9.0, 1.0, 3.0, 2.0], [0.0, 5.0, -1.0, 0.0], [4.0, 4.5, 0.0, 7.0], [0, 0, 0, 0]])
     t = topk_rows(m, 2)
     assert t.idx.dtype == np.int32 and t.val.dtype == np.float32 and t.shape == (4, 2)

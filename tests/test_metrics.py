@@ -59,6 +59,22 @@ def test_top_k_ties_and_exclusion() -> None:
     assert top_n(scores, 2, excl)[0].tolist() == [[2, 4]]
 
 
+def test_top_n_in_chunks_of_rows_equals_top_n_at_once(monkeypatch) -> None:
+    """Above ``TOP_N_CHUNK_VALUES`` scores the rows are ranked in chunks (bounded memory on a 1M-item
+    catalogue); the result, ties and exclusions included, is the same."""
+    from recsys.metrics import topk
+
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(13, 9)).astype(np.float32)  # many ties
+    exclude = rng.random((13, 9)) < 0.3
+    whole = top_n(scores, 5, exclude)
+    monkeypatch.setattr(topk, "TOP_N_CHUNK_VALUES", 20)  # two rows a chunk
+    chunked = top_n(scores, 5, exclude)
+    np.testing.assert_array_equal(chunked[0], whole[0])
+    np.testing.assert_array_equal(chunked[1], whole[1])
+    assert top_n(scores[:0], 5)[0].shape == (0, 5)
+
+
 def test_catalogue_metrics_hand_computed() -> None:
     ranked = np.array([[3, 1, 0, 2]])
     relevant = np.zeros((1, 5), bool)

@@ -18,6 +18,10 @@ from recsys.meta.maml import MetaLearner
 from recsys.models.heads import Params, Side
 from recsys.models.scorer import Scores
 
+SCORE_CHUNK_VALUES = 2**24
+"""The most catalogue scores :func:`score_catalogue` computes per batch of users (16M float32: 64 MB a
+tensor); the user batch shrinks below its ``batch_size`` on catalogues above 131k items."""
+
 
 def clamp_to_scale(x: np.ndarray | torch.Tensor, scale: tuple[float, float] | None):
     if scale is None:
@@ -124,6 +128,8 @@ def score_catalogue(
     steps = default_steps(learner, steps)
     cache = cache or CatalogueCache(learner, space, device)
     n = len(support_items)
+    # at most SCORE_CHUNK_VALUES scores per [users, n_items] tensor: 16 users at a time over 1M items
+    batch_size = max(1, min(batch_size, SCORE_CHUNK_VALUES // max(1, space.n_items)))
     predictions = np.zeros((n, space.n_items), dtype=np.float32) if ratings else None
     ranks = np.zeros((n, space.n_items), dtype=np.float32)
     if support_items.shape[1] == 0:

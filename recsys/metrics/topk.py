@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+TOP_N_CHUNK_VALUES = 2**23
+"""The most scores :func:`top_n` ranks at once (8M: 64 MB per float64 copy); more rows go in chunks."""
+
 
 def exclusion_mask(support_items: np.ndarray, n_items: int, extra: np.ndarray | None = None) -> np.ndarray:
     """Bool [n, n_items]: True at each user's support items (padded ``[n, S]``, -1 = padding), or'ed with
@@ -27,6 +30,13 @@ def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None) -> tupl
     only where fewer than ``n`` items are left: callers that must not show them drop them with
     ``exclude``. The returned scores are ``scores`` at the returned indices.
     """
+    chunk = max(1, TOP_N_CHUNK_VALUES // max(1, scores.shape[1]))
+    if len(scores) > chunk:  # bounded memory: a float64 copy and int64 indices of every row at once
+        parts = [
+            top_n(scores[i : i + chunk], n, None if exclude is None else exclude[i : i + chunk])
+            for i in range(0, len(scores), chunk)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     s = scores.astype(np.float64, copy=True)
     if exclude is not None:
         s[exclude] = -np.inf

@@ -52,23 +52,37 @@ class TopK:
         return TopK(self.idx, (self.val * np.float32(factor)).astype(np.float32))
 
 
+TOPK_CHUNK_ENTRIES = 2**24
+"""About the most stored entries :func:`topk_rows` sorts at once (a block of rows at a time)."""
+
+
 def topk_rows(m: sp.spmatrix, k: int) -> TopK:
-    """The ``k`` largest entries of every row of ``m`` (its diagonal dropped), as a :class:`TopK`."""
-    coo = sp.coo_matrix(m)
-    coo.sum_duplicates()
-    n = coo.shape[0]
-    keep = (coo.row != coo.col) & (coo.data != 0)
+    """The ``k`` largest entries of every row of ``m`` (its diagonal dropped), as a :class:`TopK`; rows are
+    sorted a block at a time (about :data:`TOPK_CHUNK_ENTRIES` entries), so the temporaries stay bounded
+    on a 1M-item catalogue."""
+    m = sp.csr_matrix(m)
+    m.sum_duplicates()
+    n = m.shape[0]
+    idx = np.zeros((n, k), dtype=np.int32)
+    val = np.zeros((n, k), dtype=np.float32)
+    per_row = max(1, m.nnz // max(n, 1))
+    step = max(1, TOPK_CHUNK_ENTRIES // per_row)
+    for start in range(0, n, step):
+        _topk_block(m[start : start + step].tocoo(), start, k, idx, val)
+    return TopK(idx, val)
+
+
+def _topk_block(coo: sp.coo_matrix, offset: int, k: int, idx: np.ndarray, val: np.ndarray) -> None:
+    """Fill rows ``offset + coo.row`` of ``idx`` / ``val`` with each row's k largest off-diagonal entries."""
+    keep = (coo.row + offset != coo.col) & (coo.data != 0)
     rows, cols, vals = coo.row[keep], coo.col[keep], coo.data[keep].astype(np.float32)
     order = np.lexsort((-vals, rows))  # by row, then largest value first
     rows, cols, vals = rows[order], cols[order], vals[order]
-    counts = np.bincount(rows, minlength=n)
+    counts = np.bincount(rows, minlength=coo.shape[0])
     rank = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
     kept = rank < k
-    idx = np.zeros((n, k), dtype=np.int32)
-    val = np.zeros((n, k), dtype=np.float32)
-    idx[rows[kept], rank[kept]] = cols[kept]
-    val[rows[kept], rank[kept]] = vals[kept]
-    return TopK(idx, val)
+    idx[offset + rows[kept], rank[kept]] = cols[kept]
+    val[offset + rows[kept], rank[kept]] = vals[kept]
 
 
 def cosine(log: UserLog, n_items: int, k: int) -> sp.csr_matrix:
