@@ -276,7 +276,8 @@ def test_seed_is_a_signature_parameter_and_is_used(name: str, small) -> None:
 def test_ridge_rows_solve_only_observed_rows_and_give_empty_rows_zero(chunk_values: int, monkeypatch) -> None:
     """The ALS step skips rows without observations (a large catalogue's long tail); every row still
     equals its own ridge solve, and an empty row's solution is 0 — also when the Gram matrices are built
-    in chunks of rows (one or two rows at a time here; a 1M-item catalogue's would take 8.7 GB at once)."""
+    in blocks of rows and columns (one or two rows, one or four columns at a time here; a 1M-item
+    catalogue's Gram matrices would take 8.7 GB at once, its items' outer products 4.5 GB)."""
     import scipy.sparse as sp
 
     from recsys.models.classical import mf
