@@ -31,23 +31,20 @@ def _ridge_rows(
     if len(rows) == 0:
         return out
     counts, residuals = counts[rows], residuals[rows]
-    cols = np.unique(counts.indices)  # and only the observed columns' outer products are formed
-    if len(cols) < counts.shape[1]:
-        counts, residuals, features = counts[:, cols], residuals[:, cols], features[cols]
     iu, ju = np.triu_indices(d)  # the Gram matrices are symmetric: build the upper triangle only
     rhs = np.asarray(residuals @ features)
-    # in blocks of rows, and of columns where the features' outer products are many: a 1M-item
-    # catalogue's Gram matrices at d = 33 take 8.7 GB at once, its items' outer products 4.5 GB
+    # bounded memory: a 1M-item catalogue's Gram matrices at d = 33 take 8.7 GB at once, its items'
+    # outer products 4.5 GB. Few observed columns: their outer products once, one sparse product per
+    # block of rows; many: each block gathers the outer products of its own observations
+    cols = np.unique(counts.indices)
+    outer = None
+    if len(cols) * len(iu) <= RIDGE_CHUNK_VALUES:
+        f = features[cols]
+        counts, outer = counts[:, cols], f[:, iu] * f[:, ju]
     chunk = max(1, RIDGE_CHUNK_VALUES // (d * d))
-    col_step = max(1, RIDGE_CHUNK_VALUES // len(iu))
-    outer = features[:, iu] * features[:, ju] if len(features) <= col_step else None
     for start in range(0, len(rows), chunk):
         sl = slice(start, start + chunk)
-        upper = (
-            np.asarray(counts[sl] @ outer)
-            if outer is not None
-            else _gram_upper(counts[sl], features, col_step)
-        )
+        upper = np.asarray(counts[sl] @ outer) if outer is not None else _gram_upper(counts[sl], features)
         gram = np.empty((len(upper), d, d))
         gram[:, iu, ju] = upper
         gram[:, ju, iu] = upper
@@ -56,15 +53,23 @@ def _ridge_rows(
     return out
 
 
-def _gram_upper(counts: sp.csr_matrix, features: np.ndarray, col_step: int) -> np.ndarray:
-    """``counts @ outer`` (each column's upper-triangular outer product of its features), ``col_step``
-    columns' outer products at a time."""
+def _gram_upper(counts: sp.csr_matrix, features: np.ndarray) -> np.ndarray:
+    """``counts @ outer`` for rows that all have observations, where ``outer`` holds each column's
+    upper-triangular outer product of its features: summed from each row's own observations, about
+    ``RIDGE_CHUNK_VALUES`` gathered values at a time (never the outer products of every column)."""
     iu, ju = np.triu_indices(features.shape[1])
-    block = counts.tocsc()
-    upper = np.zeros((block.shape[0], len(iu)))
-    for c0 in range(0, len(features), col_step):
-        f = features[c0 : c0 + col_step]
-        upper += np.asarray(block[:, c0 : c0 + col_step] @ (f[:, iu] * f[:, ju]))
+    n, indptr = counts.shape[0], counts.indptr
+    upper = np.empty((n, len(iu)))
+    step = max(1, RIDGE_CHUNK_VALUES // len(iu))
+    r0 = 0
+    while r0 < n:
+        r1 = min(n, max(r0 + 1, int(np.searchsorted(indptr, indptr[r0] + step, side="right")) - 1))
+        a, b = indptr[r0], indptr[r1]
+        f = features[counts.indices[a:b]]
+        upper[r0:r1] = np.add.reduceat(
+            f[:, iu] * f[:, ju] * counts.data[a:b, None], indptr[r0:r1] - a, axis=0
+        )
+        r0 = r1
     return upper
 
 
