@@ -35,42 +35,46 @@ def _ridge_rows(
     rhs = np.asarray(residuals @ features)
     # bounded memory: a 1M-item catalogue's Gram matrices at d = 33 take 8.7 GB at once, its items'
     # outer products 4.5 GB. Few observed columns: their outer products once, one sparse product per
-    # block of rows; many: each block gathers the outer products of its own observations
+    # block of rows; many: each block multiplies its own rows' gathered features (:func:`_gram`)
     cols = np.unique(counts.indices)
     outer = None
     if len(cols) * len(iu) <= RIDGE_CHUNK_VALUES:
         f = features[cols]
         counts, outer = counts[:, cols], f[:, iu] * f[:, ju]
+    sym = np.empty((d, d), dtype=np.int64)
+    sym[iu, ju] = sym[ju, iu] = np.arange(len(iu))
+    sym = sym.ravel()
     chunk = max(1, RIDGE_CHUNK_VALUES // (d * d))
     for start in range(0, len(rows), chunk):
         sl = slice(start, start + chunk)
-        upper = np.asarray(counts[sl] @ outer) if outer is not None else _gram_upper(counts[sl], features)
-        gram = np.empty((len(upper), d, d))
-        gram[:, iu, ju] = upper
-        gram[:, ju, iu] = upper
+        if outer is not None:  # symmetric: each entry taken from the upper triangle (one gather)
+            gram = np.take(np.asarray(counts[sl] @ outer), sym, axis=1).reshape(-1, d, d)
+        else:
+            gram = _gram(counts[sl], features)
         gram += np.diag(reg)
         out[rows[sl]] = np.linalg.solve(gram, rhs[sl, :, None])[:, :, 0]
     return out
 
 
-def _gram_upper(counts: sp.csr_matrix, features: np.ndarray) -> np.ndarray:
-    """``counts @ outer`` for rows that all have observations, where ``outer`` holds each column's
-    upper-triangular outer product of its features: summed from each row's own observations, about
-    ``RIDGE_CHUNK_VALUES`` gathered values at a time (never the outer products of every column)."""
-    iu, ju = np.triu_indices(features.shape[1])
-    n, indptr = counts.shape[0], counts.indptr
-    upper = np.empty((n, len(iu)))
-    step = max(1, RIDGE_CHUNK_VALUES // len(iu))
-    r0 = 0
-    while r0 < n:
-        r1 = min(n, max(r0 + 1, int(np.searchsorted(indptr, indptr[r0] + step, side="right")) - 1))
-        a, b = indptr[r0], indptr[r1]
-        f = features[counts.indices[a:b]]
-        upper[r0:r1] = np.add.reduceat(
-            f[:, iu] * f[:, ju] * counts.data[a:b, None], indptr[r0:r1] - a, axis=0
-        )
-        r0 = r1
-    return upper
+def _gram(counts: sp.csr_matrix, features: np.ndarray) -> np.ndarray:
+    """Each row's Gram matrix ``sum_j counts[r, j] f_j f_j^T`` [n, d, d], for rows that all have
+    observations: rows of similar length (padded to a power of two with zero weight) are stacked and
+    multiplied as batches, about ``RIDGE_CHUNK_VALUES`` gathered values at a time."""
+    n, d = counts.shape[0], features.shape[1]
+    indptr, lengths = counts.indptr, np.diff(counts.indptr)
+    width = 1 << np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
+    gram = np.empty((n, d, d))
+    for w in np.unique(width):
+        rows = np.nonzero(width == w)[0]
+        step = max(1, RIDGE_CHUNK_VALUES // int(w * d))
+        slots = np.arange(w)
+        for s in range(0, len(rows), step):
+            r = rows[s : s + step]
+            valid = slots[None, :] < lengths[r][:, None]
+            pos = np.where(valid, indptr[r][:, None] + slots[None, :], 0)
+            x = features[counts.indices[pos]] * (np.sqrt(counts.data[pos]) * valid)[:, :, None]
+            gram[r] = np.matmul(x.transpose(0, 2, 1), x)
+    return gram
 
 
 @register
