@@ -9,11 +9,12 @@ fair baseline and their paired difference over distinct test users, and where th
 smallest size from which the default is behind no fair baseline on any metric)::
 
     python -m pipelines.learning_curve                                   # 300, 1000, 3000 users
-    python -m pipelines.learning_curve --users 300,1000,3000,6040 --shots 3,5,10
+    python -m pipelines.learning_curve --users 300,1000 --shots 5 --seeds 3
     python -m pipelines.learning_curve --summary-only                    # rebuild the table, run nothing
 
 Each size's report is kept under ``docs/benchmarks/learning-curve/users-N/``; its command and wall time
-in ``timing.json`` beside it. Not part of ``make test`` or ``make benchmark`` (tens of minutes).
+in ``timing.json`` beside it. The full log (6,040 users) is the suite's own part
+(``docs/benchmarks/ml-1m/<protocol>/``), read from there when it exists. Not part of ``make test`` or ``make benchmark`` (tens of minutes).
 """
 
 from __future__ import annotations
@@ -115,6 +116,17 @@ def run_size(n: int, data: Path, args: argparse.Namespace) -> int:
     return code
 
 
+def _timing(folder: Path) -> dict:
+    """A size's timing record: its own ``timing.json``, or the suite's (``<dataset>/timing.json``, one
+    record per protocol) for the full log's report folder ``<dataset>/<protocol>``."""
+    if (folder / "timing.json").exists():
+        return json.loads((folder / "timing.json").read_text())
+    suite = folder.parent / "timing.json"
+    if suite.exists():
+        return json.loads(suite.read_text()).get("parts", {}).get(folder.name, {})
+    return {}
+
+
 def _cell(c: dict | None) -> str:
     return "–" if not c else f"{c['mean']:.3f}"
 
@@ -123,15 +135,22 @@ def _diff(d: dict | None) -> str:
     return "–" if not d else f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
 
 
-def summary(out: Path) -> str:
-    """The learning-curve table from the reports under ``out/users-N/``."""
+FULL_USERS = 6040
+"""MovieLens-1M's users: the full log, whose report is the suite's part (``docs/benchmarks/ml-1m/``)."""
+
+
+def summary(out: Path, full: Path | None = None) -> str:
+    """The learning-curve table from the reports under ``out/users-N/``, and the full log's from the
+    suite's report folder ``full`` (its ``timing.json`` is the dataset's, keyed by protocol)."""
     sizes = sorted(
         (int(p.name.split("-")[1]), p) for p in out.glob("users-*") if (p / "report.json").exists()
     )
+    if full is not None and (full / "report.json").exists() and FULL_USERS not in dict(sizes):
+        sizes.append((FULL_USERS, full))
     rows, verdicts = [], {}
     for n, folder in sizes:
         report = json.loads((folder / "report.json").read_text())
-        timing = json.loads((folder / "timing.json").read_text()) if (folder / "timing.json").exists() else {}
+        timing = _timing(folder)
         split = (next(iter(report.get("splits", {}).values()), None) or [{}])[0]
         train_users = split.get("train_users", "?")
         wall = f"{timing['seconds'] / 60:.0f} min" if "seconds" in timing else "–"
@@ -176,9 +195,8 @@ def summary(out: Path) -> str:
         )
         lines.append("")
         for n, folder in sizes:
-            t = folder / "timing.json"
-            if t.exists():
-                lines.append(f"- {n:,} users: `{json.loads(t.read_text())['command']}`")
+            created = json.loads((folder / "report.json").read_text()).get("created", "?")
+            lines.append(f"- {n:,} users (report written {created}): `{_timing(folder).get('command', '?')}`")
         lines.append("")
     return "\n".join(lines)
 
@@ -193,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "--users", default=",".join(map(str, SIZES)), help="comma-separated sizes (users in the cut log)"
     )
     p.add_argument("--protocol", default="random", choices=["random", "temporal"])
-    p.add_argument("--shots", default="5", help="support sizes K, comma-separated (default 5)")
+    p.add_argument("--shots", default="3,5,10", help="support sizes K, comma-separated (default 3,5,10)")
     p.add_argument("--seeds", type=int, default=1, help="training seeds per size (default 1)")
     p.add_argument("--cut-seed", type=int, default=0, help="seed of the user permutation (default 0)")
     p.add_argument("--data-dir", help="datasets folder (default: $RECSYS_DATA_DIR, ../shared/data, data)")
@@ -205,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         data = data_root(args.data_dir)
         for n in (int(x) for x in args.users.split(",") if x.strip()):
             code = run_size(n, data, args) or code
-    text = summary(REPO / args.out)
+    text = summary(REPO / args.out, REPO / "docs/benchmarks/ml-1m" / args.protocol)
     (REPO / args.out).mkdir(parents=True, exist_ok=True)
     (REPO / args.out / "README.md").write_text(text)
     print(text)
