@@ -62,7 +62,17 @@ AVAILABLE = "catalogue.available"
 """The saved availability of the catalogue's items (uint8 [n_items], 1 = available), only when some
 item is hidden (:func:`recsys.catalogue.set_available`)."""
 
-OPTIONAL_WEIGHTS = ("net.head.trend", "net.head.trend_weight", "net.head.rank_mix", "net.head.fold_in_weight")
+OPTIONAL_WEIGHTS = (
+    "net.head.trend",
+    "net.head.trend_weight",
+    "net.head.rank_mix",
+    "net.head.fold_in_weight",
+    "net.head.mf_design",
+    "net.head.mf_base",
+    "net.head.mf_reg",
+    "net.head.mf_mu",
+    "net.head.mf_weight",
+)
 """Buffers that models saved before they existed lack; they load as their defaults (no prior)."""
 
 

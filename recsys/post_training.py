@@ -5,7 +5,8 @@ In the order :func:`choose_after_training` runs them:
 
 1. :func:`choose_rank_mix`: the weights of the ranking paths (support encoder, item-item);
 2. :func:`choose_fold_in_weight`: the weight of the rating fold-in (0: the item's baseline alone);
-3. :func:`choose_trend`: the trend prior's half-life and weight.
+3. :func:`choose_mf_fallback`: how far the rating prediction moves towards a biased MF's fold-in;
+4. :func:`choose_trend`: the trend prior's half-life and weight.
 
 The weights live in the head's buffers (:mod:`recsys.models.path_weights`) and are saved with the model.
 """
@@ -24,6 +25,7 @@ from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
 from recsys.meta.validation import catalogue_quality, catalogue_scores, evaluate_rating_tasks
 from recsys.models import trend
+from recsys.models.classical.mf import BiasedMF
 from recsys.models.heads import Head
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ def choose_after_training(
         info["rank_mix"] = choose_rank_mix(learner, space, config, val_log, tasks)
     if wants_fold_in_weight(head, config, space):
         info["fold_in_weight"] = choose_fold_in_weight(learner, space, config, val_log, tasks)
+    if wants_mf_fallback(head, space):
+        info["mf_fallback"] = choose_mf_fallback(learner, space, config, train_log, val_log, tasks)
     if wants_trend(head, config):
         info["trend"] = choose_trend(learner, space, config, train_log, val_log, tasks)
     return info
@@ -136,7 +140,69 @@ def choose_fold_in_weight(
     return {"weight": best, "validation_mae": {f"{w:g}": round(v, 5) for w, v in values.items()}}
 
 
-# ---- 7.3 the trend prior ---------------------------------------------------------------------------
+# ---- 7.3 the classical rating fallback ------------------------------------------------------------
+MF_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Candidate weights of the MF fallback in the rating prediction; the first (off) is the model as trained."""
+MF_CANDIDATES = ({"factors": 8}, {"factors": 32})
+"""The biased MFs fitted for the fallback (the ``mf-als`` baseline's grid of factors; its other defaults)."""
+
+
+def wants_mf_fallback(head: Head, space: FeatureSpace) -> bool:
+    """Whether the head keeps the MF fallback's buffers (``model.hybrid.mf_fallback``; ratings only)."""
+    return bool(head.capabilities.path_weights and head.mf_design.numel() and not space.implicit)
+
+
+def choose_mf_fallback(
+    learner: MetaLearner,
+    space: FeatureSpace,
+    config: RecommenderConfig,
+    train_log: UserLog,
+    val_log: UserLog,
+    tasks: TaskSet,
+) -> dict[str, Any]:
+    """Step 7.3: fit each of :data:`MF_CANDIDATES` on the training users and keep the (MF, weight) of
+    :data:`MF_WEIGHTS` with the lowest validation MAE; weight 0 (the model as trained) wins ties. Returns
+    the choice for ``info["mf_fallback"]``."""
+    head = learner.head
+    n = head.mf_design.shape[0]
+    head.set_mf_weight(0.0)
+    own = evaluate_rating_tasks(learner, space, val_log, tasks)["mae"]
+    best: tuple[float, float, dict[str, Any] | None, BiasedMF | None] = (own, 0.0, None, None)
+    values: dict[str, float] = {"0": round(own, 5)}
+    for params in MF_CANDIDATES:
+        mf = BiasedMF(seed=config.train.seed, **params).fit(train_log, n)
+        _set_mf(head, mf)
+        for weight in MF_WEIGHTS[1:]:
+            head.set_mf_weight(weight)
+            mae = evaluate_rating_tasks(learner, space, val_log, tasks)["mae"]
+            values[f"{params['factors']} factors x {weight:g}"] = round(mae, 5)
+            if mae < best[0]:
+                best = (mae, weight, params, mf)
+    mae, weight, params, mf = best
+    if mf is not None:
+        _set_mf(head, mf)
+    head.set_mf_weight(weight)
+    chosen = f"{params['factors']} factors, weight {weight:g}" if params else "off"
+    log.info("rating MF fallback: %s (validation MAE %.4f; the model as trained %.4f)", chosen, mae, own)
+    return {
+        "weight": weight,
+        "factors": params["factors"] if params else None,
+        "chosen": chosen,
+        "validation_mae": values,
+    }
+
+
+def _set_mf(head: Head, mf: BiasedMF) -> None:
+    design = np.hstack([np.ones((len(mf.item_bias), 1)), mf.item_factors])
+    head.set_mf_fallback(
+        torch.from_numpy(design).to(head.mf_design),
+        torch.from_numpy(mf.mu + mf.item_bias).to(head.mf_base),
+        torch.from_numpy(mf._reg).to(head.mf_reg),
+        mf.mu,
+    )
+
+
+# ---- 7.4 the trend prior ---------------------------------------------------------------------------
 def wants_trend(head: Head, config: RecommenderConfig) -> bool:
     """Whether the head takes a trend prior and the config asks for one (``model.hybrid.trend``)."""
     return bool(head.capabilities.trend_prior and config.model.hybrid.trend)
@@ -150,7 +216,7 @@ def choose_trend(
     val_log: UserLog,
     tasks: TaskSet,
 ) -> dict[str, Any]:
-    """Step 7.3: pick the trend prior's half-life and weight (weight 0: none) on the validation users'
+    """Step 7.4: pick the trend prior's half-life and weight (weight 0: none) on the validation users'
     catalogue Recall@20 + nDCG@10, and set it on the head. Returns the choice for ``info["trend"]``."""
     head = learner.head
     threshold = config.meta.rank_threshold

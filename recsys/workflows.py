@@ -134,6 +134,8 @@ def summary_text(rec: ColdStartRecommender) -> str:
         used += f"\nitem-item blend: {info['item_item']}"
     if info.get("fold_in_weight"):
         used += f"\nrating fold-in weight chosen on validation users: {info['fold_in_weight']['weight']:g}"
+    if info.get("mf_fallback"):
+        used += f"\nrating MF fallback chosen on validation users: {info['mf_fallback']['chosen']}"
     if info.get("rank_mix"):
         mix = info["rank_mix"]
         used += (

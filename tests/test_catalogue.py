@@ -57,7 +57,9 @@ def evaluation_path(rec: ColdStartRecommender, interactions, users, items, data_
     buffers of that catalogue computed by training's own code from the same training log (item
     offsets; the item-item matrix left empty: the new items' columns of any matrix fitted on a log
     without them are zero, see test_item_item_matrices_have_no_row_or_column_for_items_without_interactions).
-    The trend prior is standardised over each catalogue, so the comparisons switch it off on both."""
+    The trend prior is standardised over each catalogue, and the MF rating fallback refitted on a larger
+    catalogue draws other random starting factors (test_mf_fallback.py covers its added items), so the
+    comparisons switch both off on both."""
     from recsys import training
 
     kw = {k: v for k, v in data_kw.items() if k != "validation_users"}
@@ -69,13 +71,20 @@ def evaluation_path(rec: ColdStartRecommender, interactions, users, items, data_
     assert space.item_encoder.to_dict() == rec.space.item_encoder.to_dict()  # the same encoders
     ref = ColdStartRecommender(rec.config)
     ref._build(space, rec.info["rating_mean"])
-    per_item = ("net.head.item_offset", "net.head.trend", "net.head.item_item")
+    per_item = (
+        "net.head.item_offset",
+        "net.head.trend",
+        "net.head.item_item",
+        "net.head.mf_design",
+        "net.head.mf_base",
+    )
     state = {k: v for k, v in rec.learner.state_dict().items() if k not in per_item}
     missing, unexpected = ref.learner.load_state_dict(state, strict=False)
     assert set(missing) <= set(per_item) and not unexpected
     train_log = UserLog.from_frame(train_inter, space.items)
     training.set_item_offsets(ref.learner.head, train_log, space.n_items, rec.info["rating_mean"])
     ref.learner.head.trend_weight.zero_()
+    ref.learner.head.set_mf_weight(0.0)
     ref.info = dict(rec.info)
     return ref
 
@@ -83,6 +92,7 @@ def evaluation_path(rec: ColdStartRecommender, interactions, users, items, data_
 def compare_with_evaluation_path(added, ref, supports: list[dict], ds, new_ids: list) -> None:
     """Predicted ratings of every item and ranking scores of the added items agree (tight tolerance)."""
     added.learner.head.trend_weight.zero_()  # see evaluation_path
+    added.learner.head.set_mf_weight(0.0)
     added._cache = None
     mine, _ = added.score_users(supports, what="rating")
     mine_rank, _ = added.score_users(supports, what="rank")
@@ -179,7 +189,13 @@ def test_grow_catalogue_pads_the_per_item_buffers_and_reports_them(synth) -> Non
 
     head = copy.deepcopy(rec.learner.head)
     n = rec.space.n_items
-    assert grow_catalogue(head, 3, trend_fill=-0.5) == ["item_offset", "trend", "item_item"]
+    assert grow_catalogue(head, 3, trend_fill=-0.5) == [
+        "item_offset",
+        "trend",
+        "mf_design",
+        "mf_base",
+        "item_item",
+    ]
     assert head.item_offset.shape == (n + 3,) and torch.equal(head.item_offset[n:], torch.zeros(3))
     assert torch.equal(head.trend[n:], torch.full((3,), -0.5))
     assert head.item_item.shape == (n + 3, n + 3)

@@ -51,6 +51,12 @@ class HybridConfig(_Section):
     prediction (1 as trained, 0.75, 0.5, 0.25, or 0: the item's baseline alone) on validation users'
     MAE, the model as trained winning ties, so on a log where adapting to a few ratings does not help
     the prediction falls back towards the damped item mean. false: it stays at 1."""
+    mf_fallback: bool = True
+    """``hybrid`` head, explicit ratings: after training, fit a biased matrix factorisation (ALS, as the
+    ``mf-als`` baseline; 8 or 32 factors) on the training users and choose on validation users' MAE how
+    far the rating prediction moves towards its ridge fold-in of the new user's ratings (weight 0, as
+    trained, winning ties; 0.25 ... 1), so on a log too small for the learned rating path the model falls
+    back to the classical fold-in. false: no such buffers (weight 0)."""
     item_item_max_items: int = 2_000_000
     """Catalogues larger than this skip the item-item blend (the training summary says so). The
     sparse kind keeps 2 x 8 bytes per item and neighbour, plus twice that while training."""

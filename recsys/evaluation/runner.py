@@ -126,7 +126,7 @@ RESCORED_ABLATIONS = ("no-adaptation", "no-trend", "1-step", "5-steps")
 
 def model_choices(info: dict[str, Any]) -> dict[str, Any]:
     """What a trained model's recipe chose on its validation users (for the report): the item-item
-    kind, the ranking paths' weights, the rating fold-in's weight, the trend prior."""
+    kind, the ranking paths' weights, the rating fold-in's weight, the MF fallback, the trend prior."""
     out: dict[str, Any] = {}
     if info.get("item_item"):
         out["item_item"] = info["item_item"]
@@ -136,6 +136,8 @@ def model_choices(info: dict[str, Any]) -> dict[str, Any]:
         )
     if info.get("fold_in_weight"):
         out["rating fold-in weight"] = info["fold_in_weight"]["weight"]
+    if info.get("mf_fallback"):
+        out["rating MF fallback"] = info["mf_fallback"]["chosen"]
     if info.get("trend"):
         out["trend prior"] = info["trend"].get("chosen")
     return out

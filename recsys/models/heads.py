@@ -326,6 +326,7 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
             n_items,
             support_trust=trust,
             ii_neighbours=k,
+            mf_fallback=cfg.hybrid.mf_fallback,
         )
 
     def __init__(
@@ -339,11 +340,13 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
         n_catalogue: int = 0,
         support_trust: bool = True,
         ii_neighbours: int = 0,
+        mf_fallback: bool = False,
     ) -> None:
         """``user_dim`` / ``item_dim``: the size of ONE path's part of the user / item vectors;
         ``n_items``: catalogue size for the item-item blend (0: off); ``n_catalogue``: catalogue size;
         ``support_trust``: the fold-in's shrinkage also depends on a summary of the support set;
-        ``ii_neighbours``: 0 for a dense item-item matrix, else its sparse top-k width."""
+        ``ii_neighbours``: 0 for a dense item-item matrix, else its sparse top-k width;
+        ``mf_fallback``: keep buffers for the classical MF rating fallback (:mod:`recsys.models.path_weights`)."""
         super().__init__()
         d = factor_dim
         self.d = d
@@ -373,7 +376,7 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
         self.register_buffer("item_offset", torch.zeros(n_catalogue))
         # the trend prior, the ranking paths' mix and the fold-in's weight, chosen after training
         # (recsys.models.path_weights; recsys.post_training)
-        self._init_path_weights(n_catalogue)
+        self._init_path_weights(n_catalogue, mf=mf_fallback)
         self.ii_scale = nn.Parameter(torch.tensor(1.0))
         self.ii_rate = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.ii_gate = nn.Linear(d, 1)  # per-user trust in the item-item scores, from the support summary
@@ -415,6 +418,8 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
             extra["idx"] = index
             if self.item_offset.numel():
                 b = b + self.item_offset[index]
+            if self.mf_active:
+                extra |= {"mf_x": self.mf_design[index], "mf_b": self.mf_base[index]}
         return extra | {
             "q1": torch.cat([q, torch.ones_like(q[..., :1])], dim=-1),
             "b": b,
@@ -444,6 +449,11 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
         pooled = (mod * m.unsqueeze(-1)).sum(-2) / m.sum().clamp_min(1.0).sqrt()
         z = _run_f(p, "encoder", len(self.encoder), torch.cat([pooled, u_rank], dim=-1))
         fast = {"fast.w": w, "fast.z": z}
+        if "mf_x" in s_side:  # the MF fallback's ridge fold-in of the support ratings
+            x = s_side["mf_x"] * m.unsqueeze(-1)
+            a = x.transpose(-1, -2) @ x + torch.diag(self.mf_reg)
+            rhs = x.transpose(-1, -2) @ ((sy - s_side["mf_b"]) * m)
+            fast["fast.mf"] = torch.linalg.solve_ex(a, rhs, check_errors=False).result
         if self.item_item_active:
             scores = blend(s_side, self.item_item_weights(p, z, sy, sm), self.item_item_catalogue)
             if scores is not None:
@@ -473,7 +483,10 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
         return p["log_lambda"] + F.linear(support_summary(phi, resid, m), p["trust.weight"], p["trust.bias"])
 
     def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
-        return p["mu"] + side["b"] + self.fold_in_weight * (side["q1"] @ p["fast.w"])
+        own = p["mu"] + side["b"] + self.fold_in_weight * (side["q1"] @ p["fast.w"])
+        if "fast.mf" in p and "mf_x" in side:
+            return own + self.mf_weight * (side["mf_b"] + side["mf_x"] @ p["fast.mf"] - own)
+        return own
 
     def rank(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
         return sum(self.rank_parts(p, user, side).values())

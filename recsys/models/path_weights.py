@@ -10,14 +10,22 @@ default: :data:`recsys.persistence.OPTIONAL_WEIGHTS`):
   training, so the model can fall back to either path alone where the other does not help;
 * ``fold_in_weight`` []: the weight of the user's fold-in term in the rating prediction, 1 while
   training; 0 reduces the prediction to the item's baseline (global mean + item bias: a damped item mean).
+* the classical rating fallback (heads built with ``mf=True``): a biased MF's item side ``mf_design``
+  [n_catalogue, MF_WIDTH] (``[1, q_i]``, zero-padded), ``mf_base`` [n_catalogue] (``mu + b_i``), its ridge
+  penalties ``mf_reg`` [MF_WIDTH], its global mean ``mf_mu`` [] and ``mf_weight`` []: the prediction moves that far from the head's own
+  towards the MF's ridge fold-in of the support ratings; 0 (off) while training. Without ``mf`` the
+  per-item buffers are empty ([0, MF_WIDTH], [0]).
 
 The choices are made by :mod:`recsys.post_training` (``choose_rank_mix``, ``choose_fold_in_weight``,
-``choose_trend``).
+``choose_mf_fallback``, ``choose_trend``).
 """
 
 from __future__ import annotations
 
 import torch
+
+MF_WIDTH = 33
+"""Columns of the MF fallback's item side: a bias column and up to 32 factors (fewer: zero-padded)."""
 
 
 class PathWeights:
@@ -28,11 +36,43 @@ class PathWeights:
     rank_mix: torch.Tensor
     fold_in_weight: torch.Tensor
 
-    def _init_path_weights(self, n_catalogue: int) -> None:
-        self.register_buffer("trend", torch.zeros(n_catalogue))  # type: ignore[attr-defined]
-        self.register_buffer("trend_weight", torch.zeros(()))  # type: ignore[attr-defined]
-        self.register_buffer("rank_mix", torch.ones(2))  # type: ignore[attr-defined]
-        self.register_buffer("fold_in_weight", torch.ones(()))  # type: ignore[attr-defined]
+    mf_design: torch.Tensor
+    mf_base: torch.Tensor
+    mf_reg: torch.Tensor
+    mf_weight: torch.Tensor
+
+    def _init_path_weights(self, n_catalogue: int, mf: bool = False) -> None:
+        reg = self.register_buffer  # type: ignore[attr-defined]
+        reg("trend", torch.zeros(n_catalogue))
+        reg("trend_weight", torch.zeros(()))
+        reg("rank_mix", torch.ones(2))
+        reg("fold_in_weight", torch.ones(()))
+        n = n_catalogue if mf else 0
+        reg("mf_design", torch.zeros(n, MF_WIDTH))
+        reg("mf_base", torch.zeros(n))
+        reg("mf_reg", torch.ones(MF_WIDTH))
+        reg("mf_mu", torch.zeros(()))
+        reg("mf_weight", torch.zeros(()))
+
+    @property
+    def mf_active(self) -> bool:
+        """Whether the rating prediction mixes in the MF fallback (its buffers filled, weight above 0)."""
+        return bool(self.mf_design.numel()) and float(self.mf_weight) > 0.0
+
+    def set_mf_fallback(self, design: torch.Tensor, base: torch.Tensor, reg: torch.Tensor, mu: float) -> None:
+        """The MF's item side ``[1, q_i]`` [n_catalogue, <= MF_WIDTH] (zero-padded here), ``mu + b_i``, the
+        ridge penalties of its columns (padding columns get 1: their solution is 0) and its global mean
+        ``mu`` (the base of items added later, which have no factors)."""
+        self.mf_design.zero_()
+        self.mf_design[:, : design.shape[1]] = design
+        self.mf_base.copy_(base)
+        self.mf_mu.fill_(mu)
+        self.mf_reg.fill_(1.0)
+        self.mf_reg[: len(reg)] = reg
+
+    def set_mf_weight(self, weight: float) -> None:
+        """How far the rating prediction moves towards the MF fallback's (0: the head's own)."""
+        self.mf_weight.fill_(weight)
 
     def set_trend(self, prior: torch.Tensor, weight: float) -> None:
         self.trend.copy_(prior)
