@@ -69,6 +69,7 @@ OPTIONAL_WEIGHTS = (
     "net.head.fold_in_weight",
     "net.head.mf_design",
     "net.head.mf_base",
+    "net.head.mf_seen",
     "net.head.mf_reg",
     "net.head.mf_mu",
     "net.head.mf_weight",

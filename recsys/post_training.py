@@ -199,6 +199,7 @@ def _set_mf(head: Head, mf: BiasedMF) -> None:
         torch.from_numpy(mf.mu + mf.item_bias).to(head.mf_base),
         torch.from_numpy(mf._reg).to(head.mf_reg),
         mf.mu,
+        torch.from_numpy(mf.item_counts > 0).to(head.mf_seen),
     )
 
 

@@ -77,6 +77,7 @@ def evaluation_path(rec: ColdStartRecommender, interactions, users, items, data_
         "net.head.item_item",
         "net.head.mf_design",
         "net.head.mf_base",
+        "net.head.mf_seen",
     )
     state = {k: v for k, v in rec.learner.state_dict().items() if k not in per_item}
     missing, unexpected = ref.learner.load_state_dict(state, strict=False)
@@ -194,6 +195,7 @@ def test_grow_catalogue_pads_the_per_item_buffers_and_reports_them(synth) -> Non
         "trend",
         "mf_design",
         "mf_base",
+        "mf_seen",
         "item_item",
     ]
     assert head.item_offset.shape == (n + 3,) and torch.equal(head.item_offset[n:], torch.zeros(3))

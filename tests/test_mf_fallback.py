@@ -32,8 +32,10 @@ def rec():
     rec._cache = None
 
 
-def _mf(rec, factors: int = 8) -> BiasedMF:
+def _mf(rec, factors: int = 8, users: int | None = None) -> BiasedMF:
     log = UserLog.from_frame(_ds().interactions, rec.space.items)
+    if users is not None:  # fitted on a few users: some items have no training ratings
+        log = log.subset(np.arange(users))
     return BiasedMF(seed=0, factors=factors).fit(log, rec.space.n_items)
 
 
@@ -58,6 +60,20 @@ def test_weight_one_predicts_exactly_the_biased_mf_fold_in(rec, factors) -> None
     items, ratings = _support(rec)
     got = _predict(rec, 1.0, items, ratings)
     np.testing.assert_allclose(got, mf._score(items, ratings), atol=2e-4)
+
+
+def test_an_item_the_mf_never_saw_rated_keeps_the_head_prediction(rec) -> None:
+    """The MF knows nothing of an item without training ratings (its fold-in gives it the user's bias
+    alone); such items keep the head's content-based prediction, the others move to the MF."""
+    items, ratings = _support(rec)
+    trained = _predict(rec, 0.0, items, ratings)
+    mf = _mf(rec, users=4)
+    seen = mf.item_counts > 0
+    assert seen.any() and not seen.all()
+    post_training._set_mf(rec.learner.head, mf)
+    got = _predict(rec, 1.0, items, ratings)
+    np.testing.assert_allclose(got[:, seen], mf._score(items, ratings)[:, seen], atol=2e-4)
+    np.testing.assert_allclose(got[:, ~seen], trained[:, ~seen], atol=1e-6)
 
 
 def test_weight_zero_is_the_model_as_trained_and_a_half_is_the_midpoint(rec) -> None:
@@ -126,7 +142,8 @@ def test_items_added_later_get_the_mf_of_an_item_without_ratings(rec) -> None:
     mf = _mf(rec)
     post_training._set_mf(head, mf)
     n = head.mf_design.shape[0]
-    assert {"mf_design", "mf_base"} <= set(grow_catalogue(head, 2))
+    assert {"mf_design", "mf_base", "mf_seen"} <= set(grow_catalogue(head, 2))
+    assert head.mf_seen[n:].tolist() == [0.0, 0.0]  # never rated: they keep the head's prediction
     assert head.mf_design.shape == (n + 2, head.mf_design.shape[1])
     assert head.mf_design[n:].tolist() == [[1.0] + [0.0] * (head.mf_design.shape[1] - 1)] * 2
     assert torch.allclose(head.mf_base[n:], torch.full((2,), float(mf.mu)))

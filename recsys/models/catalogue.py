@@ -8,7 +8,8 @@ unknown token), and the data-driven buffers a head takes from the training log g
 * ``trend`` (``trend_prior`` heads): the standardised prior of no interactions (``trend_fill``: see
   :func:`recsys.models.trend.no_interactions_value`; 0 when the model has no prior);
 * the MF rating fallback (``path_weights`` heads built with it): what a biased MF gives an item without
-  ratings, no factors (its design row ``[1, 0, ...]``) and the MF's global mean as base;
+  ratings, no factors (its design row ``[1, 0, ...]``) and the MF's global mean as base, and not seen
+  (``mf_seen`` 0): the item keeps the head's own, content-based prediction;
 * the item-item matrix (``item_item_blend`` heads, when active): no row and no column (zeros), which
   is what EASE and the cosine kNN give an item without interactions; the sparse top-k storage gets
   empty neighbour lists for the new rows (no existing list names a new item). The out-of-fold copies
@@ -42,7 +43,8 @@ def grow_catalogue(head: Head, n_new: int, *, trend_fill: float = 0.0) -> list[s
         rows[:, 0] = 1.0
         head.mf_design = torch.cat([head.mf_design, rows])
         head.mf_base = torch.cat([head.mf_base, head.mf_base.new_full((n_new,), float(head.mf_mu))])
-        padded += ["mf_design", "mf_base"]
+        head.mf_seen = torch.cat([head.mf_seen, head.mf_seen.new_zeros(n_new)])
+        padded += ["mf_design", "mf_base", "mf_seen"]
     if caps.item_item_blend and head.item_item_active:
         padded += _grow_item_item(head, n_new)
     return padded

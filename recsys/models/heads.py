@@ -419,7 +419,11 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
             if self.item_offset.numel():
                 b = b + self.item_offset[index]
             if self.mf_active:
-                extra |= {"mf_x": self.mf_design[index], "mf_b": self.mf_base[index]}
+                extra |= {
+                    "mf_x": self.mf_design[index],
+                    "mf_b": self.mf_base[index],
+                    "mf_on": self.mf_weight * self.mf_seen[index],
+                }
         return extra | {
             "q1": torch.cat([q, torch.ones_like(q[..., :1])], dim=-1),
             "b": b,
@@ -485,7 +489,7 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
     def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
         own = p["mu"] + side["b"] + self.fold_in_weight * (side["q1"] @ p["fast.w"])
         if "fast.mf" in p and "mf_x" in side:
-            return own + self.mf_weight * (side["mf_b"] + side["mf_x"] @ p["fast.mf"] - own)
+            return own + side["mf_on"] * (side["mf_b"] + side["mf_x"] @ p["fast.mf"] - own)
         return own
 
     def rank(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:

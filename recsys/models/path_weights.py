@@ -11,9 +11,10 @@ default: :data:`recsys.persistence.OPTIONAL_WEIGHTS`):
 * ``fold_in_weight`` []: the weight of the user's fold-in term in the rating prediction, 1 while
   training; 0 reduces the prediction to the item's baseline (global mean + item bias: a damped item mean).
 * the classical rating fallback (heads built with ``mf=True``): a biased MF's item side ``mf_design``
-  [n_catalogue, MF_WIDTH] (``[1, q_i]``, zero-padded), ``mf_base`` [n_catalogue] (``mu + b_i``), its ridge
+  [n_catalogue, MF_WIDTH] (``[1, q_i]``, zero-padded), ``mf_base`` [n_catalogue] (``mu + b_i``), ``mf_seen``
+  [n_catalogue] (1 for items with training ratings: only their predictions move), its ridge
   penalties ``mf_reg`` [MF_WIDTH], its global mean ``mf_mu`` [] and ``mf_weight`` []: the prediction moves that far from the head's own
-  towards the MF's ridge fold-in of the support ratings; 0 (off) while training. Without ``mf`` the
+  towards the MF's ridge fold-in of the support ratings (items it has seen rated); 0 (off) while training. Without ``mf`` the
   per-item buffers are empty ([0, MF_WIDTH], [0]).
 
 The choices are made by :mod:`recsys.post_training` (``choose_rank_mix``, ``choose_fold_in_weight``,
@@ -50,6 +51,7 @@ class PathWeights:
         n = n_catalogue if mf else 0
         reg("mf_design", torch.zeros(n, MF_WIDTH))
         reg("mf_base", torch.zeros(n))
+        reg("mf_seen", torch.zeros(n))
         reg("mf_reg", torch.ones(MF_WIDTH))
         reg("mf_mu", torch.zeros(()))
         reg("mf_weight", torch.zeros(()))
@@ -59,13 +61,18 @@ class PathWeights:
         """Whether the rating prediction mixes in the MF fallback (its buffers filled, weight above 0)."""
         return bool(self.mf_design.numel()) and float(self.mf_weight) > 0.0
 
-    def set_mf_fallback(self, design: torch.Tensor, base: torch.Tensor, reg: torch.Tensor, mu: float) -> None:
+    def set_mf_fallback(
+        self, design: torch.Tensor, base: torch.Tensor, reg: torch.Tensor, mu: float, seen: torch.Tensor
+    ) -> None:
         """The MF's item side ``[1, q_i]`` [n_catalogue, <= MF_WIDTH] (zero-padded here), ``mu + b_i``, the
-        ridge penalties of its columns (padding columns get 1: their solution is 0) and its global mean
-        ``mu`` (the base of items added later, which have no factors)."""
+        ridge penalties of its columns (padding columns get 1: their solution is 0), its global mean
+        ``mu`` (the base of items added later, which have no factors) and which items it has seen rated
+        (``seen`` [n_catalogue], 1/0): only those move towards it; an item without training ratings, which
+        the MF knows nothing of, keeps the head's prediction (from its content)."""
         self.mf_design.zero_()
         self.mf_design[:, : design.shape[1]] = design
         self.mf_base.copy_(base)
+        self.mf_seen.copy_(seen)
         self.mf_mu.fill_(mu)
         self.mf_reg.fill_(1.0)
         self.mf_reg[: len(reg)] = reg

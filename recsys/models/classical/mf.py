@@ -143,6 +143,7 @@ class BiasedMF(Baseline):
             self.item_bias, self.item_factors = sol[:, 0], sol[:, 1:]
 
         self.user_bias, self.user_factors = user_bias, user_factors
+        self.item_counts = np.bincount(item, minlength=n_items)  # training ratings per item
         return self
 
     def _item_design(self) -> np.ndarray:
