@@ -418,12 +418,7 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
             extra["idx"] = index
             if self.item_offset.numel():
                 b = b + self.item_offset[index]
-            if self.mf_active:
-                extra |= {
-                    "mf_x": self.mf_design[index],
-                    "mf_b": self.mf_base[index],
-                    "mf_on": self.mf_weight * self.mf_seen[index],
-                }
+            extra |= self.mf_item_side(index)
         return extra | {
             "q1": torch.cat([q, torch.ones_like(q[..., :1])], dim=-1),
             "b": b,
@@ -453,11 +448,7 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
         pooled = (mod * m.unsqueeze(-1)).sum(-2) / m.sum().clamp_min(1.0).sqrt()
         z = _run_f(p, "encoder", len(self.encoder), torch.cat([pooled, u_rank], dim=-1))
         fast = {"fast.w": w, "fast.z": z}
-        if "mf_x" in s_side:  # the MF fallback's ridge fold-in of the support ratings
-            x = s_side["mf_x"] * m.unsqueeze(-1)
-            a = x.transpose(-1, -2) @ x + torch.diag(self.mf_reg)
-            rhs = x.transpose(-1, -2) @ ((sy - s_side["mf_b"]) * m)
-            fast["fast.mf"] = torch.linalg.solve_ex(a, rhs, check_errors=False).result
+        fast |= self.mf_fold_in(s_side, sy, m)
         if self.item_item_active:
             scores = blend(s_side, self.item_item_weights(p, z, sy, sm), self.item_item_catalogue)
             if scores is not None:
@@ -488,9 +479,7 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
 
     def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
         own = p["mu"] + side["b"] + self.fold_in_weight * (side["q1"] @ p["fast.w"])
-        if "fast.mf" in p and "mf_x" in side:
-            return own + side["mf_on"] * (side["mf_b"] + side["mf_x"] @ p["fast.mf"] - own)
-        return own
+        return self.mf_mix(own, p, side)
 
     def rank(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
         return sum(self.rank_parts(p, user, side).values())

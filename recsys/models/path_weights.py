@@ -77,6 +77,31 @@ class PathWeights:
         self.mf_reg.fill_(1.0)
         self.mf_reg[: len(reg)] = reg
 
+    def mf_item_side(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The MF fallback's part of the item side of catalogue items ``index`` (empty when it is off):
+        ``mf_x`` (its design rows), ``mf_b`` (``mu + b_i``), ``mf_on`` (each item's weight: 0 for items
+        it never saw rated)."""
+        if not self.mf_active:
+            return {}
+        on = self.mf_weight * self.mf_seen[index]
+        return {"mf_x": self.mf_design[index], "mf_b": self.mf_base[index], "mf_on": on}
+
+    def mf_fold_in(self, s_side: dict, sy: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"fast.mf": x}``: the MF's ridge fold-in of one user's support ratings ``sy`` (mask ``m``),
+        ``argmin_x sum_s m_s (y_s - mu - b_s - [1, q_s].x)^2 + x.diag(mf_reg).x``; empty when it is off."""
+        if "mf_x" not in s_side:
+            return {}
+        x = s_side["mf_x"] * m.unsqueeze(-1)
+        a = x.transpose(-1, -2) @ x + torch.diag(self.mf_reg)
+        rhs = x.transpose(-1, -2) @ ((sy - s_side["mf_b"]) * m)
+        return {"fast.mf": torch.linalg.solve_ex(a, rhs, check_errors=False).result}
+
+    def mf_mix(self, own: torch.Tensor, p: dict, side: dict) -> torch.Tensor:
+        """The rating prediction ``own`` moved by each item's ``mf_on`` towards the MF's fold-in."""
+        if "fast.mf" not in p or "mf_x" not in side:
+            return own
+        return own + side["mf_on"] * (side["mf_b"] + side["mf_x"] @ p["fast.mf"] - own)
+
     def set_mf_weight(self, weight: float) -> None:
         """How far the rating prediction moves towards the MF fallback's (0: the head's own)."""
         self.mf_weight.fill_(weight)
