@@ -148,8 +148,10 @@ def summary(out: Path, full: Path | None = None) -> str:
     if full is not None and (full / "report.json").exists() and FULL_USERS not in dict(sizes):
         sizes.append((FULL_USERS, full))
     rows, verdicts = [], {}
+    created: dict[int, str] = {}
     for n, folder in sizes:
         report = json.loads((folder / "report.json").read_text())
+        created[n] = report.get("created", "?")
         timing = _timing(folder)
         split = (next(iter(report.get("splits", {}).values()), None) or [{}])[0]
         train_users = split.get("train_users", "?")
@@ -195,8 +197,9 @@ def summary(out: Path, full: Path | None = None) -> str:
         )
         lines.append("")
         for n, folder in sizes:
-            created = json.loads((folder / "report.json").read_text()).get("created", "?")
-            lines.append(f"- {n:,} users (report written {created}): `{_timing(folder).get('command', '?')}`")
+            lines.append(
+                f"- {n:,} users (report written {created[n]}): `{_timing(folder).get('command', '?')}`"
+            )
         lines.append("")
     return "\n".join(lines)
 

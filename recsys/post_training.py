@@ -193,9 +193,8 @@ def choose_mf_fallback(
 
 
 def _set_mf(head: Head, mf: BiasedMF) -> None:
-    design = np.hstack([np.ones((len(mf.item_bias), 1)), mf.item_factors])
     head.set_mf_fallback(
-        torch.from_numpy(design).to(head.mf_design),
+        torch.from_numpy(mf._item_design()).to(head.mf_design),
         torch.from_numpy(mf.mu + mf.item_bias).to(head.mf_base),
         torch.from_numpy(mf._reg).to(head.mf_reg),
         mf.mu,
