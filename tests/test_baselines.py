@@ -300,3 +300,46 @@ def test_ridge_rows_solve_only_observed_rows_and_give_empty_rows_zero(chunk_valu
         want = np.linalg.solve(f.T @ f + np.diag(reg), f.T @ residuals[r, cols].toarray().ravel())
         np.testing.assert_allclose(got[r], want, atol=1e-10)
     assert not got[::3].any()
+
+
+@pytest.mark.parametrize("chunk_values", [2**24, 24])
+def test_ridge_rows_with_fewer_observations_than_factors_equal_the_direct_solve(
+    chunk_values, monkeypatch
+) -> None:
+    """Rows with fewer observations than unknowns take the dual m x m system (Woodbury) instead of
+    the d x d normal equations; their solutions equal the direct weighted ridge solve, with repeated
+    observations (multiplicities > 1) and with a residual pattern that differs from the counts'
+    (an explicit zero target dropped from the sparse matrix: the primal path is used then)."""
+    import scipy.sparse as sp
+
+    from recsys.models.classical import mf
+    from recsys.models.classical.mf import _ridge_rows
+
+    monkeypatch.setattr(mf, "RIDGE_CHUNK_VALUES", chunk_values)
+    rng = np.random.default_rng(3)
+    n_rows, n_cols, d = 14, 20, 9
+    rows, cols = [], []
+    for r in range(n_rows):  # row r observes r + 1 distinct columns: 1..14 against d = 9
+        rows += [r] * (r + 1)
+        cols += list(rng.choice(n_cols, size=r + 1, replace=False))
+    mult = rng.integers(1, 4, size=len(rows)).astype(float)
+    counts = sp.csr_matrix((mult, (rows, cols)), shape=(n_rows, n_cols))
+    residuals = sp.csr_matrix((mult * rng.normal(size=len(rows)), (rows, cols)), shape=(n_rows, n_cols))
+    features = rng.normal(size=(n_cols, d))
+    reg = np.linspace(0.5, 3.0, d)
+
+    def direct(res: sp.csr_matrix) -> np.ndarray:
+        want = np.zeros((n_rows, d))
+        for r in range(n_rows):
+            c, w = counts[r].indices, counts[r].data
+            f = features[c]
+            s = res[r].toarray().ravel()[c]
+            want[r] = np.linalg.solve(f.T @ (w[:, None] * f) + np.diag(reg), f.T @ s)
+        return want
+
+    np.testing.assert_allclose(_ridge_rows(counts, residuals, features, reg), direct(residuals), atol=1e-10)
+    zeroed = residuals.copy()
+    zeroed.data[0] = 0.0
+    zeroed.eliminate_zeros()  # row 0's only target is 0: no longer the counts' pattern
+    assert zeroed.nnz == residuals.nnz - 1
+    np.testing.assert_allclose(_ridge_rows(counts, zeroed, features, reg), direct(zeroed), atol=1e-10)

@@ -31,6 +31,16 @@ def _ridge_rows(
     if len(rows) == 0:
         return out
     counts, residuals = counts[rows], residuals[rows]
+    lengths = np.diff(counts.indptr)
+    width = 1 << np.ceil(np.log2(lengths)).astype(np.int64)
+    short = width < d
+    if short.any() and _same_pattern(counts, residuals):
+        # rows with fewer observations than unknowns: the m x m dual system instead of the d x d one
+        out[rows[short]] = _ridge_short(counts, residuals, features, reg, np.nonzero(short)[0], width)
+        rows = rows[~short]
+        if len(rows) == 0:
+            return out
+        counts, residuals = counts[~short], residuals[~short]
     iu, ju = np.triu_indices(d)  # the Gram matrices are symmetric: build the upper triangle only
     rhs = np.asarray(residuals @ features)
     # bounded memory: a 1M-item catalogue's Gram matrices at d = 33 take 8.7 GB at once, its items'
@@ -53,6 +63,45 @@ def _ridge_rows(
             gram = _gram(counts[sl], features)
         gram += np.diag(reg)
         out[rows[sl]] = np.linalg.solve(gram, rhs[sl, :, None])[:, :, 0]
+    return out
+
+
+def _same_pattern(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
+    return np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
+
+
+def _ridge_short(
+    counts: sp.csr_matrix,
+    residuals: sp.csr_matrix,
+    features: np.ndarray,
+    reg: np.ndarray,
+    rows: np.ndarray,
+    width: np.ndarray,
+) -> np.ndarray:
+    """:func:`_ridge_rows` for ``rows`` with m observations, fewer than the d unknowns, through the dual
+    (Woodbury) form: with F [m, d] the observed features, C the multiplicities and s the summed targets,
+    ``x = R^-1 F^T z`` where ``(C^-1 + F R^-1 F^T) z = C^-1 s`` (an m x m system; R = diag(reg)).
+    Rows are stacked by ``width`` (m padded to a power of two: padding has F = 0, C = 1, so z = 0)."""
+    d = features.shape[1]
+    out = np.empty((len(rows), d))
+    indptr, lengths = counts.indptr, np.diff(counts.indptr)
+    inv_reg = 1.0 / reg
+    for w in np.unique(width[rows]):
+        which = np.nonzero(width[rows] == w)[0]
+        step = max(1, RIDGE_CHUNK_VALUES // int(w * d))
+        slots = np.arange(w)
+        for s in range(0, len(which), step):
+            k = which[s : s + step]
+            r = rows[k]
+            valid = slots[None, :] < lengths[r][:, None]
+            pos = np.where(valid, indptr[r][:, None] + slots[None, :], 0)
+            c = np.where(valid, counts.data[pos], 1.0)
+            f = features[counts.indices[pos]] * valid[:, :, None]
+            fr = f * inv_reg
+            dual = np.matmul(fr, f.transpose(0, 2, 1))
+            dual[:, slots, slots] += 1.0 / c
+            z = np.linalg.solve(dual, (np.where(valid, residuals.data[pos], 0.0) / c)[:, :, None])
+            out[k] = np.matmul(fr.transpose(0, 2, 1), z)[:, :, 0]
     return out
 
 
