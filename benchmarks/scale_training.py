@@ -5,6 +5,10 @@ Logs (``--log``):
 * ``synthetic-25m``: a synthetic log shaped like MovieLens-25M (25M interactions, 162k users, 62k
   items, timestamps over five years, ML-25M-like popularity, an item table with genres and a
   category): the generator of :mod:`benchmarks.large_logs`, cached under ``benchmarks/.cache``;
+* ``synthetic-17k``: the scale issue's small target, a ~100k-interaction log with a ~17k-item catalogue
+  (``make_synthetic(SyntheticConfig(n_users=5000, n_items=21700, n_interactions=102_000,
+  popularity_exponent=0.9, seed=0))``, its interactions only, as CSV; target: the default trains in
+  <= 3 min and <= 2 GB on 2 CPU cores);
 * ``gowalla``: ``gowalla/interactions.csv`` under ``RECSYS_DATA_DIR`` (or ./data, ../shared/data),
   trained as implicit feedback (``--implicit``); skipped with a message when absent.
 
@@ -49,6 +53,7 @@ PHASES = (
     "item_item",
     "meta_training",
     "path_weights",
+    "mf_fallback",
     "trend_choice",
     "summary",
     "save",
@@ -169,6 +174,7 @@ def install_timers(rec: Recorder) -> None:
     training.meta_train = rec.timed("meta_training", training.meta_train)
     post_training.choose_rank_mix = rec.timed("path_weights", post_training.choose_rank_mix, mix_facts)
     post_training.choose_fold_in_weight = rec.timed("path_weights", post_training.choose_fold_in_weight)
+    post_training.choose_mf_fallback = rec.timed("mf_fallback", post_training.choose_mf_fallback)
     post_training.choose_trend = rec.timed("trend_choice", post_training.choose_trend, trend_facts)
     training.summarise = rec.timed("summary", training.summarise)
     ColdStartRecommender.save = rec.timed("save", ColdStartRecommender.save)
@@ -222,6 +228,27 @@ def synthetic_log(scale: float) -> tuple[str, list[str]] | None:
     path = generate(n, users, items, formats=("parquet",))["parquet"]
     name = "synthetic-25m" if scale == 1 else f"synthetic-25m x{scale:g}"
     return name, ["--interactions", str(path), "--items", str(path.with_name("items.parquet"))]
+
+
+def synthetic_17k_log(scale: float) -> tuple[str, list[str]] | None:
+    """The ~100k-interaction, ~17k-item synthetic log (interactions only, CSV; cached like the 25M log)."""
+    from recsys.data.synthetic import SyntheticConfig, make_synthetic
+
+    n = max(1000, round(102_000 * scale))
+    path = Path(__file__).resolve().parent / ".cache" / f"synthetic-17k-{n}.csv"
+    if not path.exists():
+        cfg = SyntheticConfig(
+            n_users=max(50, round(5000 * scale)),
+            n_items=max(100, round(21_700 * scale)),
+            n_interactions=n,
+            popularity_exponent=0.9,
+            seed=0,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        make_synthetic(cfg).interactions.write_csv(tmp)
+        tmp.replace(path)
+    return ("synthetic-17k" if scale == 1 else f"synthetic-17k x{scale:g}"), ["--interactions", str(path)]
 
 
 def gowalla_log(scale: float) -> tuple[str, list[str]] | None:
@@ -418,7 +445,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if argv[:1] == ["--worker"]:
         raise SystemExit(worker(argv[1], argv[2:]))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--log", choices=("synthetic-25m", "gowalla", "both"), default="both")
+    p.add_argument(
+        "--log",
+        choices=("synthetic-25m", "synthetic-17k", "gowalla", "both"),
+        default="both",
+        help="which log (both: synthetic-25m and gowalla)",
+    )
     p.add_argument("--scale", type=float, default=1.0, help="share of the log (0.01: a smoke run)")
     p.add_argument("--epochs", type=int, help="training epochs (default: the config's train.epochs)")
     p.add_argument("--nproc", default="1,2", help="comma-separated process counts (default 1,2)")
@@ -444,6 +476,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logs = []
     if args.log in ("synthetic-25m", "both"):
         logs.append(synthetic_log(args.scale))
+    if args.log == "synthetic-17k":
+        logs.append(synthetic_17k_log(args.scale))
     if args.log in ("gowalla", "both"):
         logs.append(gowalla_log(args.scale))
     nprocs = [int(x) for x in args.nproc.split(",") if x.strip()]
