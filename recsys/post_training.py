@@ -25,7 +25,7 @@ from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
 from recsys.meta.validation import catalogue_quality, catalogue_scores, evaluate_rating_tasks
 from recsys.models import trend
-from recsys.models.classical.mf import BiasedMF
+from recsys.models.classical.mf import BiasedMF, FittedMFs
 from recsys.models.heads import Head
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,11 @@ def choose_after_training(
     train_log: UserLog,
     val_log: UserLog,
     tasks: TaskSet,
+    mfs: FittedMFs | None = None,
 ) -> dict[str, Any]:
     """Step 7: every choice the head and the config call for, in order; the model's ``info`` entries
-    (``rank_mix``, ``fold_in_weight``, ``trend``) of those made."""
+    (``rank_mix``, ``fold_in_weight``, ``mf_fallback``, ``trend``) of those made. ``mfs``: the training
+    log's biased MFs fitted so far (the ALS start's)."""
     head = learner.head
     info: dict[str, Any] = {}
     if wants_rank_mix(head, config):
@@ -48,7 +50,7 @@ def choose_after_training(
     if wants_fold_in_weight(head, config, space):
         info["fold_in_weight"] = choose_fold_in_weight(learner, space, config, val_log, tasks)
     if wants_mf_fallback(head, space):
-        info["mf_fallback"] = choose_mf_fallback(learner, space, config, train_log, val_log, tasks)
+        info["mf_fallback"] = choose_mf_fallback(learner, space, config, train_log, val_log, tasks, mfs)
     if wants_trend(head, config):
         info["trend"] = choose_trend(learner, space, config, train_log, val_log, tasks)
     return info
@@ -159,18 +161,21 @@ def choose_mf_fallback(
     train_log: UserLog,
     val_log: UserLog,
     tasks: TaskSet,
+    mfs: FittedMFs | None = None,
 ) -> dict[str, Any]:
-    """Step 7.3: fit each of :data:`MF_CANDIDATES` on the training users and keep the (MF, weight) of
-    :data:`MF_WEIGHTS` with the lowest validation MAE; weight 0 (the model as trained) wins ties. Returns
-    the choice for ``info["mf_fallback"]``."""
+    """Step 7.3: fit each of :data:`MF_CANDIDATES` on the training users (or take it from ``mfs``) and
+    keep the (MF, weight) of :data:`MF_WEIGHTS` with the lowest validation MAE; weight 0 (the model as
+    trained) wins ties. Returns the choice for ``info["mf_fallback"]``."""
     head = learner.head
     n = head.mf_design.shape[0]
+    if mfs is None or not mfs.of(train_log, n, config.train.seed):
+        mfs = FittedMFs(train_log, n, config.train.seed)
     head.set_mf_weight(0.0)
     own = evaluate_rating_tasks(learner, space, val_log, tasks)["mae"]
     best: tuple[float, float, dict[str, Any] | None, BiasedMF | None] = (own, 0.0, None, None)
     values: dict[str, float] = {"0": round(own, 5)}
     for params in MF_CANDIDATES:
-        mf = BiasedMF(seed=config.train.seed, **params).fit(train_log, n)
+        mf = mfs.get(**params)
         _set_mf(head, mf)
         for weight in MF_WEIGHTS[1:]:
             head.set_mf_weight(weight)

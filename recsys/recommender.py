@@ -32,6 +32,7 @@ from recsys.explain import explain as explain_items
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache, clamp_to_scale, score_catalogue
+from recsys.models.classical.mf import FittedMFs
 from recsys.onboarding import onboarding_order
 from recsys.requests import encode_dicts, is_list_like, rank_requests, recommend_frame
 from recsys.similar import SimilarItems, similar_items
@@ -116,10 +117,10 @@ class ColdStartRecommender:
         self.user_log = known_users.record(data.interactions, space.items, cfg.train.keep_user_log)
         train_log, val_log = training.user_logs(train_inter, val_inter, space)
         self.info = training.log_info(train_log, val_log)
-        rating_mean = self.info["rating_mean"]
-        self._build(space, rating_mean)
-        self.info |= training.prepare_head(
-            self.learner, space, train_log, val_log, cfg, seeds, rating_mean=rating_mean, resume=resume
+        mean, mfs = self.info["rating_mean"], FittedMFs(train_log, space.n_items, cfg.train.seed)
+        self._build(space, mean)
+        self.info |= training.prepare_head(  # mfs: the ALS start's biased MF, reused by step 7
+            self.learner, space, train_log, val_log, cfg, seeds, rating_mean=mean, resume=resume, mfs=mfs
         )
         tasks = training.validation_tasks_of(val_log, cfg.train, seeds)
         state = training.meta_train(
@@ -128,9 +129,8 @@ class ColdStartRecommender:
         self.history, self._cache = state.history, None
         if tasks is not None:
             self.info |= post_training.choose_after_training(
-                self.learner, space, cfg, train_log, val_log, tasks
+                self.learner, space, cfg, train_log, val_log, tasks, mfs
             )
-        if tasks is not None:
             seconds = time.perf_counter() - t0
             self.summary = training.summarise(
                 self.learner, space, cfg, train_log, val_log, tasks, state, seconds

@@ -57,6 +57,7 @@ from recsys.meta.validation import (
     validation_tasks,
 )
 from recsys.metrics.core import mae
+from recsys.models.classical.mf import FittedMFs
 from recsys.models.heads import Head
 from recsys.models.item_init import init_item_ids_from_als
 from recsys.models.item_item import fit_item_item
@@ -332,15 +333,19 @@ def prepare_head(
     *,
     rating_mean: float,
     resume: bool = False,
+    mfs: FittedMFs | None = None,
 ) -> dict[str, Any]:
     """Step 5: what the network takes from the training log before meta-training, as its head declares
     (:class:`~recsys.models.heads.HeadCapabilities`): the ALS start of the item ids
     (``model.item_id_init="als"``, not when resuming: the checkpoint has the weights), the items' rating
-    offsets, the item-item blend. Returns the entries for the model's ``info``."""
+    offsets, the item-item blend. ``mfs``: the training log's biased MFs, shared with step 7. Returns the
+    entries for the model's ``info``."""
     head = learner.head
     info: dict[str, Any] = {}
     if config.model.item_id_init == "als" and not resume:
-        info["item_id_init"] = init_item_ids_from_als(learner.net, space, train_log, seed=config.train.seed)
+        info["item_id_init"] = init_item_ids_from_als(
+            learner.net, space, train_log, seed=config.train.seed, mfs=mfs
+        )
     if head.capabilities.item_offsets and not space.implicit:
         set_item_offsets(head, train_log, space.n_items, rating_mean)
     if head.item_item_active:

@@ -147,3 +147,38 @@ def test_items_added_later_get_the_mf_of_an_item_without_ratings(rec) -> None:
     assert head.mf_design.shape == (n + 2, head.mf_design.shape[1])
     assert head.mf_design[n:].tolist() == [[1.0] + [0.0] * (head.mf_design.shape[1] - 1)] * 2
     assert torch.allclose(head.mf_base[n:], torch.full((2,), float(mf.mu)))
+
+
+def test_the_fallback_reuses_the_mf_the_als_start_fitted_on_the_same_log(rec, monkeypatch) -> None:
+    """The ALS start of the item ids and the fallback's 32-factor candidate are the same biased MF
+    (training users, recipe seed): given the start's fits, the fallback fits only its other candidates,
+    and an MF fitted for another log or seed is never taken."""
+    from recsys.models.classical import mf as mf_module
+    from recsys.models.item_init import als_item_factors
+
+    fits: list[int] = []
+    real_fit = BiasedMF.fit
+
+    def counting_fit(self, log, n_items):
+        fits.append(int(self.params["factors"]))
+        return real_fit(self, log, n_items)
+
+    monkeypatch.setattr(BiasedMF, "fit", counting_fit)
+    monkeypatch.setattr(post_training, "evaluate_rating_tasks", lambda *a, **k: {"mae": 0.8})
+    val_log, tasks = _validation(rec)
+    train_log = UserLog.from_frame(_ds().interactions, rec.space.items)
+    mfs = mf_module.FittedMFs(train_log, rec.space.n_items, rec.config.train.seed)
+    start = als_item_factors(
+        train_log, rec.space.n_items, 32, implicit=False, seed=mfs.seed, paths=("rating",), mfs=mfs
+    )
+    assert fits == [32]
+    np.testing.assert_array_equal(start["rating"], mfs.get(factors=32).item_factors)
+    post_training.choose_mf_fallback(rec.learner, rec.space, rec.config, train_log, val_log, tasks, mfs)
+    assert sorted(fits) == [8, 32]  # the 32-factor MF was not fitted again
+    other = mf_module.FittedMFs(train_log, rec.space.n_items, rec.config.train.seed + 1)
+    post_training.choose_mf_fallback(rec.learner, rec.space, rec.config, train_log, val_log, tasks, other)
+    assert sorted(fits) == [8, 8, 32, 32]  # another seed's MFs are fitted for this call, as without any
+    another_log = UserLog.from_frame(_ds().interactions, rec.space.items)  # equal, but not the same log
+    assert not mfs.of(another_log, rec.space.n_items, mfs.seed) and mfs.of(
+        train_log, rec.space.n_items, mfs.seed
+    )

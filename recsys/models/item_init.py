@@ -16,7 +16,8 @@ import torch
 
 from recsys.data.tasks import UserLog
 from recsys.features.space import ITEM_ID_FIELD, FeatureSpace
-from recsys.models.classical import BiasedMF, ImplicitALS
+from recsys.models.classical import ImplicitALS
+from recsys.models.classical.mf import FittedMFs
 from recsys.models.embedding import INIT_STD
 from recsys.models.network import ColdStartNet
 
@@ -51,22 +52,26 @@ def als_item_factors(
     implicit: bool,
     seed: int,
     paths: tuple[str, ...] = ("rating", "ranking"),
+    mfs: FittedMFs | None = None,
 ) -> dict[str, np.ndarray]:
     """``{path: [n_items, dim]}`` item factors fitted on ``log`` for the requested ``paths``: biased MF
-    for ``rating`` (implicit's ALS on implicit feedback), implicit's ALS for ``ranking``."""
+    for ``rating`` (implicit's ALS on implicit feedback), implicit's ALS for ``ranking``. ``mfs``: the
+    biased MFs of ``log`` fitted so far (the rating fallback reuses this one)."""
 
     out: dict[str, np.ndarray] = {}
     if "ranking" in paths or implicit:
         out["ranking"] = ImplicitALS(seed=seed, factors=dim).fit(log, n_items).item_factors
     if "rating" in paths:
-        out["rating"] = (
-            out["ranking"] if implicit else BiasedMF(seed=seed, factors=dim).fit(log, n_items).item_factors
-        )
+        if mfs is None or not mfs.of(log, n_items, seed):
+            mfs = FittedMFs(log, n_items, seed)
+        out["rating"] = out["ranking"] if implicit else mfs.get(factors=dim).item_factors
     return {p: out[p] for p in paths}
 
 
 @torch.no_grad()
-def init_item_ids_from_als(net: ColdStartNet, space: FeatureSpace, log: UserLog, *, seed: int) -> int:
+def init_item_ids_from_als(
+    net: ColdStartNet, space: FeatureSpace, log: UserLog, *, seed: int, mfs: FittedMFs | None = None
+) -> int:
     """Write ALS item factors into the item-id rows of ``net``'s item embedding tables.
 
     Returns the number of items initialised (0 when the space has no item-id field).
@@ -80,7 +85,7 @@ def init_item_ids_from_als(net: ColdStartNet, space: FeatureSpace, log: UserLog,
         targets["ranking"] = net.rank_item_embedding
     dim = net.item_embedding.dim
     factors = als_item_factors(
-        log, space.n_items, dim, implicit=space.implicit, seed=seed, paths=tuple(targets)
+        log, space.n_items, dim, implicit=space.implicit, seed=seed, paths=tuple(targets), mfs=mfs
     )
     rows = torch.from_numpy(tokens[known])
     for path, emb in targets.items():

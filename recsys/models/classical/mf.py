@@ -216,3 +216,24 @@ class BiasedMF(Baseline):
         out += bias[:, None]
         out += self.mu + self.item_bias[None, :]
         return out.astype(np.float32)
+
+
+class FittedMFs:
+    """Biased MFs fitted on one log, one per parameter set, each fitted on first use and then shared:
+    the ALS start of the item ids and the rating fallback (:mod:`recsys.post_training`) both ask for
+    the 32-factor MF of the training users with the recipe's seed."""
+
+    def __init__(self, log: UserLog, n_items: int, seed: int) -> None:
+        self.log, self.n_items, self.seed = log, n_items, seed
+        self._fits: dict[tuple[tuple[str, Any], ...], BiasedMF] = {}
+
+    def of(self, log: UserLog, n_items: int, seed: int) -> bool:
+        """Whether these are the MFs of ``log`` (the same object) with ``n_items`` items and ``seed``."""
+        return self.log is log and (self.n_items, self.seed) == (n_items, seed)
+
+    def get(self, **params: Any) -> BiasedMF:
+        """The :class:`BiasedMF` with ``params`` (the others its defaults) fitted on the log."""
+        key = tuple(sorted(params.items()))
+        if key not in self._fits:
+            self._fits[key] = BiasedMF(seed=self.seed, **params).fit(self.log, self.n_items)
+        return self._fits[key]
