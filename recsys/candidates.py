@@ -262,11 +262,13 @@ def rank_padded(
     *,
     exclude_rated: bool = True,
     allowed: np.ndarray | None = None,
+    with_predictions: bool = True,
 ) -> Ranked:
     """Score padded requests (``items``/``ratings`` [n, S], as :meth:`ColdStartRecommender.score_padded`)
     and keep each one's top ``n`` among the ``allowed`` items (bool [n_items], None = all), excluding
-    its rated items when ``exclude_rated``; filtering happens before top-N."""
-    with_ratings = predicts_ratings(rec)
+    its rated items when ``exclude_rated``; filtering happens before top-N. ``with_predictions=False``:
+    no ``predicted_rating`` (the catalogue's ratings are not computed: what ``recommend`` returns)."""
+    with_ratings = with_predictions and predicts_ratings(rec)
     scored = rec.score_padded(items, ratings, user_features, what="both" if with_ratings else "rank")
     scores, predicted = scored if with_ratings else (scored, None)
     n_users, n_items = scores.shape

@@ -318,7 +318,16 @@ def recommend_users(
     allowed = candidate_mask(rec, items, exclude, where, on_unknown=on_unknown_item)
     if not user_ids:
         return []
-    ranked = rank_padded(rec, support, ratings, features, n, exclude_rated=exclude_rated, allowed=allowed)
+    ranked = rank_padded(
+        rec,
+        support,
+        ratings,
+        features,
+        n,
+        exclude_rated=exclude_rated,
+        allowed=allowed,
+        with_predictions=False,
+    )
     return pairs(rec, ranked, len(user_ids))
 
 

@@ -340,7 +340,9 @@ class ColdStartRecommender:
     ) -> list[list[tuple[Any, float]]]:
         """:meth:`recommend` for many new users in one vectorised pass (the same candidates for all)."""
         cand = {"items": items, "exclude": exclude, "where": where}
-        ranked = rank_requests(self, list_of_ratings, n, user_features, exclude_rated, on_unknown, **cand)
+        ranked = rank_requests(  # pairs hold no predicted rating: the catalogue's are not computed
+            self, list_of_ratings, n, user_features, exclude_rated, on_unknown, **cand, with_predictions=False
+        )
         return candidates.pairs(self, ranked, len(list_of_ratings))
 
     def recommend_user(self, user_id: Any, n: int = 20, **kwargs: Any) -> list[tuple[Any, float]]:

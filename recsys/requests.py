@@ -165,8 +165,10 @@ def rank_requests(
     items: Iterable[Any] | None = None,
     exclude: Iterable[Any] | None = None,
     where: Mapping[str, Any] | None = None,
+    with_predictions: bool = True,
 ) -> Ranked:
-    """Rating dicts (``recommend_batch``'s arguments) checked, encoded and ranked among their candidates."""
+    """Rating dicts (``recommend_batch``'s arguments) checked, encoded and ranked among their candidates
+    (``with_predictions``: as :func:`~recsys.candidates.rank_padded`)."""
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ScoringInputError(f"n must be a positive integer, got {shown(n)}")
     if not isinstance(exclude_rated, (bool, np.bool_)):
@@ -176,7 +178,16 @@ def rank_requests(
     if is_list_like(requests) and is_list_like(user_features) and len(user_features) != len(requests):
         raise ScoringInputError(f"{len(requests)} rating dicts but {len(user_features)} user-feature dicts")
     support, ratings = encode_dicts(rec, requests, on_unknown)
-    return rank_padded(rec, support, ratings, user_features, n, exclude_rated=exclude_rated, allowed=allowed)
+    return rank_padded(
+        rec,
+        support,
+        ratings,
+        user_features,
+        n,
+        exclude_rated=exclude_rated,
+        allowed=allowed,
+        with_predictions=with_predictions,
+    )
 
 
 def is_list_like(value: Any) -> bool:

@@ -221,6 +221,31 @@ def test_a_rating_only_head_without_titles_has_predicted_rating_equal_to_score_a
     ]
 
 
+def test_recommend_ranks_without_computing_the_catalogues_ratings_and_matches_the_rows(monkeypatch) -> None:
+    """``recommend`` returns (item, score) only: the hybrid head's rating pass over the catalogue is
+    skipped (it cost a third of a request at 62k items), with the same items and scores as the rows,
+    which do compute the predicted ratings; a rating-only head still ranks by its predicted ratings."""
+    rec = tiny_model()
+    want = [(r["item_id"], r["score"]) for r in rec.recommend_rows(RATINGS, n=8)]
+    calls: list[str] = []
+    real = rec.learner.score
+
+    def score(fast, user_vec, side, what):
+        calls.append(what)
+        return real(fast, user_vec, side, what)
+
+    monkeypatch.setattr(rec.learner, "score", score)
+    assert rec.recommend(RATINGS, n=8) == want
+    assert calls == ["rank"]
+    calls.clear()
+    rec.recommend_rows(RATINGS, n=8)
+    assert sorted(calls) == ["predict", "rank"]
+    rating_only = untitled_rating_model()
+    assert rating_only.recommend(RATINGS, n=5) == [
+        (r["item_id"], r["score"]) for r in rating_only.recommend_rows(RATINGS, n=5)
+    ]
+
+
 # ---- CLI ----------------------------------------------------------------------------------------
 def test_cli_recommend_items_exclude_and_where_flags(capsys, tmp_path) -> None:
     rec = tiny_model()
