@@ -75,6 +75,43 @@ def test_top_n_in_chunks_of_rows_equals_top_n_at_once(monkeypatch) -> None:
     assert top_n(scores[:0], 5)[0].shape == (0, 5)
 
 
+def _top_n_by_partition(scores, n, exclude=None):
+    """The former ``top_n`` (numpy's argpartition on a float64 copy of every row): the reference."""
+    s = scores.astype(np.float64, copy=True)
+    if exclude is not None:
+        s[exclude] = -np.inf
+    k = min(n, s.shape[1])
+    part = (
+        np.argpartition(-s, kth=k - 1, axis=1)[:, :k]
+        if k < s.shape[1]
+        else np.tile(np.arange(s.shape[1]), (len(s), 1))
+    )
+    order = np.lexsort((part, -np.take_along_axis(s, part, axis=1)), axis=1)
+    indices = np.take_along_axis(part, order, axis=1)
+    return indices, np.take_along_axis(scores, indices, axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("n", [1, 5, 9, 12])
+def test_top_n_by_torch_topk_equals_the_partition_reference(dtype, n) -> None:
+    """``top_n`` takes the k + 1 best per row from ``torch.topk`` and falls back to the partition for
+    rows tied at the k-th place, with NaN scores or with fewer than k items left: the same items in the
+    same order as the reference, row by row (distinct scores, many ties, exclusions, NaN)."""
+    rng = np.random.default_rng(n)
+    distinct = rng.normal(size=(40, 12))
+    tied = rng.integers(0, 3, size=(40, 12)).astype(float)
+    scores = np.concatenate([distinct, tied]).astype(dtype)
+    exclude = rng.random(scores.shape) < 0.25
+    exclude[3] = True  # nothing left in one row
+    if dtype is not np.int64:
+        scores[5, [2, 7]] = np.nan
+    for ex in (None, exclude):
+        got, want = top_n(scores, n, ex), _top_n_by_partition(scores, n, ex)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert got[0].dtype == np.int64 and got[1].dtype == scores.dtype
+
+
 def test_catalogue_metrics_hand_computed() -> None:
     ranked = np.array([[3, 1, 0, 2]])
     relevant = np.zeros((1, 5), bool)
