@@ -23,7 +23,7 @@ from recsys.config import RecommenderConfig
 from recsys.data.tasks import TaskSet, UserLog
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
-from recsys.meta.validation import catalogue_quality, catalogue_scores, evaluate_rating_tasks
+from recsys.meta.validation import catalogue_scores, catalogue_values, evaluate_rating_tasks
 from recsys.models import trend
 from recsys.models.classical.mf import BiasedMF, FittedMFs
 from recsys.models.heads import Head
@@ -78,15 +78,17 @@ def choose_rank_mix(
     (both 1) wins ties, so the weights move only where validation users show it helps. Returns the
     choice for ``info["rank_mix"]``."""
     head = learner.head
-    threshold = config.meta.rank_threshold
-    paths = []
-    for weights in ((1.0, 0.0), (0.0, 1.0)):  # each path's scores once; a mix is their weighted sum
-        head.set_rank_mix(*weights)
-        paths.append(catalogue_scores(learner, space, val_log, tasks))
-    values = {}
-    for enc, ii in RANK_MIXES:
-        m = catalogue_quality(enc * paths[0] + ii * paths[1], space, val_log, tasks, threshold)
-        values[(enc, ii)] = m["recall@20"] + m["cat_ndcg@10"]
+
+    def score(chunk: TaskSet) -> list[np.ndarray]:  # each path's scores once; a mix is their weighted sum
+        paths = []
+        for weights in ((1.0, 0.0), (0.0, 1.0)):
+            head.set_rank_mix(*weights)
+            paths.append(catalogue_scores(learner, space, val_log, chunk))
+        return paths
+
+    mixes = {w: (lambda p, w=w: w[0] * p[0] + w[1] * p[1]) for w in RANK_MIXES}
+    quality = catalogue_values(score, mixes, space, val_log, tasks, config.meta.rank_threshold)
+    values = {w: q["recall@20"] + q["cat_ndcg@10"] for w, q in quality.items()}
     best = max(RANK_MIXES, key=lambda w: (values[w], w == RANK_MIXES[0]))
     head.set_rank_mix(*best)
     log.info(
@@ -224,25 +226,32 @@ def choose_trend(
     """Step 7.4: pick the trend prior's half-life and weight (weight 0: none) on the validation users'
     catalogue Recall@20 + nDCG@10, and set it on the head. Returns the choice for ``info["trend"]``."""
     head = learner.head
-    threshold = config.meta.rank_threshold
     n = space.n_items
     none = np.zeros(n, dtype=np.float32)
     # the prior adds weight * prior[item] to every user's ranking scores: score once without it
     head.set_trend(torch.from_numpy(none), 0.0)
-    scores = catalogue_scores(learner, space, val_log, tasks)
-
-    def value(prior: np.ndarray, weight: float) -> float:
-        m = catalogue_quality(scores + weight * prior, space, val_log, tasks, threshold)
-        return m["recall@20"] + m["cat_ndcg@10"]
-
-    best = (value(none, 0.0), None, 0.0, none)
-    baseline = best[0]
-    for half_life in trend.candidates(train_log):
-        prior = trend.trend_prior(train_log, n, half_life)
-        for weight in trend.WEIGHTS:
-            score = value(prior, weight)
-            if score > best[0]:
-                best = (score, half_life, weight, prior)
+    priors = {
+        half_life: trend.trend_prior(train_log, n, half_life) for half_life in trend.candidates(train_log)
+    }
+    candidates: dict[Any, Any] = {"off": lambda p: p[0]} | {
+        (half_life, weight): (lambda p, prior=prior, weight=weight: p[0] + weight * prior)
+        for half_life, prior in priors.items()
+        for weight in trend.WEIGHTS
+    }
+    quality = catalogue_values(
+        lambda chunk: [catalogue_scores(learner, space, val_log, chunk)],
+        candidates,
+        space,
+        val_log,
+        tasks,
+        config.meta.rank_threshold,
+    )
+    values = {key: q["recall@20"] + q["cat_ndcg@10"] for key, q in quality.items()}
+    baseline = values.pop("off")
+    best = (baseline, None, 0.0, none)
+    for (half_life, weight), score in values.items():  # in order: the first of equal values wins
+        if score > best[0]:
+            best = (score, half_life, weight, priors[half_life])
     score, half_life, weight, prior = best
     head.set_trend(torch.from_numpy(prior), weight)
     log.info(

@@ -231,3 +231,41 @@ def test_a_fold_in_that_only_adds_noise_gets_weight_zero(monkeypatch) -> None:
     finally:
         learner.head.set_fold_in_weight(before)
     assert chosen["weight"] == 0.0
+
+
+def test_validation_in_chunks_of_users_gives_the_figures_and_choices_of_all_users_at_once(
+    monkeypatch,
+) -> None:
+    """The catalogue validation (each epoch, the ranking paths' mix, the trend prior) scores the
+    validation users a chunk at a time (16k validation users of a 62k-item catalogue would take 4 GB a
+    path at once): with 3 users a chunk every figure and choice equals the one of all users at once."""
+    from recsys.meta import validation
+
+    rec = _fit()
+    learner, space, cfg = rec.learner, rec.space, rec.config
+    val_log, tasks = _validation(rec)
+    train_log = UserLog.from_frame(_ds().interactions, space.items)
+    head = learner.head
+    saved = {k: v.clone() for k, v in head.state_dict().items()}
+
+    def run() -> tuple:
+        head.load_state_dict(saved)
+        figures = validation.evaluate_rating_tasks(learner, space, val_log, tasks, catalogue=True)
+        mix = post_training.choose_rank_mix(learner, space, cfg, val_log, tasks)
+        trend = post_training.choose_trend(learner, space, cfg, train_log, val_log, tasks)
+        return figures, mix, trend
+
+    try:
+        whole = run()
+        monkeypatch.setattr(validation, "CATALOGUE_CHUNK_VALUES", 3 * space.n_items)
+        assert len(list(validation.task_chunks(tasks, space.n_items))) == -(-len(tasks) // 3)
+        chunked = run()
+    finally:
+        head.load_state_dict(saved)
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], dict):
+                assert a[key] == pytest.approx(b[key], abs=1e-6)
+            else:
+                assert a[key] == pytest.approx(b[key], abs=1e-6), key

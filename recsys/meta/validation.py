@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Iterator
+
 import numpy as np
 import torch
 
@@ -61,11 +63,13 @@ def evaluate_rating_tasks(
             "rmse": float(np.nanmean(M.rmse(preds, target, mask))),
             "ndcg@3": float(np.nanmean(M.query_ndcg(preds, target, mask, 3))),
         }
-    if catalogue or space.implicit:
-        scores = catalogue_scores(
-            learner, space, log, tasks, device=device, steps=steps, ignore_support=ignore_support
-        )
-        out |= catalogue_quality(scores, space, log, tasks, threshold)
+    if catalogue or space.implicit:  # a chunk of users at a time: bounded memory on large catalogues
+        kw = {"device": device, "steps": steps, "ignore_support": ignore_support}
+
+        def score(chunk: TaskSet) -> list[np.ndarray]:
+            return [catalogue_scores(learner, space, log, chunk, **kw)]
+
+        out |= catalogue_values(score, {0: lambda paths: paths[0]}, space, log, tasks, threshold)[0]
     return out
 
 
@@ -91,13 +95,10 @@ def catalogue_scores(
     ).ranking
 
 
-def catalogue_quality(
+def _catalogue_user_metrics(
     scores: np.ndarray, space: FeatureSpace, log: UserLog, tasks: TaskSet, threshold: float | None
-) -> dict[str, float]:
-    """Mean catalogue Recall@20 and nDCG@10 of ranking ``scores`` (support excluded); relevant = the
-    user's other items rated at or above ``threshold`` (every interaction for implicit feedback)."""
-
-    m = user_metrics(
+) -> dict[str, np.ndarray]:
+    return user_metrics(
         Scores.of_ranking(scores),
         log,
         tasks,
@@ -106,4 +107,52 @@ def catalogue_quality(
         threshold=threshold if threshold is not None else -np.inf,
         scale=space.rating_scale,
     )
+
+
+def catalogue_quality(
+    scores: np.ndarray, space: FeatureSpace, log: UserLog, tasks: TaskSet, threshold: float | None
+) -> dict[str, float]:
+    """Mean catalogue Recall@20 and nDCG@10 of ranking ``scores`` (support excluded); relevant = the
+    user's other items rated at or above ``threshold`` (every interaction for implicit feedback)."""
+    m = _catalogue_user_metrics(scores, space, log, tasks, threshold)
     return {"recall@20": float(np.nanmean(m["recall@20"])), "cat_ndcg@10": float(np.nanmean(m["ndcg@10"]))}
+
+
+CATALOGUE_CHUNK_VALUES = 2**25
+"""The most catalogue scores of one path :func:`catalogue_values` holds at once (32M float32: 128 MB): the
+validation users go in chunks, so 16k validation users of a 62k-item catalogue never take a [users,
+n_items] array (4 GB a path)."""
+
+
+def task_chunks(tasks: TaskSet, n_items: int) -> Iterator[TaskSet]:
+    """``tasks`` in consecutive chunks of at most :data:`CATALOGUE_CHUNK_VALUES` // ``n_items`` tasks."""
+    step = max(1, CATALOGUE_CHUNK_VALUES // max(1, n_items))
+    for start in range(0, len(tasks), step):
+        yield tasks.take(np.arange(start, min(len(tasks), start + step)))
+
+
+def catalogue_values(
+    score: Callable[[TaskSet], list[np.ndarray]],
+    candidates: dict[Hashable, Callable[[list[np.ndarray]], np.ndarray]],
+    space: FeatureSpace,
+    log: UserLog,
+    tasks: TaskSet,
+    threshold: float | None,
+) -> dict[Hashable, dict[str, float]]:
+    """:func:`catalogue_quality` of each candidate ranking, a chunk of tasks at a time (:func:`task_chunks`):
+    ``score(chunk)`` gives the chunk's scores of each path the candidates read (scored once a chunk),
+    ``candidates[key](paths)`` that candidate's scores from them. Means over all tasks, as at once."""
+    per: dict[Hashable, tuple[list[np.ndarray], list[np.ndarray]]] = {key: ([], []) for key in candidates}
+    for chunk in task_chunks(tasks, space.n_items):
+        paths = score(chunk)
+        for key, combine in candidates.items():
+            m = _catalogue_user_metrics(combine(paths), space, log, chunk, threshold)
+            per[key][0].append(m["recall@20"])
+            per[key][1].append(m["ndcg@10"])
+    return {
+        key: {
+            "recall@20": float(np.nanmean(np.concatenate(recall))),
+            "cat_ndcg@10": float(np.nanmean(np.concatenate(ndcg))),
+        }
+        for key, (recall, ndcg) in per.items()
+    }
