@@ -46,7 +46,8 @@ def _ridge_rows(
     # bounded memory: a 1M-item catalogue's Gram matrices at d = 33 take 8.7 GB at once, its items'
     # outer products 4.5 GB. Few observed columns: their outer products once, one sparse product per
     # block of rows; many: each block multiplies its own rows' gathered features (:func:`_gram`)
-    cols = np.unique(counts.indices)
+    # the observed columns, sorted (np.unique sorts every observation: 16% of a 25M-rating fit)
+    cols = np.flatnonzero(np.bincount(counts.indices, minlength=counts.shape[1]))
     outer = None
     if len(cols) * len(iu) <= RIDGE_CHUNK_VALUES:
         f = features[cols]
@@ -107,11 +108,13 @@ def _ridge_short(
 
 def _gram(counts: sp.csr_matrix, features: np.ndarray) -> np.ndarray:
     """Each row's Gram matrix ``sum_j counts[r, j] f_j f_j^T`` [n, d, d], for rows that all have
-    observations: rows of similar length (padded to a power of two with zero weight) are stacked and
+    observations: rows of similar length (padded with zero weight, see ``width``) are stacked and
     multiplied as batches, about ``RIDGE_CHUNK_VALUES`` gathered values at a time."""
     n, d = counts.shape[0], features.shape[1]
     indptr, lengths = counts.indptr, np.diff(counts.indptr)
-    width = 1 << np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
+    # padded width: the length rounded up to a quarter of its power of two (<= 25% padding, not 100%)
+    quarter = 1 << np.maximum(0, np.floor(np.log2(np.maximum(lengths, 1))).astype(np.int64) - 2)
+    width = -(-np.maximum(lengths, 1) // quarter) * quarter
     gram = np.empty((n, d, d))
     for w in np.unique(width):
         rows = np.nonzero(width == w)[0]
