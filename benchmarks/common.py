@@ -57,6 +57,50 @@ class PeakRSS:
         return self.peak / 2**20
 
 
+def _cpu_jiffies() -> list[int] | None:
+    try:
+        with open("/proc/stat") as fh:
+            return [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+class CpuShare:
+    """How the machine's CPU time was spent while the block ran (Linux ``/proc/stat``): the shares
+    busy, idle and **stolen** (time the hypervisor gave another guest while ours wanted to run). On a
+    shared virtual machine a high steal share slows a run down without any change in the code, so
+    timed figures are reported with it."""
+
+    def __enter__(self) -> CpuShare:
+        self.start = _cpu_jiffies()
+        self.shares: dict[str, float] | None = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = _cpu_jiffies()
+        if self.start is None or end is None:
+            return
+        d = [b - a for a, b in zip(self.start, end, strict=False)]
+        total = sum(d[:8]) or 1  # user nice system idle iowait irq softirq steal (guest is in user)
+        busy = d[0] + d[1] + d[2] + d[5] + d[6]
+        steal = d[7] if len(d) > 7 else 0
+        self.shares = {
+            "busy": round(busy / total, 3),
+            "idle": round((d[3] + d[4]) / total, 3),
+            "steal": round(steal / total, 3),
+        }
+
+
+def cpu_shares_line(shares: dict[str, float] | None) -> str:
+    """One line for :class:`CpuShare`'s ``shares``."""
+    if shares is None:
+        return "CPU shares: unavailable (no /proc/stat)"
+    return (
+        f"CPU time over the run: {shares['busy']:.0%} busy, {shares['idle']:.0%} idle, "
+        f"{shares['steal']:.0%} stolen by the hypervisor"
+    )
+
+
 def time_interleaved(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
 ) -> dict[str, list[float]]:

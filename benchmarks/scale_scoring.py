@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import fast_synthetic, header, percentile, write_figures
+from benchmarks.common import CpuShare, cpu_shares_line, fast_synthetic, header, percentile, write_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = (
@@ -123,14 +123,15 @@ def catalogue(n_items: int, n_requests: int, validation_users: int, device: str 
     for r in reqs[:5]:  # warm-up: the item side is computed once and cached
         loaded.recommend(r, n=10)
     times = []
-    for r in reqs[5:]:
-        t0 = time.perf_counter()
-        loaded.recommend(r, n=10)
-        times.append(time.perf_counter() - t0)
+    with CpuShare() as cpu:
+        for r in reqs[5:]:
+            t0 = time.perf_counter()
+            loaded.recommend(r, n=10)
+            times.append(time.perf_counter() - t0)
     p50, p99 = percentile(times, 50) * 1e3, percentile(times, 99) * 1e3
     print(
         f"  recommend(5 ratings, n=10) of {n_items:,}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n_requests} requests; "
-        f"blend {'in' if active else 'NOT in'} the scores)\n"
+        f"blend {'in' if active else 'NOT in'} the scores); requests' {cpu_shares_line(cpu.shares)}\n"
         f"  model {size:,.1f} MB on disk; ColdStartRecommender.load {statistics.median(loads):.2f} s (warm process, "
         f"median of 3), {fresh:.2f} s in a fresh process (imports included)",
         flush=True,
@@ -146,6 +147,7 @@ def catalogue(n_items: int, n_requests: int, validation_users: int, device: str 
         "model_size_mb": round(size, 1),
         "load_s": round(statistics.median(loads), 3),
         "load_fresh_process_s": round(fresh, 3),
+        "cpu_shares_during_requests": cpu.shares,
     }
 
 

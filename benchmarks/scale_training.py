@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import find_data_root, header, write_figures
+from benchmarks.common import CpuShare, cpu_shares_line, find_data_root, header, write_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 ML25M = {"interactions": 25_000_000, "users": 162_000, "items": 62_000}
@@ -375,6 +375,8 @@ def run_one(
     header(f"scale training: {name}, {nproc} process(es), {args.device}")
     print(f"  command: {command}\n  (run as: {shlex.join(cmd[1:])})", flush=True)
     t0 = time.perf_counter()
+    cpu = CpuShare()
+    cpu.__enter__()
     proc = subprocess.Popen(
         cmd,
         cwd=work,
@@ -396,6 +398,7 @@ def run_one(
         if proc.poll() is None:
             _stop(proc)
     wall = time.perf_counter() - t0
+    cpu.__exit__(None, None, None)
     reader.join(timeout=5)
     records = []
     for path in sorted(work.glob(f"{prefix.name}.rank*.json")):
@@ -403,6 +406,7 @@ def run_one(
     records.sort(key=lambda r: r.get("rank", 0))
     fig = {"log": name, "nproc": nproc, "device": args.device, "command": command}
     fig |= summarise_run(records, out, args.epochs, wall, code)
+    fig["cpu_shares"] = cpu.shares
     if code not in (0, None):
         fig["error"] = next((ln.strip() for ln in reversed(lines) if ln.strip()), "failed")
     show(fig)
@@ -435,9 +439,9 @@ def show(f: dict[str, Any]) -> None:
         f"{s(f['peak_rss_gb_all_ranks'], ' GB')}); model on disk {s(f['model_size_mb'], ' MB')}"
     )
     print(
-        f"  item-item blend: {f['item_item']}; ranking paths: {f.get('rank_mix')}; trend prior: {f['trend']}",
-        flush=True,
+        f"  item-item blend: {f['item_item']}; ranking paths: {f.get('rank_mix')}; trend prior: {f['trend']}"
     )
+    print("  " + cpu_shares_line(f.get("cpu_shares")), flush=True)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
