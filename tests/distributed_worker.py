@@ -44,10 +44,15 @@ def main(out: str) -> None:
     torch.manual_seed(0)
     net = ColdStartNet.for_space(cfg.model, space, rating_mean=3.5)
     learner = MetaLearner(net, cfg.meta)
+    # a buffer that differs between ranks before wrapping: DDP must copy rank 0's to every rank once
+    learner.register_buffer("probe", torch.full((3,), float(rank)))
     if rank == 0:
         save_tensors(out + ".init", dict(learner.state_dict()), {})
     trainer = MetaTrainer(learner, space, cfg.train)
     trainer.fit(log, None)
+    # DDP's per-step buffer broadcast is off (``broadcast_buffers`` reads the forward sync on every torch)
+    syncs = int(bool(getattr(trainer.model, "broadcast_buffers", False)))
+    save_tensors(f"{out}.probe{rank}", {"probe": learner.probe}, {"syncs_buffers_every_step": syncs})
     if rank == 0:
         save_tensors(out, dict(learner.state_dict()), {"world": world, "steps": trainer.state.global_step})
     distributed.shutdown()

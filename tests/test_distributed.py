@@ -43,3 +43,39 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     init, _ = load_tensors(str(tmp_path / "multi.safetensors") + ".init")
     moved = max((a[n] - init[n]).abs().max().item() for n in a if a[n].numel())
     assert moved > 1e-2  # training really changed the weights, so the match is not trivial
+    # buffers: rank 0's copied to rank 1 once when DDP wraps the model, not broadcast before every step
+    for rank in (0, 1):
+        probe, meta = load_tensors(str(tmp_path / "multi.safetensors") + f".probe{rank}")
+        assert probe["probe"].tolist() == [0.0, 0.0, 0.0], rank
+        assert meta["syncs_buffers_every_step"] == 0
+
+
+def test_meta_training_changes_no_buffer_so_ranks_share_them_once(monkeypatch) -> None:
+    """The premise of wrapping with DDP's per-step buffer broadcast off: meta-training reads the
+    buffers (item-item neighbours and their out-of-fold copies, item offsets, path weights) but
+    never writes them, so the copy from rank 0 made when DDP wraps the model holds for every step."""
+    from recsys.data.synthetic import make_synthetic
+    from recsys.meta.trainer import MetaTrainer
+    from recsys.recommender import ColdStartRecommender
+
+    seen: dict[str, dict[str, torch.Tensor]] = {}
+    fit = MetaTrainer.fit
+
+    def recording_fit(self, *args, **kwargs):
+        seen["before"] = {n: b.clone() for n, b in self.learner.named_buffers()}
+        out = fit(self, *args, **kwargs)
+        seen["after"] = {n: b.clone() for n, b in self.learner.named_buffers()}
+        return out
+
+    monkeypatch.setattr(MetaTrainer, "fit", recording_fit)
+    config = {
+        "model": {"embedding_dim": 4, "hidden": [8], "hybrid": {"item_item_dense_items": 0}},
+        "train": {"epochs": 2, "meta_batch_size": 16, "num_threads": 1},
+    }
+    ds = make_synthetic(n_users=120, n_items=60, n_interactions=2500, seed=3)
+    ColdStartRecommender(config).fit_dataset(ds)
+    before, after = seen["before"], seen["after"]
+    assert before.keys() == after.keys()
+    assert any(n.endswith("item_item_val") and b.abs().sum() > 0 for n, b in before.items())
+    for name in before:
+        assert torch.equal(before[name], after[name]), name
