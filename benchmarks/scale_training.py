@@ -354,6 +354,37 @@ def summarise_run(
     }
 
 
+def _run_budgeted(
+    cmd: list[str], work: Path, env: dict[str, str], budget_min: float
+) -> tuple[int | None, list[str], float]:
+    """Run ``cmd`` streaming its output, stopped after ``budget_min``: (exit code or None when
+    stopped, its output lines, wall seconds)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=_stream, args=(proc, lines), daemon=True)
+    reader.start()
+    code: int | None = None
+    try:
+        code = proc.wait(timeout=budget_min * 60)
+    except subprocess.TimeoutExpired:
+        print(f"  budget of {budget_min:g} min reached: run stopped", flush=True)
+    finally:  # also when this process is interrupted or terminated: never leave the run behind
+        if proc.poll() is None:
+            _stop(proc)
+    wall = time.perf_counter() - t0
+    reader.join(timeout=5)
+    return code, lines, wall
+
+
 def run_one(
     name: str, data_args: list[str], nproc: int, args: argparse.Namespace, work: Path
 ) -> dict[str, Any]:
@@ -374,32 +405,8 @@ def run_one(
     env |= {"RECSYS_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
     header(f"scale training: {name}, {nproc} process(es), {args.device}")
     print(f"  command: {command}\n  (run as: {shlex.join(cmd[1:])})", flush=True)
-    t0 = time.perf_counter()
-    cpu = CpuShare()
-    cpu.__enter__()
-    proc = subprocess.Popen(
-        cmd,
-        cwd=work,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=_stream, args=(proc, lines), daemon=True)
-    reader.start()
-    code: int | None = None
-    try:
-        code = proc.wait(timeout=args.budget_min * 60)
-    except subprocess.TimeoutExpired:
-        print(f"  budget of {args.budget_min:g} min reached: run stopped", flush=True)
-    finally:  # also when this process is interrupted or terminated: never leave the run behind
-        if proc.poll() is None:
-            _stop(proc)
-    wall = time.perf_counter() - t0
-    cpu.__exit__(None, None, None)
-    reader.join(timeout=5)
+    with CpuShare() as cpu:
+        code, lines, wall = _run_budgeted(cmd, work, env, args.budget_min)
     records = []
     for path in sorted(work.glob(f"{prefix.name}.rank*.json")):
         records.append(json.loads(path.read_text()))

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import torch
 
+from recsys.data.synthetic import make_synthetic
+from recsys.meta.trainer import MetaTrainer
+from recsys.recommender import ColdStartRecommender
 from recsys.utils.checkpoint import load_tensors
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -54,10 +57,6 @@ def test_meta_training_changes_no_buffer_so_ranks_share_them_once(monkeypatch) -
     """The premise of wrapping with DDP's per-step buffer broadcast off: meta-training reads the
     buffers (item-item neighbours and their out-of-fold copies, item offsets, path weights) but
     never writes them, so the copy from rank 0 made when DDP wraps the model holds for every step."""
-    from recsys.data.synthetic import make_synthetic
-    from recsys.meta.trainer import MetaTrainer
-    from recsys.recommender import ColdStartRecommender
-
     seen: dict[str, dict[str, torch.Tensor]] = {}
     fit = MetaTrainer.fit
 
