@@ -9,7 +9,11 @@ same command on every node with torchrun's rendezvous settings, e.g.::
 
 Each rank draws the same global meta-batches (same seed) and takes its share of the users; DDP
 averages the gradients, so training matches a single process with the same global batch.
-Checkpoints, the saved model and MLflow logging happen on rank 0 only.
+Checkpoints, the saved model and MLflow logging happen on rank 0 only, and so does the work that does
+not split between ranks: the head's preparation (the ALS start, the item-item blend) and the weights
+chosen after training; the other ranks wait for it (the collective timeout is
+:data:`recsys.utils.collectives.DEFAULT_TIMEOUT_S`, ``RECSYS_DISTRIBUTED_TIMEOUT_S`` overrides it) and
+take rank 0's result (:func:`recsys.utils.collectives.share_from_rank0`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import subprocess
 import sys
 
 import torch
+
+from recsys.utils import collectives
 
 
 def world_size_from_env() -> int:
@@ -34,7 +40,8 @@ def init_from_env(device: str = "cpu") -> tuple[int, int]:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if device.startswith("cuda"):
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        torch.distributed.init_process_group(backend=backend)
+        # the other ranks wait while rank 0 prepares the head alone: a long collective timeout
+        torch.distributed.init_process_group(backend=backend, timeout=collectives.timeout())
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 

@@ -27,6 +27,7 @@ from recsys.meta.validation import catalogue_scores, catalogue_values, evaluate_
 from recsys.models import trend
 from recsys.models.classical.mf import BiasedMF, FittedMFs
 from recsys.models.heads import Head
+from recsys.utils.collectives import rank_world, share_from_rank0
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,10 @@ def choose_after_training(
 ) -> dict[str, Any]:
     """Step 7: every choice the head and the config call for, in order; the model's ``info`` entries
     (``rank_mix``, ``fold_in_weight``, ``mf_fallback``, ``trend``) of those made. ``mfs``: the training
-    log's biased MFs fitted so far (the ALS start's)."""
+    log's biased MFs fitted so far (the ALS start's). Under torch.distributed rank 0 chooses alone and
+    the other ranks take its weights and entries (:func:`~recsys.utils.collectives.share_from_rank0`)."""
+    if rank_world()[0] != 0:
+        return share_from_rank0(learner, {})
     head = learner.head
     info: dict[str, Any] = {}
     if wants_rank_mix(head, config):
@@ -53,7 +57,7 @@ def choose_after_training(
         info["mf_fallback"] = choose_mf_fallback(learner, space, config, train_log, val_log, tasks, mfs)
     if wants_trend(head, config):
         info["trend"] = choose_trend(learner, space, config, train_log, val_log, tasks)
-    return info
+    return share_from_rank0(learner, info)
 
 
 # ---- 7.1 the ranking paths' weights -------------------------------------------------------------

@@ -63,6 +63,7 @@ from recsys.models.item_init import init_item_ids_from_als
 from recsys.models.item_item import fit_item_item
 from recsys.models.item_item_sparse import TopK
 from recsys.models.network import ColdStartNet
+from recsys.utils.collectives import rank_world, share_from_rank0
 from recsys.utils.seeds import ITEM_ITEM, VALIDATION_TASKS, Seeds
 
 log = logging.getLogger(__name__)
@@ -339,7 +340,26 @@ def prepare_head(
     (:class:`~recsys.models.heads.HeadCapabilities`): the ALS start of the item ids
     (``model.item_id_init="als"``, not when resuming: the checkpoint has the weights), the items' rating
     offsets, the item-item blend. ``mfs``: the training log's biased MFs, shared with step 7. Returns the
-    entries for the model's ``info``."""
+    entries for the model's ``info``. Under torch.distributed rank 0 prepares alone and the other ranks
+    take its weights, buffers and ``info`` (:func:`~recsys.utils.collectives.share_from_rank0`)."""
+    if rank_world()[0] != 0:
+        return share_from_rank0(learner, {})
+    return share_from_rank0(
+        learner, _prepare_head(learner, space, train_log, val_log, config, seeds, rating_mean, resume, mfs)
+    )
+
+
+def _prepare_head(
+    learner: MetaLearner,
+    space: FeatureSpace,
+    train_log: UserLog,
+    val_log: UserLog | None,
+    config: RecommenderConfig,
+    seeds: Seeds,
+    rating_mean: float,
+    resume: bool,
+    mfs: FittedMFs | None,
+) -> dict[str, Any]:
     head = learner.head
     info: dict[str, Any] = {}
     if config.model.item_id_init == "als" and not resume:

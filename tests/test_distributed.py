@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from recsys.data.synthetic import make_synthetic
 from recsys.meta.trainer import MetaTrainer
 from recsys.recommender import ColdStartRecommender
+from recsys.utils import collectives
 from recsys.utils.checkpoint import load_tensors
+from recsys.utils.collectives import module_tensors, share_from_rank0
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 REPO = Path(__file__).resolve().parents[1]
@@ -78,3 +81,47 @@ def test_meta_training_changes_no_buffer_so_ranks_share_them_once(monkeypatch) -
     assert any(n.endswith("item_item_val") and b.abs().sum() > 0 for n, b in before.items())
     for name in before:
         assert torch.equal(before[name], after[name]), name
+
+
+def test_rank_0_alone_prepares_the_head_and_chooses_its_weights_the_other_rank_takes_them(
+    tmp_path: Path,
+) -> None:
+    """Under torchrun the ALS start, the item-item fit and the choices after training run on rank 0
+    only (each rank used to repeat them: time and memory per rank); rank 1 leaves the head's
+    preparation with rank 0's parameters and buffers (the out-of-fold copies rank 0 resized included)
+    and ends with the same model and ``info``."""
+    out = tmp_path / "fit"
+    worker = Path(__file__).with_name("distributed_fit_worker.py")
+    run = _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(worker),
+            str(out),
+        ]
+    )
+    assert run.returncode == 0, run.stderr
+    (a, meta0), (b, meta1) = (load_tensors(f"{out}.rank{rank}") for rank in (0, 1))
+    assert meta0["calls"] == {"als_start": 1, "item_item": 1, "rank_mix": 1}
+    assert meta1["calls"] == {"als_start": 0, "item_item": 0, "rank_mix": 0}
+    assert meta0["info"] == meta1["info"] and "item_item" in meta0["info"] and "rank_mix" in meta0["info"]
+    assert a.keys() == b.keys()
+    assert a["prepared.net.head.item_item_folds"].shape[0] == 2  # resized from [0, n, n] by rank 0's fit
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_one_process_shares_nothing_and_the_collective_timeout_reads_the_environment(monkeypatch) -> None:
+    net = torch.nn.Linear(2, 2)
+    before = {k: v.clone() for k, v in module_tensors(net).items()}
+    assert share_from_rank0(net, {"a": 1}) == {"a": 1}
+    assert all(torch.equal(before[k], v) for k, v in module_tensors(net).items())
+    assert collectives.timeout().total_seconds() == collectives.DEFAULT_TIMEOUT_S
+    monkeypatch.setenv(collectives.TIMEOUT_ENV, "90")
+    assert collectives.timeout().total_seconds() == 90
+    monkeypatch.setenv(collectives.TIMEOUT_ENV, "soon")
+    with pytest.raises(ValueError, match="RECSYS_DISTRIBUTED_TIMEOUT_S='soon'"):
+        collectives.timeout()

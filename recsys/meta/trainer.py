@@ -31,6 +31,7 @@ from recsys.meta.batches import build_batch
 from recsys.meta.maml import MetaLearner
 from recsys.meta.validation import evaluate_rating_tasks, validation_tasks
 from recsys.utils.checkpoint import flatten_optimizer, load_tensors, save_tensors, unflatten_optimizer
+from recsys.utils.collectives import rank_world
 from recsys.utils.io import remove_stale_temps
 from recsys.utils.progress import progress
 from recsys.utils.seeds import VALIDATION_TASKS, Seeds
@@ -81,13 +82,6 @@ def wrap_distributed(learner: MetaLearner, device: torch.device) -> torch.nn.Mod
     return ddp(learner, broadcast_buffers=False, **kwargs)
 
 
-def distributed_rank_world() -> tuple[int, int]:
-    """(rank, world size) of an initialised torch.distributed process group, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 class MetaTrainer:
     def __init__(
         self,
@@ -111,7 +105,7 @@ class MetaTrainer:
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
         learner.to(self.device)
-        self.rank, self.world = distributed_rank_world()
+        self.rank, self.world = rank_world()
         # DistributedDataParallel (gloo on CPU, NCCL on GPU) when launched with torchrun; the plain
         # learner otherwise. Every rank draws the same global meta-batches and takes its share.
         self.model: torch.nn.Module = wrap_distributed(learner, self.device) if self.world > 1 else learner
