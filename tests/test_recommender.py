@@ -22,6 +22,7 @@ FAST = {
     "model.embedding_dim": 8,
     "model.hidden": (16, 16),
     "train.checkpoint_every": 5,
+    "train.checkpoint_interval_s": 0,
     "train.patience": 0,
 }
 

@@ -40,6 +40,7 @@ item_item = false
 epochs = 6
 meta_batch_size = 16
 checkpoint_every = 2
+checkpoint_interval_s = 0
 num_threads = 1
 patience = 0
 """
@@ -177,7 +178,14 @@ def test_sigkill_at_random_steps_and_mid_checkpoint_write_then_resume_matches_un
 
 TINY = {
     "model": {"embedding_dim": 4, "hidden": [8], "factor_dim": 8, "hybrid": {"item_item": False}},
-    "train": {"epochs": 2, "meta_batch_size": 16, "num_threads": 1, "patience": 0, "checkpoint_every": 1},
+    "train": {
+        "epochs": 2,
+        "meta_batch_size": 16,
+        "num_threads": 1,
+        "patience": 0,
+        "checkpoint_every": 1,
+        "checkpoint_interval_s": 0,
+    },
 }
 
 
@@ -287,3 +295,29 @@ def test_resume_refuses_a_checkpoint_that_is_not_one(small, tmp_path) -> None:
     other.fit_dataset(small, checkpoint=tmp_path / "other.safetensors")
     with pytest.raises(ModelFileError, match="does not match"):
         ColdStartRecommender(TINY).fit_dataset(small, checkpoint=tmp_path / "other.safetensors", resume=True)
+
+
+@pytest.mark.parametrize("interval", [0.0, 3600.0])
+def test_mid_epoch_checkpoints_keep_the_interval_apart_and_every_epoch_end_writes_one(
+    small, monkeypatch, tmp_path, interval
+) -> None:
+    """``train.checkpoint_interval_s``: on a large log ``checkpoint_every`` steps pass in seconds and
+    each checkpoint writes the whole model and optimiser state; the interval bounds how often one is
+    written within an epoch, while every epoch's end (and the end of training) still writes one."""
+    written: list[int] = []
+    save = MetaTrainer.save_checkpoint
+
+    def recording(self) -> None:
+        written.append(self.state.global_step)
+        save(self)
+
+    monkeypatch.setattr(MetaTrainer, "save_checkpoint", recording)
+    cfg = TINY | {"train": TINY["train"] | {"checkpoint_interval_s": interval}}
+    rec = ColdStartRecommender(cfg).fit_dataset(small, checkpoint=tmp_path / "ckpt.safetensors")
+    epochs = len(rec.history)
+    steps = written[-1]  # the last write is the end of training, after the last step
+    assert epochs == 2 and steps > 2 * epochs
+    if interval:
+        assert len(written) == epochs + 1  # each epoch's end and the end of training
+    else:  # checkpoint_every = 1: every step, plus each epoch's end and the end of training
+        assert len(written) == steps + epochs + 1

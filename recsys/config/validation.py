@@ -109,6 +109,7 @@ LIMITS: dict[str, dict[str, Range]] = {
         "patience": _NON_NEGATIVE,
         "seed": _NON_NEGATIVE,
         "checkpoint_every": _POSITIVE,
+        "checkpoint_interval_s": _NON_NEGATIVE,
         "max_nonfinite_steps": _POSITIVE,
         "num_threads": _POSITIVE,
     },

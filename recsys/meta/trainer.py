@@ -100,6 +100,9 @@ class MetaTrainer:
         self.device = torch.device(cfg.device)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.checkpoint_meta = checkpoint_meta or {}
+        self._last_checkpoint = (
+            time.monotonic()
+        )  # the mid-epoch checkpoints keep train.checkpoint_interval_s apart
         self.checkpoint_tensors = checkpoint_tensors or {}
         self.on_epoch_end = on_epoch_end or []
         self.state = TrainState()
@@ -208,6 +211,7 @@ class MetaTrainer:
             "sparse_optimizer": sparse_meta,
         } | self.checkpoint_meta
         save_tensors(self.checkpoint, tensors, meta)
+        self._last_checkpoint = time.monotonic()
 
     def load_checkpoint(self, path: str | Path) -> None:
         tensors, meta = load_tensors(path)  # safetensors only: a pickle or a torn file is a ModelFileError
@@ -383,6 +387,7 @@ class MetaTrainer:
                     self.checkpoint
                     and cfg.checkpoint_every
                     and self.state.global_step % cfg.checkpoint_every == 0
+                    and time.monotonic() - self._last_checkpoint >= cfg.checkpoint_interval_s
                     and consecutive_bad == 0  # during a run of skipped steps the last good one stays
                 ):
                     self.save_checkpoint()
