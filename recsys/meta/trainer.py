@@ -100,9 +100,7 @@ class MetaTrainer:
         self.device = torch.device(cfg.device)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.checkpoint_meta = checkpoint_meta or {}
-        self._last_checkpoint = (
-            time.monotonic()
-        )  # the mid-epoch checkpoints keep train.checkpoint_interval_s apart
+        self._last_checkpoint = time.monotonic()  # mid-epoch ones: train.checkpoint_interval_s apart
         self.checkpoint_tensors = checkpoint_tensors or {}
         self.on_epoch_end = on_epoch_end or []
         self.state = TrainState()
