@@ -344,22 +344,6 @@ def prepare_head(
     take its weights, buffers and ``info`` (:func:`~recsys.utils.collectives.share_from_rank0`)."""
     if rank_world()[0] != 0:
         return share_from_rank0(learner, {})
-    return share_from_rank0(
-        learner, _prepare_head(learner, space, train_log, val_log, config, seeds, rating_mean, resume, mfs)
-    )
-
-
-def _prepare_head(
-    learner: MetaLearner,
-    space: FeatureSpace,
-    train_log: UserLog,
-    val_log: UserLog | None,
-    config: RecommenderConfig,
-    seeds: Seeds,
-    rating_mean: float,
-    resume: bool,
-    mfs: FittedMFs | None,
-) -> dict[str, Any]:
     head = learner.head
     info: dict[str, Any] = {}
     if config.model.item_id_init == "als" and not resume:
@@ -373,7 +357,7 @@ def _prepare_head(
     elif (off := item_item_off(head, space.n_items, config)) is not None:
         info["item_item"] = off
         log.info("item-item blend: %s", off)
-    return info
+    return share_from_rank0(learner, info)
 
 
 # ---- 6. meta-training --------------------------------------------------------------------------------
