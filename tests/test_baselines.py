@@ -343,3 +343,25 @@ def test_ridge_rows_with_fewer_observations_than_factors_equal_the_direct_solve(
     zeroed.eliminate_zeros()  # row 0's only target is 0: no longer the counts' pattern
     assert zeroed.nnz == residuals.nnz - 1
     np.testing.assert_allclose(_ridge_rows(counts, zeroed, features, reg), direct(zeroed), atol=1e-10)
+
+
+def test_als_observation_pattern_is_scipys_canonical_csr_and_its_slots_sum_duplicate_targets() -> None:
+    """Biased MF builds each side's CSR pattern once and refills only its values each ALS half-step;
+    that must be exactly what ``sp.csr_matrix((values, (rows, cols)))`` builds: sorted columns,
+    repeated (row, column) observations summed, an explicit zero target kept in the pattern."""
+    import scipy.sparse as sp
+
+    from recsys.models.classical.mf import _csr_pattern, _with_targets
+
+    rng = np.random.default_rng(5)
+    rows, cols = rng.integers(0, 7, size=60), rng.integers(0, 9, size=60)  # many repeats
+    values = rng.normal(size=60)
+    values[3] = 0.0
+    counts, slot = _csr_pattern(rows, cols, (7, 9))
+    want_counts = sp.csr_matrix((np.ones(60), (rows, cols)), shape=(7, 9))
+    want = sp.csr_matrix((values, (rows, cols)), shape=(7, 9))
+    got = _with_targets(counts, slot, values)
+    for a, b in ((counts, want_counts), (got, want)):
+        assert np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.data, b.data, atol=1e-12)
+    assert counts.data.max() > 1  # duplicates were there to be summed
