@@ -201,3 +201,23 @@ def test_ease_on_every_popular_item_is_dense_ease_pruned_to_its_top_k(synthetic_
     pruned = popular_ease(log, n, n, 500.0, 7).toarray()
     np.testing.assert_allclose(pruned, topk_rows(dense, 7).to_csr().toarray(), rtol=1e-4, atol=1e-6)
     assert ((pruned != 0).sum(1) == 7).all()
+
+
+def test_choosing_the_sparse_kind_computes_the_training_logs_cosine_once(monkeypatch) -> None:
+    """Both sparse candidates contain the training log's cosine similarities (the 25M-rating log: about
+    a minute each on 2 cores): choosing between them computes it once, then once per out-of-fold half."""
+    from recsys.models import item_item, item_item_sparse
+
+    calls: list[int] = []
+    real = item_item_sparse.cosine
+
+    def counted(log_, n_items, k):
+        calls.append(log_.n_users)
+        return real(log_, n_items, k)
+
+    monkeypatch.setattr(item_item.sparse, "cosine", counted)
+    rng = np.random.default_rng(1)
+    users = [sorted(rng.choice(14, size=8, replace=False).tolist()) for _ in range(40)]
+    train, validation = _log(users[:30]), _log(users[30:])
+    fit_item_item(train, validation, 14, threshold=4.0, implicit=False, dense_items=8)
+    assert calls == [30, 15, 15]  # the full log once for both candidates, then each fold's half

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import scipy.sparse as sp
 
 from recsys.data.tasks import TaskSet, UserLog, sample_tasks
 from recsys.metrics.task_metrics import support_arrays, user_metrics
@@ -175,10 +176,12 @@ def _fit_topk(
     popular: int,
     support: np.ndarray | None,
     mix: tuple[float, float] | None = None,
+    cos: sp.csr_matrix | None = None,
 ) -> tuple[TopK, tuple[float, float]]:
     """One sparse candidate fitted on ``log_``, and the (EASE, cosine) weights of its parts: each part at
-    unit spread on ``support`` (``mix`` given: those weights, so the folds mix like the full matrix)."""
-    cos = sparse.cosine(log_, n_items, k)
+    unit spread on ``support`` (``mix`` given: those weights, so the folds mix like the full matrix).
+    ``cos``: ``log_``'s cosine similarities when already computed (every candidate has them)."""
+    cos = sparse.cosine(log_, n_items, k) if cos is None else cos
     if kind[0] == "cosine":
         return sparse.topk_rows(cos, k), (0.0, 1.0)
     ease = sparse.popular_ease(log_, n_items, popular, kind[1], k)
@@ -207,8 +210,9 @@ def _fit_sparse(
     kind, full, mix = SPARSE_DEFAULT, None, None
     if tasks is not None and validation is not None:
         best = -np.inf
+        cos = sparse.cosine(train, n_items, k)  # every candidate's part: computed once
         for candidate in SPARSE_CANDIDATES:
-            topk, parts = _fit_topk(train, n_items, candidate, k, popular, support)
+            topk, parts = _fit_topk(train, n_items, candidate, k, popular, support, cos=cos)
             m = topk.to_csr()
             recall = np.concatenate(
                 [
@@ -227,6 +231,7 @@ def _fit_sparse(
             if value > best:
                 best, kind, full, mix = value, candidate, topk, parts
         log.info("item-item blend: %s (validation Recall@20 %.4f)", _name(kind, k), best)
+        del cos
     if full is None:
         full, mix = _fit_topk(train, n_items, kind, k, popular, support)
     scale = 1.0 / sparse.spread(full.to_csr(), support)
