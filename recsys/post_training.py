@@ -27,11 +27,12 @@ from recsys.meta.validation import catalogue_scores, catalogue_values, evaluate_
 from recsys.models import trend
 from recsys.models.classical.mf import BiasedMF, FittedMFs
 from recsys.models.heads import Head
-from recsys.utils.collectives import rank_world, share_from_rank0
+from recsys.utils.collectives import rank0_alone
 
 log = logging.getLogger(__name__)
 
 
+@rank0_alone
 def choose_after_training(
     learner: MetaLearner,
     space: FeatureSpace,
@@ -44,9 +45,7 @@ def choose_after_training(
     """Step 7: every choice the head and the config call for, in order; the model's ``info`` entries
     (``rank_mix``, ``fold_in_weight``, ``mf_fallback``, ``trend``) of those made. ``mfs``: the training
     log's biased MFs fitted so far (the ALS start's). Under torch.distributed rank 0 chooses alone and
-    the other ranks take its weights and entries (:func:`~recsys.utils.collectives.share_from_rank0`)."""
-    if rank_world()[0] != 0:
-        return share_from_rank0(learner, {})
+    the other ranks take its weights and entries (:func:`~recsys.utils.collectives.rank0_alone`)."""
     head = learner.head
     info: dict[str, Any] = {}
     if wants_rank_mix(head, config):
@@ -57,7 +56,7 @@ def choose_after_training(
         info["mf_fallback"] = choose_mf_fallback(learner, space, config, train_log, val_log, tasks, mfs)
     if wants_trend(head, config):
         info["trend"] = choose_trend(learner, space, config, train_log, val_log, tasks)
-    return share_from_rank0(learner, info)
+    return info
 
 
 # ---- 7.1 the ranking paths' weights -------------------------------------------------------------

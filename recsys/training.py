@@ -63,7 +63,7 @@ from recsys.models.item_init import init_item_ids_from_als
 from recsys.models.item_item import fit_item_item
 from recsys.models.item_item_sparse import TopK
 from recsys.models.network import ColdStartNet
-from recsys.utils.collectives import rank_world, share_from_rank0
+from recsys.utils.collectives import rank0_alone
 from recsys.utils.seeds import ITEM_ITEM, VALIDATION_TASKS, Seeds
 
 log = logging.getLogger(__name__)
@@ -324,6 +324,7 @@ def item_item_off(head: Head, n_items: int, config: RecommenderConfig) -> str | 
     return f"off ({n_items:,} items > model.hybrid.item_item_max_items {hy.item_item_max_items:,})"
 
 
+@rank0_alone
 def prepare_head(
     learner: MetaLearner,
     space: FeatureSpace,
@@ -341,9 +342,8 @@ def prepare_head(
     (``model.item_id_init="als"``, not when resuming: the checkpoint has the weights), the items' rating
     offsets, the item-item blend. ``mfs``: the training log's biased MFs, shared with step 7. Returns the
     entries for the model's ``info``. Under torch.distributed rank 0 prepares alone and the other ranks
-    take its weights, buffers and ``info`` (:func:`~recsys.utils.collectives.share_from_rank0`)."""
-    if rank_world()[0] != 0:
-        return share_from_rank0(learner, {})
+    take its weights, buffers and ``info``, rank 0 using their threads meanwhile
+    (:func:`~recsys.utils.collectives.rank0_alone`)."""
     head = learner.head
     info: dict[str, Any] = {}
     if config.model.item_id_init == "als" and not resume:
@@ -357,7 +357,7 @@ def prepare_head(
     elif (off := item_item_off(head, space.n_items, config)) is not None:
         info["item_item"] = off
         log.info("item-item blend: %s", off)
-    return share_from_rank0(learner, info)
+    return info
 
 
 # ---- 6. meta-training --------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Worker for tests/test_distributed.py: ``ColdStartRecommender.fit`` (default hybrid head, item-item
 blend, ALS start, weights chosen after training) under ``torchrun --nproc_per_node 2``.
 
-Each rank records how often it ran the work rank 0 does alone (the ALS start, the item-item fit, the
-choices after training) and writes every parameter and buffer of its model (``persistent=False`` ones
+Each rank starts with one torch thread and records how often it ran the work rank 0 does alone (the
+ALS start, the item-item fit, the choices after training) and with how many threads and writes every parameter and buffer of its model (``persistent=False`` ones
 included) right after the head's preparation and at the end, with the model's ``info``.
 """
 
@@ -21,6 +21,7 @@ from recsys.utils.checkpoint import save_tensors
 from recsys.utils.collectives import module_tensors
 
 CALLS = {"als_start": 0, "item_item": 0, "rank_mix": 0}
+THREADS: dict[str, int] = {}  # torch's intra-op threads while each ran
 
 
 def counted(module, name: str, key: str) -> None:
@@ -28,6 +29,7 @@ def counted(module, name: str, key: str) -> None:
 
     def wrapper(*args, **kwargs):
         CALLS[key] += 1
+        THREADS[key] = torch.get_num_threads()
         return original(*args, **kwargs)
 
     setattr(module, name, wrapper)
@@ -64,6 +66,8 @@ def main(out: str) -> None:
         "rank": rank,
         "world": world,
         "calls": CALLS,
+        "threads": THREADS,
+        "threads_after": torch.get_num_threads(),
         "info": json.loads(json.dumps(rec.info, default=str)),
     }
     save_tensors(

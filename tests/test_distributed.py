@@ -89,7 +89,7 @@ def test_rank_0_alone_prepares_the_head_and_chooses_its_weights_the_other_rank_t
     """Under torchrun the ALS start, the item-item fit and the choices after training run on rank 0
     only (each rank used to repeat them: time and memory per rank); rank 1 leaves the head's
     preparation with rank 0's parameters and buffers (the out-of-fold copies rank 0 resized included)
-    and ends with the same model and ``info``."""
+    and ends with the same model and ``info``. Meanwhile rank 0 runs with rank 1's thread as well."""
     out = tmp_path / "fit"
     worker = Path(__file__).with_name("distributed_fit_worker.py")
     run = _run(
@@ -107,6 +107,10 @@ def test_rank_0_alone_prepares_the_head_and_chooses_its_weights_the_other_rank_t
     (a, meta0), (b, meta1) = (load_tensors(f"{out}.rank{rank}") for rank in (0, 1))
     assert meta0["calls"] == {"als_start": 1, "item_item": 1, "rank_mix": 1}
     assert meta1["calls"] == {"als_start": 0, "item_item": 0, "rank_mix": 0}
+    # rank 0 works with the waiting rank's thread too (torchrun: LOCAL_WORLD_SIZE 2), then gives it back
+    borrowed = min(os.cpu_count() or 1, 2)
+    assert meta0["threads"] == {"als_start": borrowed, "item_item": borrowed, "rank_mix": borrowed}
+    assert meta0["threads_after"] == meta1["threads_after"] == 1
     assert meta0["info"] == meta1["info"] and "item_item" in meta0["info"] and "rank_mix" in meta0["info"]
     assert a.keys() == b.keys()
     assert a["prepared.net.head.item_item_folds"].shape[0] == 2  # resized from [0, n, n] by rank 0's fit
@@ -118,6 +122,9 @@ def test_one_process_shares_nothing_and_the_collective_timeout_reads_the_environ
     net = torch.nn.Linear(2, 2)
     before = {k: v.clone() for k, v in module_tensors(net).items()}
     assert share_from_rank0(net, {"a": 1}) == {"a": 1}
+    threads = torch.get_num_threads()
+    with collectives.borrowed_threads() as n:  # no other rank waits: nothing to borrow
+        assert n == threads == torch.get_num_threads()
     assert all(torch.equal(before[k], v) for k, v in module_tensors(net).items())
     assert collectives.timeout().total_seconds() == collectives.DEFAULT_TIMEOUT_S
     monkeypatch.setenv(collectives.TIMEOUT_ENV, "90")
