@@ -2,10 +2,10 @@
 
 Under ``torchrun`` every rank runs the same recipe, but the work that does not split between ranks
 (the ALS start, the item-item blend, the weights chosen after training) is done by rank 0 alone; the
-other ranks wait and then take rank 0's result (:func:`share_from_rank0`; :func:`rank0_alone` wraps a
-step so, rank 0 running it with the waiting ranks' threads). Before, every rank repeated
-it: a 25M-row log's preparation took 707 s (ALS start) and 387 s (item-item) on each of two ranks, and
-both held its memory.
+other ranks wait and then take rank 0's result (:func:`share_from_rank0`), while rank 0 runs it with
+their threads too (:func:`rank0_alone` wraps such a step). Before, every rank repeated it: a 25M-row
+log's preparation took 707 s (ALS start) and 387 s (item-item) on each of two ranks, and both held its
+memory.
 
 Without an initialised process group (one process) everything here is a no-op.
 """
