@@ -63,11 +63,10 @@ def _ridge_rows(
     for start in range(0, len(rows), chunk):
         sl = slice(start, start + chunk)
         if outer is not None:  # symmetric: each entry taken from the upper triangle (one gather)
-            gram = np.take(np.asarray(counts[sl] @ outer), sym, axis=1).reshape(-1, d, d)
-            b = rhs[sl]
+            gram, b = np.take(np.asarray(counts[sl] @ outer), sym, axis=1).reshape(-1, d, d), None
         else:
             gram, b = _gram(counts[sl], features, residuals[sl].data if rhs is None else None)
-            b = b if rhs is None else rhs[sl]
+        b = rhs[sl] if b is None else b
         gram += np.diag(reg)
         out[rows[sl]] = np.linalg.solve(gram, b[:, :, None])[:, :, 0]
     return out
