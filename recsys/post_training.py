@@ -23,7 +23,7 @@ from recsys.config import RecommenderConfig
 from recsys.data.tasks import TaskSet, UserLog
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
-from recsys.meta.validation import catalogue_scores, catalogue_values, evaluate_rating_tasks
+from recsys.meta.validation import Combine, catalogue_scores, catalogue_values, evaluate_rating_tasks
 from recsys.models import trend
 from recsys.models.classical.mf import BiasedMF, FittedMFs
 from recsys.models.heads import Head
@@ -89,7 +89,10 @@ def choose_rank_mix(
             paths.append(catalogue_scores(learner, space, val_log, chunk))
         return paths
 
-    mixes = {w: (lambda p, w=w: w[0] * p[0] + w[1] * p[1]) for w in RANK_MIXES}
+    def mix(w: tuple[float, float]) -> Combine:
+        return lambda p, out: torch.mul(p[0], w[0], out=out).add_(p[1], alpha=w[1])
+
+    mixes = {w: mix(w) for w in RANK_MIXES}
     quality = catalogue_values(score, mixes, space, val_log, tasks, config.meta.rank_threshold)
     values = {w: q["recall@20"] + q["cat_ndcg@10"] for w, q in quality.items()}
     best = max(RANK_MIXES, key=lambda w: (values[w], w == RANK_MIXES[0]))
@@ -236,9 +239,12 @@ def choose_trend(
     priors = {
         half_life: trend.trend_prior(train_log, n, half_life) for half_life in trend.candidates(train_log)
     }
-    candidates: dict[Any, Any] = {"off": lambda p: p[0]} | {
-        (half_life, weight): (lambda p, prior=prior, weight=weight: p[0] + weight * prior)
-        for half_life, prior in priors.items()
+    tensors = {half_life: torch.from_numpy(prior) for half_life, prior in priors.items()}
+    candidates: dict[Any, Combine] = {"off": lambda p, out: out.copy_(p[0])} | {
+        (half_life, weight): (
+            lambda p, out, prior=prior, weight=weight: torch.add(p[0], prior, alpha=weight, out=out)
+        )
+        for half_life, prior in tensors.items()
         for weight in trend.WEIGHTS
     }
     quality = catalogue_values(

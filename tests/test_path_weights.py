@@ -269,3 +269,42 @@ def test_validation_in_chunks_of_users_gives_the_figures_and_choices_of_all_user
                 assert a[key] == pytest.approx(b[key], abs=1e-6)
             else:
                 assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+
+def test_every_candidate_of_catalogue_values_gets_the_metrics_of_its_own_scores_ranked_alone() -> None:
+    """The candidates of one chunk share one scratch array, masked in place: each candidate's Recall@20
+    and nDCG@10 are still those of its scores evaluated alone by the evaluation's own top-N (ties, NaN
+    scores and support items included), whatever the candidate before it wrote."""
+    from recsys.meta import validation
+
+    rec = _fit()
+    space = rec.space
+    val_log, tasks = _validation(rec)
+    rng = np.random.default_rng(5)
+    paths = [rng.normal(size=(len(tasks), space.n_items)).astype(np.float32) for _ in range(2)]
+    paths[1][:, ::7] = 0.0  # ties at the top-20 boundary
+    paths[1][3, :5] = np.nan
+    prior = rng.normal(size=space.n_items).astype(np.float32)
+    combos = {
+        "first": (lambda p, out: out.copy_(p[0]), lambda p: p[0]),
+        "mix": (
+            lambda p, out: torch.mul(p[0], 0.5, out=out).add_(p[1], alpha=2.0),
+            lambda p: 0.5 * p[0] + 2.0 * p[1],
+        ),
+        "second": (lambda p, out: out.copy_(p[1]), lambda p: p[1]),
+        "prior": (
+            lambda p, out: torch.add(p[0], torch.from_numpy(prior), alpha=0.25, out=out),
+            lambda p: p[0] + 0.25 * prior,
+        ),
+    }
+    got = validation.catalogue_values(
+        lambda chunk: paths,  # one chunk: 40 tasks of a 60-item catalogue
+        {key: c[0] for key, c in combos.items()},
+        space,
+        val_log,
+        tasks,
+        4.0,
+    )
+    for key, (_, reference) in combos.items():
+        want = validation.catalogue_quality(reference(paths), space, val_log, tasks, 4.0)
+        assert got[key] == pytest.approx(want, abs=1e-9), key

@@ -21,6 +21,22 @@ def support_arrays(log: UserLog, tasks: TaskSet) -> tuple[np.ndarray, np.ndarray
     return items, ratings
 
 
+def catalogue_truth(
+    log: UserLog, tasks: TaskSet, n_items: int, *, implicit: bool, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(excluded, relevant), each bool [n_tasks, n_items], of the catalogue ranking: every item except
+    the task's support is ranked; relevant = the user's other items rated at or above ``threshold``
+    (every interaction for implicit feedback)."""
+    s_items, _ = support_arrays(log, tasks)
+    exclude = exclusion_mask(s_items, n_items)
+    relevant = np.zeros((len(tasks), n_items), dtype=bool)
+    owner, pos = log.positions(tasks.users)
+    liked = np.ones(len(pos), dtype=bool) if implicit else log.ratings[pos] >= threshold
+    relevant[owner[liked], log.items[pos[liked]]] = True
+    relevant &= ~exclude
+    return exclude, relevant
+
+
 def user_metrics(
     scores: Scores,
     log: UserLog,
@@ -38,7 +54,7 @@ def user_metrics(
     """
     ranking = scores.ranking
     scores = scores.ratings if scores.ratings is not None else ranking
-    n, n_items = scores.shape
+    n_items = scores.shape[1]
     out: dict[str, np.ndarray] = {}
     q = tasks.query
     qmask = q >= 0
@@ -52,14 +68,7 @@ def user_metrics(
     if not implicit:
         for k in (1, 3, 5):
             out[f"query_ndcg@{k}"] = M.query_ndcg(q_pred, q_true, qmask, k)
-    # catalogue ranking: every item except the support; relevant = the user's other liked items
-    s_items, _ = support_arrays(log, tasks)
-    exclude = exclusion_mask(s_items, n_items)
-    relevant = np.zeros((n, n_items), dtype=bool)
-    owner, pos = log.positions(tasks.users)
-    liked = np.ones(len(pos), dtype=bool) if implicit else log.ratings[pos] >= threshold
-    relevant[owner[liked], log.items[pos[liked]]] = True
-    relevant &= ~exclude
+    exclude, relevant = catalogue_truth(log, tasks, n_items, implicit=implicit, threshold=threshold)
     top, _ = top_n(ranking, 20, exclude)
     out.update(M.catalogue_metrics(top, relevant, ~exclude, ks=(10, 20)))
     out["_top10"] = top[:, :10]
