@@ -143,13 +143,15 @@ def score_catalogue(
             s_y = torch.from_numpy(np.asarray(support_ratings[sl], dtype=np.float32)).to(device)
             rows = np.arange(sl.start, sl.stop)
             fast, user_vec, _ = adapt_support(learner, cache, s_items, s_y, users.gather(rows), steps)
-            predicted = None
+            # written with torch's copy: the vmapped scores come out item-major (strides (1, users)),
+            # which numpy's assignment copies element by element (~110 ms a 128-user batch of a 62k
+            # catalogue against ~20 ms for torch's blocked, multi-threaded copy)
             if predictions is not None or not learner.head.capabilities.ranking_output:
-                predicted = learner.score(fast, user_vec, cache.side, "predict").float().cpu().numpy()
+                predicted = learner.score(fast, user_vec, cache.side, "predict")
                 if predictions is not None:
-                    predictions[sl] = predicted
+                    torch.from_numpy(predictions[sl]).copy_(predicted)
+                if not learner.head.capabilities.ranking_output:
+                    torch.from_numpy(ranks[sl]).copy_(predicted)
             if learner.head.capabilities.ranking_output:
-                ranks[sl] = learner.score(fast, user_vec, cache.side, "rank").float().cpu().numpy()
-            else:
-                ranks[sl] = predicted
+                torch.from_numpy(ranks[sl]).copy_(learner.score(fast, user_vec, cache.side, "rank"))
     return Scores(predictions, ranks)
