@@ -272,18 +272,23 @@ def test_seed_is_a_signature_parameter_and_is_used(name: str, small) -> None:
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+@pytest.mark.parametrize("outer_max_width", [12, 0])
 @pytest.mark.parametrize("chunk_values", [2**24, 16, 40])
-def test_ridge_rows_solve_only_observed_rows_and_give_empty_rows_zero(chunk_values: int, monkeypatch) -> None:
+def test_ridge_rows_solve_only_observed_rows_and_give_empty_rows_zero(
+    chunk_values: int, outer_max_width: int, monkeypatch
+) -> None:
     """The ALS step skips rows without observations (a large catalogue's long tail); every row still
     equals its own ridge solve, and an empty row's solution is 0 — also when the Gram matrices are built
     in blocks of rows and columns (one or two rows, one or four columns at a time here; a 1M-item
-    catalogue's Gram matrices would take 8.7 GB at once, its items' outer products 4.5 GB)."""
+    catalogue's Gram matrices would take 8.7 GB at once, its items' outer products 4.5 GB), by the
+    columns' outer products (narrow rows) or by each block's gathered features."""
     import scipy.sparse as sp
 
     from recsys.models.classical import mf
     from recsys.models.classical.mf import _ridge_rows
 
     monkeypatch.setattr(mf, "RIDGE_CHUNK_VALUES", chunk_values)
+    monkeypatch.setattr(mf, "OUTER_MAX_WIDTH", outer_max_width)
 
     rng = np.random.default_rng(0)
     counts = sp.random(30, 12, density=0.2, random_state=1, format="csr")
