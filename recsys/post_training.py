@@ -23,6 +23,7 @@ from recsys.config import RecommenderConfig
 from recsys.data.tasks import TaskSet, UserLog
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
+from recsys.meta.scoring import CatalogueCache
 from recsys.meta.validation import Combine, catalogue_scores, catalogue_values, evaluate_rating_tasks
 from recsys.models import trend
 from recsys.models.classical.mf import BiasedMF, FittedMFs
@@ -81,12 +82,13 @@ def choose_rank_mix(
     (both 1) wins ties, so the weights move only where validation users show it helps. Returns the
     choice for ``info["rank_mix"]``."""
     head = learner.head
+    cache = CatalogueCache(learner, space, torch.device("cpu"))  # the mix leaves the item side as it is
 
     def score(chunk: TaskSet) -> list[np.ndarray]:  # each path's scores once; a mix is their weighted sum
         paths = []
         for weights in ((1.0, 0.0), (0.0, 1.0)):
             head.set_rank_mix(*weights)
-            paths.append(catalogue_scores(learner, space, val_log, chunk))
+            paths.append(catalogue_scores(learner, space, val_log, chunk, cache=cache))
         return paths
 
     def mix(w: tuple[float, float]) -> Combine:
@@ -239,6 +241,7 @@ def choose_trend(
     priors = {
         half_life: trend.trend_prior(train_log, n, half_life) for half_life in trend.candidates(train_log)
     }
+    cache = CatalogueCache(learner, space, torch.device("cpu"))
     tensors = {half_life: torch.from_numpy(prior) for half_life, prior in priors.items()}
     candidates: dict[Any, Combine] = {"off": lambda p, out: out.copy_(p[0])} | {
         (half_life, weight): (
@@ -248,7 +251,7 @@ def choose_trend(
         for weight in trend.WEIGHTS
     }
     quality = catalogue_values(
-        lambda chunk: [catalogue_scores(learner, space, val_log, chunk)],
+        lambda chunk: [catalogue_scores(learner, space, val_log, chunk, cache=cache)],
         candidates,
         space,
         val_log,

@@ -11,7 +11,7 @@ from recsys.config import TrainConfig
 from recsys.data.tasks import TaskSet, UserLog, sample_tasks
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
-from recsys.meta.scoring import predict_tasks, score_catalogue
+from recsys.meta.scoring import CatalogueCache, predict_tasks, score_catalogue
 from recsys.metrics import core as M
 from recsys.metrics.task_metrics import catalogue_truth, support_arrays, user_metrics
 from recsys.metrics.topk import exclusion_entries, top_n_masked
@@ -65,7 +65,8 @@ def evaluate_rating_tasks(
             "ndcg@3": float(np.nanmean(M.query_ndcg(preds, target, mask, 3))),
         }
     if catalogue or space.implicit:  # a chunk of users at a time: bounded memory on large catalogues
-        kw = {"device": device, "steps": steps, "ignore_support": ignore_support}
+        cache = CatalogueCache(learner, space, torch.device(device))  # the catalogue's side, once
+        kw = {"device": device, "steps": steps, "ignore_support": ignore_support, "cache": cache}
 
         def score(chunk: TaskSet) -> list[np.ndarray]:
             return [catalogue_scores(learner, space, log, chunk, **kw)]
@@ -85,16 +86,27 @@ def catalogue_scores(
     device: torch.device | str = "cpu",
     steps: int | None = None,
     ignore_support: bool = False,
+    cache: CatalogueCache | None = None,
 ) -> np.ndarray:
     """Catalogue ranking scores [n_tasks, n_items] of each task's user adapted to its support
-    (``ignore_support``: scored as if the support were empty; the metrics still exclude it)."""
+    (``ignore_support``: scored as if the support were empty; the metrics still exclude it). ``cache``:
+    the catalogue's item side under the head as it is (:class:`~recsys.meta.scoring.CatalogueCache`),
+    to share between the chunks of one scoring pass; made here when None."""
 
     si, sr = support_arrays(log, tasks)
     if ignore_support:
         si, sr = si[:, :0], sr[:, :0]
     rows = space.user_rows(log.user_ids.gather(tasks.users))
     return score_catalogue(
-        learner, space, si, sr, space.user_table.gather(rows), device=device, steps=steps, ratings=False
+        learner,
+        space,
+        si,
+        sr,
+        space.user_table.gather(rows),
+        cache=cache,
+        device=device,
+        steps=steps,
+        ratings=False,
     ).ranking
 
 
