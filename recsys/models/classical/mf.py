@@ -62,7 +62,7 @@ def _ridge_rows(
         f = features[cols]
         counts, outer = counts[:, cols], f[:, iu] * f[:, ju]
     # the right-hand sides: from the features :func:`_gram` gathers anyway where it can, else one
-    # (single-threaded) sparse product
+    # sparse product (:func:`_spmm`)
     rhs = None if outer is None and same else _spmm(residuals, features)
     sym = np.empty((d, d), dtype=np.int64)
     sym[iu, ju] = sym[ju, iu] = np.arange(len(iu))
