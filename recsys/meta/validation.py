@@ -110,10 +110,14 @@ def catalogue_scores(
     ).ranking
 
 
-def _catalogue_user_metrics(
+def catalogue_quality(
     scores: np.ndarray, space: FeatureSpace, log: UserLog, tasks: TaskSet, threshold: float | None
-) -> dict[str, np.ndarray]:
-    return user_metrics(
+) -> dict[str, float]:
+    """Mean catalogue Recall@20 and nDCG@10 of ranking ``scores`` (support excluded); relevant = the
+    user's other items rated at or above ``threshold`` (every interaction for implicit feedback), as the
+    evaluation's :func:`~recsys.metrics.task_metrics.user_metrics` computes them: the reference
+    :func:`catalogue_values` matches."""
+    m = user_metrics(
         Scores.of_ranking(scores),
         log,
         tasks,
@@ -122,14 +126,6 @@ def _catalogue_user_metrics(
         threshold=threshold if threshold is not None else -np.inf,
         scale=space.rating_scale,
     )
-
-
-def catalogue_quality(
-    scores: np.ndarray, space: FeatureSpace, log: UserLog, tasks: TaskSet, threshold: float | None
-) -> dict[str, float]:
-    """Mean catalogue Recall@20 and nDCG@10 of ranking ``scores`` (support excluded); relevant = the
-    user's other items rated at or above ``threshold`` (every interaction for implicit feedback)."""
-    m = _catalogue_user_metrics(scores, space, log, tasks, threshold)
     return {"recall@20": float(np.nanmean(m["recall@20"])), "cat_ndcg@10": float(np.nanmean(m["ndcg@10"]))}
 
 
