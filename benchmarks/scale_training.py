@@ -311,6 +311,8 @@ def summarise_run(
 ) -> dict[str, Any]:
     """The figures of one run from its ranks' records (rank 0 first)."""
     r0 = records[0] if records else {"phases": [], "epochs": [], "facts": {}}
+    if r0["epochs"] and "epochs_planned" in r0["epochs"][-1]:  # the trainer's plan (train.max_tasks)
+        epochs = int(r0["epochs"][-1]["epochs_planned"])
     facts = r0["facts"]
     ep = [e["seconds"] for e in r0["epochs"]]
     mean = sum(ep) / len(ep) if ep else None
@@ -479,7 +481,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     header("scale training: the default `recsys train` on large logs")
     print(
         f"  epochs: {args.epochs}"
-        + ("" if args.epochs_given else " (the config default, train.epochs)")
+        + (
+            ""
+            if args.epochs_given
+            else f" (the config default, train.epochs; its task budget train.max_tasks = {default.max_tasks:,} "
+            "plans fewer for logs of more training users than max_tasks / epochs)"
+        )
         + f", early stopping patience {default.patience}; budget {args.budget_min:g} min per run; "
         f"{os.cpu_count()} CPUs; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
         flush=True,

@@ -51,9 +51,12 @@ def build_config(
     device: str | None = None,
 ) -> RecommenderConfig:
     """The config of a run: ``config_file`` (TOML or JSON) or the defaults, with the training keys the
-    command line and the pipelines override (None: the file's value)."""
+    command line and the pipelines override (None: the file's value). ``epochs`` given: exactly that
+    many are planned (early stopping aside), so the task budget ``train.max_tasks`` is lifted."""
     cfg = RecommenderConfig.from_file(config_file) if config_file else RecommenderConfig()
     changed = {k: v for k, v in {"epochs": epochs, "seed": seed, "device": device}.items() if v is not None}
+    if epochs is not None:
+        changed["max_tasks"] = None
     return cfg.replace(train=changed) if changed else cfg
 
 

@@ -105,6 +105,7 @@ BAD_VALUES = [
     ("train.validation_support", 0),
     ("train.validation_query", 0),
     ("train.patience", -1),
+    ("train.max_tasks", 0),
     ("train.checkpoint_every", 0),
     ("train.max_nonfinite_steps", 0),
     ("train.num_threads", 0),

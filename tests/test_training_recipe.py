@@ -186,3 +186,32 @@ def test_fit_equals_running_the_steps_in_order(tiny) -> None:
     ]
     assert untimed[0] == untimed[1]
     assert {**rec.summary.__dict__, "seconds": 0.0} == summary.__dict__
+
+
+@pytest.mark.parametrize(
+    ("tasks_per_epoch", "planned"),
+    [(754, 50), (5_436, 50), (10_000, 50), (10_001, 50), (26_872, 19), (146_000, 4), (600_000, 1)],
+)
+def test_the_task_budget_plans_fewer_epochs_only_for_logs_of_more_than_max_tasks_over_epochs_users(
+    tasks_per_epoch, planned
+) -> None:
+    assert RecommenderConfig().train.planned_epochs(tasks_per_epoch) == planned
+    assert RecommenderConfig().override(**{"train.max_tasks": None}).train.planned_epochs(tasks_per_epoch) == 50
+
+
+def test_training_stops_after_the_epochs_its_task_budget_allows_and_says_so_in_each_record(tiny) -> None:
+    ds, config = tiny
+    # 72 training users (80 less 10% validation): 100 tasks allow 2 epochs of the 5 asked for
+    config = config.override(**{"train.epochs": 5, "train.max_tasks": 100})
+    rec = ColdStartRecommender(config).fit(ds.interactions, ds.users, ds.items)
+    assert rec.info["train_users"] * 2 >= 100 > rec.info["train_users"]
+    assert [h["epoch"] for h in rec.history] == [1, 2]
+    assert {h["epochs_planned"] for h in rec.history} == {2}
+
+
+def test_an_explicit_epochs_flag_lifts_the_task_budget() -> None:
+    from recsys.workflows import build_config
+
+    assert build_config(epochs=7).train.max_tasks is None
+    assert build_config(epochs=7).train.planned_epochs(1_000_000) == 7
+    assert build_config().train.max_tasks == RecommenderConfig().train.max_tasks

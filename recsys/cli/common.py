@@ -82,7 +82,8 @@ def epoch_line(total: int) -> Callable[[int, dict[str, float]], None]:
     output goes to a file or a scheduler's log shows its progress."""
 
     def show(epoch: int, record: dict[str, float]) -> None:
-        parts = [f"epoch {epoch}/{total}", f"train_loss {record.get('train_loss', float('nan')):.4f}"]
+        planned = int(record.get("epochs_planned", total))  # fewer than total under train.max_tasks
+        parts = [f"epoch {epoch}/{planned}", f"train_loss {record.get('train_loss', float('nan')):.4f}"]
         if record.get("skipped_steps"):
             parts.append(f"skipped_steps {int(record['skipped_steps'])}")
         parts += [f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_")]

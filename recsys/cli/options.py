@@ -106,7 +106,13 @@ ConfigOpt = Annotated[
         help="Config file (TOML or JSON) with model, meta and train sections (see recsys/config/sections.py).",
     ),
 ]
-EpochsOpt = Annotated[int | None, typer.Option(help="Maximum epochs (overrides the config).")]
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Maximum epochs (overrides the config's train.epochs and lifts its task budget "
+        "train.max_tasks, which by default plans fewer epochs for logs of more than 10,000 training users)."
+    ),
+]
 SeedOpt = Annotated[int | None, typer.Option(help="Random seed (overrides the config).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (overrides the config).")]
 NoUserLogOpt = Annotated[

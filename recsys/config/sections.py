@@ -3,6 +3,7 @@ documented, and how a section is built from its raw keys (the hybrid keys' old f
 
 from __future__ import annotations
 
+import math
 import functools
 import typing
 import warnings
@@ -162,6 +163,15 @@ class TrainConfig(_Section):
 
     epochs: int = 50
     """Maximum number of epochs (one pass over the training users)."""
+    max_tasks: int | None = 500_000
+    """The training budget in tasks (one task per training user and epoch): at most
+    ``ceil(max_tasks / training users)`` epochs, never more than ``epochs`` (see :meth:`planned_epochs`).
+    An epoch of a large log holds many times the tasks of a small log's, and its validation curve
+    flattens after fewer epochs: on Gowalla (26,872 training users) validation nDCG@10 was within
+    noise of its best after ~14 epochs (376k tasks; 0.1551 at epoch 14, best 0.1567 at epoch 30 of 31),
+    while each epoch of a 25M-row log (146k training users) takes ~8 min on 2 CPU cores. Logs with up to
+    10,000 training users (MovieLens-1M, 5.4k) are not affected. None: ``epochs`` alone; ``recsys
+    train --epochs N`` sets None, so the epochs asked for are run (early stopping aside)."""
     meta_batch_size: int = 32
     """Users per meta-batch."""
     lr: float = 3e-3
@@ -231,6 +241,13 @@ class TrainConfig(_Section):
     """Keep a record of the training log's users with the model (each user's items and ratings, in time
     order; ``user_log.safetensors``) so that ``recommend_user(user_id)`` can score them by id. False
     (``recsys train --no-user-log``): no record, for privacy or size."""
+
+    def planned_epochs(self, tasks_per_epoch: int) -> int:
+        """The epochs a run over ``tasks_per_epoch`` training users plans: ``epochs``, or fewer where
+        ``max_tasks`` is reached first (at least one)."""
+        if self.max_tasks is None or tasks_per_epoch <= 0:
+            return self.epochs
+        return min(self.epochs, max(1, math.ceil(self.max_tasks / tasks_per_epoch)))
 
     def _check_relations(self) -> None:
         if self.support_min > self.support_max:

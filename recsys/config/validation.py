@@ -94,6 +94,7 @@ LIMITS: dict[str, dict[str, Range]] = {
     },
     "train": {
         "epochs": _POSITIVE,
+        "max_tasks": _POSITIVE,
         "meta_batch_size": _POSITIVE,
         "lr": Range(lo=0, lo_open=True),
         "weight_decay": _NON_NEGATIVE,

@@ -313,7 +313,16 @@ class MetaTrainer:
         elif val_tasks is None:
             val_tasks = validation_tasks(val_log, cfg, Seeds(cfg.seed).rng(VALIDATION_TASKS))
         consecutive_bad = 0
-        while self.state.epoch < cfg.epochs and not self.state.finished:
+        n_epochs = cfg.planned_epochs(len(train_users))
+        if n_epochs < cfg.epochs:
+            log.info(
+                "training budget: %d epochs of %d tasks (train.max_tasks = %d; train.epochs = %d)",
+                n_epochs,
+                len(train_users),
+                cfg.max_tasks,
+                cfg.epochs,
+            )
+        while self.state.epoch < n_epochs and not self.state.finished:
             epoch = self.state.epoch
             t0 = time.perf_counter()
             rng = np.random.default_rng([cfg.seed, epoch])
@@ -335,7 +344,7 @@ class MetaTrainer:
             if skip == 0:
                 st.running_loss, st.running_count, st.running_skipped = 0.0, 0, 0
             bar = progress(
-                total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch"
+                total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{n_epochs}", unit="batch"
             )
             for i, sub in enumerate(batches):
                 if i < skip:
@@ -392,6 +401,7 @@ class MetaTrainer:
             bar.close()
             record: dict[str, float] = {
                 "epoch": epoch + 1,
+                "epochs_planned": n_epochs,
                 "train_loss": st.running_loss / max(st.running_count, 1),
                 "skipped_steps": st.running_skipped,
             }
