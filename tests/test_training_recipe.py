@@ -196,7 +196,9 @@ def test_the_task_budget_plans_fewer_epochs_only_for_logs_of_more_than_max_tasks
     tasks_per_epoch, planned
 ) -> None:
     assert RecommenderConfig().train.planned_epochs(tasks_per_epoch) == planned
-    assert RecommenderConfig().override(**{"train.max_tasks": None}).train.planned_epochs(tasks_per_epoch) == 50
+    assert (
+        RecommenderConfig().override(**{"train.max_tasks": None}).train.planned_epochs(tasks_per_epoch) == 50
+    )
 
 
 def test_training_stops_after_the_epochs_its_task_budget_allows_and_says_so_in_each_record(tiny) -> None:

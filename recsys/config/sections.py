@@ -3,8 +3,8 @@ documented, and how a section is built from its raw keys (the hybrid keys' old f
 
 from __future__ import annotations
 
-import math
 import functools
+import math
 import typing
 import warnings
 from dataclasses import dataclass, field, fields
