@@ -313,15 +313,9 @@ class MetaTrainer:
         elif val_tasks is None:
             val_tasks = validation_tasks(val_log, cfg, Seeds(cfg.seed).rng(VALIDATION_TASKS))
         consecutive_bad = 0
-        n_epochs = cfg.planned_epochs(len(train_users))
+        n_epochs, n_tasks = cfg.planned_epochs(len(train_users)), len(train_users)
         if n_epochs < cfg.epochs:
-            log.info(
-                "training budget: %d epochs of %d tasks (train.max_tasks = %d; train.epochs = %d)",
-                n_epochs,
-                len(train_users),
-                cfg.max_tasks,
-                cfg.epochs,
-            )
+            log.info("training budget: %d epochs of %d tasks (train.max_tasks)", n_epochs, n_tasks)
         while self.state.epoch < n_epochs and not self.state.finished:
             epoch = self.state.epoch
             t0 = time.perf_counter()
