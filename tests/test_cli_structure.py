@@ -109,7 +109,9 @@ def test_build_config_overrides_only_the_training_keys_given(tmp_path: Path) -> 
     path.write_text("[train]\nepochs = 7\nlr = 0.01\n")
     cfg = build_config(path, seed=4, device="cpu")
     assert (cfg.train.epochs, cfg.train.lr, cfg.train.seed) == (7, 0.01, 4)
-    assert build_config(path, epochs=2) == RecommenderConfig.from_file(path).replace(train={"epochs": 2})
+    # epochs given: exactly those are planned, so the task budget (train.max_tasks) is lifted with them
+    expected = RecommenderConfig.from_file(path).replace(train={"epochs": 2, "max_tasks": None})
+    assert build_config(path, epochs=2) == expected
     assert build_config() == RecommenderConfig()
 
 
