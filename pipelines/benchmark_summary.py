@@ -135,6 +135,83 @@ def comparisons(report: dict) -> list[dict[str, Any]]:
     return rows
 
 
+def _worse(d: dict, lower_is_better: bool) -> bool:
+    return d["low"] > 0 if lower_is_better else d["high"] < 0
+
+
+def _better(d: dict, lower_is_better: bool) -> bool:
+    return d["high"] < 0 if lower_is_better else d["low"] > 0
+
+
+def _unpaired_ablations(report: dict) -> list[dict]:
+    """For reports written before paired ablation rows existed: each ablation row's mean minus the
+    default's (its first-seed row for variants retrained on seed 0 only), without an interval."""
+    methods = report.get("methods", {})
+    seed0 = next((m for m in methods if "seed 0 only" in m), None)
+    cells = {(r["protocol"], r["scenario"], str(r["k"]), r["method"]): r for r in report["results"]}
+    rows = []
+    for name, m in methods.items():
+        if m.get("kind") != "ablation" or name == seed0:
+            continue
+        rescored = any(t in name for t in ("no adaptation", "without trend prior", "at scoring"))
+        ref = "meta-learner" if rescored or seed0 is None else seed0
+        for (protocol, scenario, k, method), r in cells.items():
+            other = cells.get((protocol, scenario, k, ref))
+            if method != name or other is None:
+                continue
+            for key, _, _ in METRICS:
+                if _ok(r.get(key)) and _ok(other.get(key)):
+                    rows.append(
+                        {
+                            "variant": name,
+                            "reference": ref,
+                            "protocol": protocol,
+                            "scenario": scenario,
+                            "k": k,
+                            "metric": key,
+                            "mean": r[key]["mean"] - other[key]["mean"],
+                        }
+                    )
+    return rows
+
+
+def ablation_rows(report: dict) -> list[dict[str, Any]]:
+    """One row per ablation variant and protocol / scenario: per metric, the variant minus its reference
+    averaged over K, and (from paired rows) at how many K the variant is resolved worse or better
+    (paired 95% interval excluding 0). ``paired`` is False for reports without paired ablation rows."""
+    paired = report.get("paired_ablations")
+    diffs = paired if paired else _unpaired_ablations(report)
+    groups: dict[tuple[str, str, str, str], dict[str, list[dict]]] = {}
+    for d in diffs:
+        key = (d["variant"], d["reference"], d["protocol"], d["scenario"])
+        groups.setdefault(key, {}).setdefault(d["metric"], []).append(d)
+    rows = []
+    for (variant, reference, protocol, scenario), by_metric in groups.items():
+        cells = {}
+        for key, label, lower in METRICS:
+            ds = by_metric.get(key)
+            if not ds:
+                continue
+            cells[label] = {
+                "mean": sum(d["mean"] for d in ds) / len(ds),
+                "n": len(ds),
+                "worse": sum(_worse(d, lower) for d in ds) if paired else None,
+                "better": sum(_better(d, lower) for d in ds) if paired else None,
+            }
+        if cells:
+            rows.append(
+                {
+                    "variant": variant,
+                    "reference": reference,
+                    "protocol": protocol,
+                    "scenario": scenario,
+                    "metrics": cells,
+                    "paired": bool(paired),
+                }
+            )
+    return rows
+
+
 # ---- part status -----------------------------------------------------------------------------------
 
 
@@ -250,6 +327,48 @@ HOW_TO_READ = (
 )
 
 
+ABLATIONS_HOW = (
+    "Ablations: each variant minus its reference (the default, or for variants retrained on the first "
+    "seed only, the default's own first-seed row), averaged over K; in brackets, at how many K the "
+    "variant is resolved *worse* / *better* than its reference (paired 95% interval over the same users "
+    "excluding 0). A variant that is worse means the piece it removes or changes pays."
+)
+
+
+def _ablation_cell(c: dict | None) -> str:
+    if not c:
+        return "–"
+    if c["worse"] is None:
+        return f"{c['mean']:+.3f} (unpaired)"
+    return f"{c['mean']:+.3f} (worse {c['worse']}, better {c['better']} of {c['n']})"
+
+
+def _ablation_table(report: dict) -> list[str]:
+    rows = ablation_rows(report)
+    if not rows:
+        return []
+    labels = [label for _, label, _ in METRICS]
+    lines = [
+        "",
+        ABLATIONS_HOW
+        + (
+            ""
+            if rows[0]["paired"]
+            else " This report predates paired ablation rows: plain differences of the means, no intervals."
+        ),
+        "",
+    ]
+    lines.append("| variant | reference | protocol | " + " | ".join(labels) + " |")
+    lines.append("|---|---|---|" + "---|" * len(labels))
+    for r in rows:
+        where = _where(r)
+        short = r["variant"].removeprefix("meta-learner (").removesuffix(")")
+        ref = "default" if r["reference"] == "meta-learner" else "default, seed 0"
+        cells = " | ".join(_ablation_cell(r["metrics"].get(label)) for label in labels)
+        lines.append(f"| {short} | {ref} | {where} | {cells} |")
+    return lines
+
+
 def render(statuses: list[PartStatus], link: str = "", heading: str = "##") -> str:
     """The summary in markdown; ``link`` prefixes links to the reports (relative to where it is shown)."""
     lines = [
@@ -301,6 +420,7 @@ def render(statuses: list[PartStatus], link: str = "", heading: str = "##") -> s
             lines.append(
                 f"| {_where(r)} | {r['k']} | {users} | {r['metric']} | {_cell(r['meta'])} | {best} | {gap} | {r['verdict']} |"
             )
+        lines += _ablation_table(st.report)
         for where, why in (st.report.get("skipped") or {}).items():
             lines.append(f"\nSkipped {where}: {why}.")
         lines.append("")

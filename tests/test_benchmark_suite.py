@@ -240,3 +240,77 @@ def test_paired_differences_pair_users_by_id_not_by_position() -> None:
     )
     assert d["users"] == 3
     assert d["mean"] == pytest.approx(((0.5 - 1.0) + (1.5 - 2.0) + (2.5 - 3.0)) / 3)
+
+
+# ---- ablations -------------------------------------------------------------------------------------
+
+
+def test_retrained_ablations_pair_with_the_default_first_seed_row_and_rescored_ones_with_the_default() -> (
+    None
+):
+    from types import SimpleNamespace
+
+    from recsys.evaluation.ablations import SEED0_LABEL
+    from recsys.evaluation.cells import Cell
+    from recsys.evaluation.runner import Evaluation
+
+    users = np.array([f"u{i}" for i in range(50)])
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.2, 0.6, 50)
+    names = {
+        "meta-learner": ("meta", base),
+        f"meta-learner ({SEED0_LABEL})": ("ablation", base + 0.1),
+        "meta-learner (without item-item blend)": ("ablation", base + 0.1 - 0.05),  # seed 0: 0.05 below its reference
+        "meta-learner (no adaptation)": ("ablation", base - 0.2),
+    }  # fmt: skip
+    cells = {}
+    for name, (_, values) in names.items():
+        cells[("random", "new_users", "5", name)] = Cell()
+        cells[("random", "new_users", "5", name)].add({"ndcg@10": values}, users)
+    ev = SimpleNamespace(
+        methods_meta={n: {"kind": k} for n, (k, _) in names.items()},
+        model_name="meta-learner",
+        cells=cells,
+        s=SimpleNamespace(n_boot=200),
+    )
+    rows = {r["variant"]: r for r in Evaluation.paired_ablations(ev)}
+    assert set(rows) == {"meta-learner (without item-item blend)", "meta-learner (no adaptation)"}
+    blend = rows["meta-learner (without item-item blend)"]
+    assert blend["reference"] == f"meta-learner ({SEED0_LABEL})" and blend["mean"] == pytest.approx(-0.05)
+    plain = rows["meta-learner (no adaptation)"]
+    assert plain["reference"] == "meta-learner" and plain["mean"] == pytest.approx(-0.2)
+    assert plain["high"] < 0 and plain["users"] == 50
+
+
+def test_the_ablation_table_counts_the_K_where_a_variant_is_resolved_worse_and_marks_unpaired_reports(
+    tmp_path: Path,
+) -> None:
+    from pipelines.benchmark_summary import ablation_rows
+
+    def d(k: str, metric: str, mean: float, half: float) -> dict:
+        return {"variant": "meta-learner (no adaptation)", "reference": "meta-learner", "protocol": "random",
+                "scenario": "new_users", "k": k, "metric": metric, "users": 189} | _c(mean, half)  # fmt: skip
+
+    report = fake_report() | {
+        "paired_ablations": [
+            d("3", "ndcg@10", -0.05, 0.01),
+            d("5", "ndcg@10", -0.01, 0.02),
+            d("5", "mae", 0.03, 0.01),
+        ]
+    }
+    (row,) = ablation_rows(report)
+    assert row["paired"] and row["metrics"]["nDCG@10"] == {
+        "mean": pytest.approx(-0.03),
+        "n": 2,
+        "worse": 1,
+        "better": 0,
+    }
+    assert row["metrics"]["MAE"]["worse"] == 1  # a higher MAE is worse
+    write_fake_suite(tmp_path, report)
+    write_summaries(tmp_path, readme=None, parts=benchmark.select("ml-100k/random"))
+    text = (tmp_path / "README.md").read_text()
+    assert "| no adaptation | default | random | +0.030 (worse 1, better 0 of 1) |" in text
+
+    (unpaired,) = ablation_rows(fake_report())  # the old report: plain differences of means, no counts
+    assert not unpaired["paired"] and unpaired["metrics"]["nDCG@10"]["mean"] == pytest.approx(0.9 - 0.49)
+    assert unpaired["metrics"]["nDCG@10"]["worse"] is None

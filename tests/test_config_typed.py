@@ -26,7 +26,7 @@ from recsys.config import (
 )
 from recsys.data.synthetic import make_synthetic
 from recsys.errors import SpecError
-from recsys.evaluation.runner import RETRAINED_ABLATIONS
+from recsys.evaluation.ablations import RETRAINED_ABLATIONS
 from recsys.tracking.params import flatten_params, run_params
 from recsys.utils.checkpoint import load_tensors, save_tensors
 from recsys.utils.io import sha256_file

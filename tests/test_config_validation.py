@@ -19,7 +19,7 @@ from recsys import ColdStartRecommender
 from recsys.cli import app, main
 from recsys.config import LIMITS, HybridConfig, MetaConfig, ModelConfig, RecommenderConfig, TrainConfig
 from recsys.errors import ModelFileError, SpecError
-from recsys.evaluation.runner import RESCORED_ABLATIONS, RETRAINED_ABLATIONS
+from recsys.evaluation.ablations import RESCORED_ABLATIONS, RETRAINED_ABLATIONS
 from recsys.models.classical import BASELINES
 from recsys.models.network import ColdStartNet
 from recsys.onboarding import STRATEGIES

@@ -154,7 +154,8 @@ def test_nested_evaluation_refuses_the_melu_protocol(synthetic_small) -> None:
 
 
 def test_retrained_ablations_of_the_new_defaults_run_and_are_named(synthetic_small) -> None:
-    from recsys.evaluation.runner import SEED0_LABEL, EvalSettings, Evaluation
+    from recsys.evaluation.ablations import SEED0_LABEL
+    from recsys.evaluation.runner import EvalSettings, Evaluation
 
     cfg = RecommenderConfig().override(
         **{"train.epochs": 1, "model.embedding_dim": 8, "model.hidden": (16,), "train.meta_batch_size": 64}
@@ -207,6 +208,37 @@ def test_no_trend_row_pools_every_seed_also_where_validation_chose_no_prior(synt
     for metric, values in default.values.items():
         for a, b in zip(values, plain.values[metric], strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_path_ablations_rescore_each_ranking_path_alone_and_leave_ratings_untouched(synthetic_small) -> None:
+    from recsys.evaluation.runner import EvalSettings, Evaluation
+
+    cfg = RecommenderConfig().override(**{"train.epochs": 1, "model.embedding_dim": 8, "model.hidden": (16,)})
+    settings = EvalSettings(
+        protocols=["random"],
+        shots=[3],
+        baselines=[],
+        seeds=1,
+        ablations=["item-item-only", "encoder-only"],
+        n_boot=10,
+    )
+    ev = Evaluation(synthetic_small, settings, config=cfg).run()
+    cells = {key[3]: cell for key, cell in ev.cells.items()}
+    default = cells["meta-learner"]
+    ii, enc = (
+        cells["meta-learner (ranking by the item-item path alone)"],
+        cells["meta-learner (ranking by the support encoder alone)"],
+    )
+    np.testing.assert_array_equal(
+        ii.values["mae"][0], default.values["mae"][0]
+    )  # rank_mix never touches ratings
+    np.testing.assert_array_equal(enc.values["mae"][0], default.values["mae"][0])
+    assert not np.array_equal(ii.values["ndcg@10"][0], enc.values["ndcg@10"][0])  # two different rankings
+    paired = ev.paired_ablations()
+    assert {d["variant"] for d in paired} == {"meta-learner (ranking by the item-item path alone)",
+                                              "meta-learner (ranking by the support encoder alone)"}  # fmt: skip
+    assert {d["reference"] for d in paired} == {"meta-learner"}
+    assert all(d["mean"] == 0 for d in paired if d["metric"] == "mae")
 
 
 def test_unknown_ablation_names_are_an_error_not_silently_skipped(synthetic_small) -> None:

@@ -133,7 +133,7 @@ def known_names() -> dict[str, tuple[str, ...]]:
     """Valid names of the evaluation options, read from the tables that define them (this imports
     torch, so it runs only when a command needs the names, never at ``recsys --help``)."""
     from recsys.data.protocols import split_protocol
-    from recsys.evaluation.runner import RESCORED_ABLATIONS, RETRAINED_ABLATIONS
+    from recsys.evaluation.ablations import RESCORED_ABLATIONS, RETRAINED_ABLATIONS
     from recsys.models.classical import BASELINES
     from recsys.onboarding import STRATEGIES
 

@@ -97,7 +97,8 @@ def _eval_settings(
     nested: bool,
 ) -> EvalSettings:
     """The evaluation's settings, every name checked against the code's tables (one SpecError line)."""
-    from recsys.evaluation.runner import EvalSettings, check_ablations
+    from recsys.evaluation.ablations import check_ablations
+    from recsys.evaluation.runner import EvalSettings
     from recsys.models.classical import BASELINES
 
     known = known_names()

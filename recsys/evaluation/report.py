@@ -17,6 +17,8 @@ from recsys.utils.io import atomic_write_json, atomic_write_text
 from recsys.version import __version__
 
 LOWER_IS_BETTER = {"mae", "rmse"}
+ABLATION_METRICS = ("mae", "query_ndcg@3", "recall@20", "ndcg@10")
+"""The metrics the report's paired ablation table shows (the summary's four)."""
 LABELS = {
     "mae": "MAE",
     "rmse": "RMSE",
@@ -54,6 +56,7 @@ def build_report(ev: Evaluation, extra: dict[str, Any] | None = None) -> dict[st
         },
         "results": ev.results(),
         "paired": ev.paired(),
+        "paired_ablations": ev.paired_ablations(),
     } | (extra or {})
 
 
@@ -63,6 +66,32 @@ def _fmt(cell: dict | None) -> str:
     half = (cell["high"] - cell["low"]) / 2
     text = f"{cell['mean']:.3f} ± {half:.3f}"
     return text + (f" (sd {cell['seed_sd']:.3f})" if cell.get("seed_sd") is not None else "")
+
+
+def _ablation_lines(report: dict[str, Any]) -> list[str]:
+    """The paired ablation table: each variant minus its reference, per protocol, K and metric."""
+    if not report.get("paired_ablations"):
+        return []
+    lines = [
+        "## Ablations: each variant minus its reference, paired over the same users",
+        "",
+        "Mean of the per-user differences with its paired 95% bootstrap interval (lower MAE is better, "
+        "higher ranking metrics are better); the reference of a variant retrained on the first seed "
+        "only is the default's own first-seed row.",
+        "",
+        "| protocol | K | variant | reference | metric | users | difference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in report["paired_ablations"]:
+        if d["metric"] not in ABLATION_METRICS:
+            continue
+        where = d["protocol"] + (f" / {d['scenario']}" if d["scenario"] != "new_users" else "")
+        lines.append(
+            f"| {where} | {d['k']} | {d['variant']} | {d['reference']} | {LABELS.get(d['metric'], d['metric'])} "
+            f"| {d['users']} | {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] |"
+        )
+    lines.append("")
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -114,6 +143,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {r['method']} | " + " | ".join(cells) + f" | {cov:.3f} |" if cov is not None else " |"
             )
         lines.append("")
+    lines += _ablation_lines(report)
     if report.get("skipped"):
         lines += ["## Support sizes skipped", ""]
         lines += [f"- {where}: {why}" for where, why in report["skipped"].items()] + [""]

@@ -31,6 +31,7 @@ from recsys.data.protocols import (
 from recsys.data.schema import USER
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError, SpecError
+from recsys.evaluation.ablations import PATH_ABLATIONS, RETRAINED_ABLATIONS, SEED0_LABEL, check_ablations
 from recsys.evaluation.cells import Cell, cell_results, paired_differences
 from recsys.features.encoders import EncodedTable
 from recsys.features.space import FeatureSpace
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 RATING_METRICS = ("mae", "rmse")
 QUERY_METRICS = ("query_ndcg@1", "query_ndcg@3", "query_ndcg@5")
 CATALOGUE_METRICS = ("recall@10", "recall@20", "ndcg@10", "map@20", "hit@10")
-SEED0_LABEL = "default, seed 0 only: reference for the retrained rows"
 
 
 @dataclass
@@ -70,7 +70,8 @@ class EvalSettings:
     ablations: list[str] = field(default_factory=lambda: ["no-adaptation", "5-steps", "second-order"])
     """Meta-learner variants. Re-scoring the trained model: ``no-adaptation`` (support ignored: the
     meta-learned prior alone), ``no-trend`` (the trend prior's weight set to 0), ``1-step`` /
-    ``5-steps`` (gradient steps added at scoring time). Retrained on the first seed only (to bound
+    ``5-steps`` (gradient steps added at scoring time), ``item-item-only`` / ``encoder-only`` (one
+    ranking path kept at its chosen weight, the other's set to 0). Retrained on the first seed only (to bound
     the run time): ``second-order`` / ``first-order`` (5 MAML steps in training), ``meta-sgd`` (5
     second-order steps with learned per-parameter inner rates), ``melu`` (MeLU's architecture),
     ``no-item-item``, ``no-als-init`` (random item-id initialisation), ``random-query`` (training
@@ -101,27 +102,12 @@ class Method:
         return self.scorer.predicts_ratings
 
 
-RETRAINED_ABLATIONS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
-    "second-order": ("MAML 5 steps, second-order", {"meta": {"inner_steps": 5, "first_order": False}}),
-    "first-order": ("MAML 5 steps, first-order", {"meta": {"inner_steps": 5, "first_order": True}}),
-    "meta-sgd": (
-        "Meta-SGD 5 steps, second-order",
-        {"meta": {"inner_steps": 5, "first_order": False, "meta_sgd": True}},
-    ),
-    "melu": (
-        "MeLU architecture, 5 steps",
-        {"model": {"head": "melu"}, "meta": {"inner_steps": 5, "rank_weight": 0.0, "inner_lr": 0.005}},
-    ),
-    "no-item-item": ("without item-item blend", {"model": {"hybrid": {"item_item": False}}}),
-    "no-als-init": ("item ids not initialised from ALS", {"model": {"item_id_init": "random"}}),
-    "random-query": ("random query for temporal-support tasks", {"train": {"query_order": "random"}}),
-    "global-trust": ("one global fold-in shrinkage", {"model": {"hybrid": {"fold_in_trust": "global"}}}),
-}
-"""Retrained meta-learner variants: name -> (row label, changed keys by config section, as
-:meth:`RecommenderConfig.replace` takes them); seed 0 only."""
-
-RESCORED_ABLATIONS = ("no-adaptation", "no-trend", "1-step", "5-steps")
-"""Variants that re-score the trained model (every seed)."""
+def _rescored(rec: ColdStartRecommender, ds: Dataset, change: Any) -> MetaScorer:
+    """A scorer for a copy of ``rec`` whose head ``change(head)`` edits (a post-training path weight)."""
+    plain = copy.deepcopy(rec)
+    change(plain.learner.head)
+    plain._cache = None
+    return MetaScorer(plain, ds)
 
 
 def model_choices(info: dict[str, Any]) -> dict[str, Any]:
@@ -141,14 +127,6 @@ def model_choices(info: dict[str, Any]) -> dict[str, Any]:
     if info.get("trend"):
         out["trend prior"] = info["trend"].get("chosen")
     return out
-
-
-def check_ablations(names: list[str]) -> None:
-    """Raise a clear error for ablation names that would otherwise silently produce no row."""
-    unknown = [a for a in names if a not in (*RESCORED_ABLATIONS, *RETRAINED_ABLATIONS)]
-    if unknown:
-        known = ", ".join((*RESCORED_ABLATIONS, *RETRAINED_ABLATIONS))
-        raise SpecError(f"unknown ablation(s) {', '.join(map(repr, unknown))}; known: {known} (or none)")
 
 
 class Evaluation:
@@ -277,16 +255,19 @@ class Evaluation:
             variants.append(
                 Method(f"{name} (no adaptation)", MetaScorer(rec, ds, ignore_support=True), "ablation")
             )
-        if "no-trend" in self.s.ablations and rec.learner.head.capabilities.trend_prior:
-            # every seed contributes a row, so the variant pools the same users as the default; where
-            # validation chose weight 0 (or the prior is off) it scores exactly as the default
+        # re-scored variants: every seed contributes a row, so a variant pools the same users as the
+        # default; where validation already chose its setting it scores exactly as the default
+        head = rec.learner.head
+        if "no-trend" in self.s.ablations and head.capabilities.trend_prior:
             scorer = variants[0].scorer
-            if float(rec.learner.head.trend_weight) != 0:
-                plain = copy.deepcopy(rec)
-                plain.learner.head.trend_weight.zero_()
-                plain._cache = None
-                scorer = MetaScorer(plain, ds)
+            if float(head.trend_weight) != 0:
+                scorer = _rescored(rec, ds, lambda h: h.trend_weight.zero_())
             variants.append(Method(f"{name} (without trend prior)", scorer, "ablation"))
+        for label, (title, keep) in PATH_ABLATIONS.items():
+            if label in self.s.ablations and head.capabilities.path_weights and head.item_item_active:
+                mix = [w * (i == keep) for i, w in enumerate(head.rank_mix.tolist())]
+                scorer = _rescored(rec, ds, lambda h, mix=mix: h.set_rank_mix(*mix))
+                variants.append(Method(f"{name} ({title})", scorer, "ablation"))
         for label, steps in (("1-step", 1), ("5-steps", 5)):
             if label in self.s.ablations and steps != rec.config.meta.inner_steps:
                 variants.append(
@@ -408,6 +389,22 @@ class Evaluation:
         meta = getattr(self, "methods_meta", {})
         baselines = [name for name, m in meta.items() if m["kind"] == "baseline"]
         return paired_differences(self.cells, self.model_name, baselines, self.s.n_boot)
+
+    def paired_ablations(self) -> list[dict[str, Any]]:
+        """Each ablation row minus its reference (``variant`` minus ``reference``), paired over the users
+        both were tested on: the default, or for variants retrained on the first seed only, the
+        default's own first-seed row where one exists (the same users, the same training seed)."""
+        meta = getattr(self, "methods_meta", {})
+        seed0 = f"{self.model_name} ({SEED0_LABEL})"
+        retrained = {f"{self.model_name} ({label})" for label, _ in RETRAINED_ABLATIONS.values()}
+        rows = []
+        for name, m in meta.items():
+            if m["kind"] != "ablation" or name == seed0:
+                continue
+            ref = seed0 if name in retrained and seed0 in meta else self.model_name
+            for d in paired_differences(self.cells, name, [ref], self.s.n_boot):
+                rows.append({"variant": name, "reference": d.pop("baseline")} | d)
+        return rows
 
 
 class UserRef:

@@ -1,0 +1,48 @@
+"""The meta-learner's ablation variants that `recsys evaluate --ablations` knows: re-scored ones (the
+trained model with one post-training choice changed, every seed) and retrained ones (a changed config,
+the first seed only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recsys.errors import SpecError
+
+SEED0_LABEL = "default, seed 0 only: reference for the retrained rows"
+"""The label of the default's own first-seed row, the like-for-like reference of retrained variants."""
+
+RETRAINED_ABLATIONS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
+    "second-order": ("MAML 5 steps, second-order", {"meta": {"inner_steps": 5, "first_order": False}}),
+    "first-order": ("MAML 5 steps, first-order", {"meta": {"inner_steps": 5, "first_order": True}}),
+    "meta-sgd": (
+        "Meta-SGD 5 steps, second-order",
+        {"meta": {"inner_steps": 5, "first_order": False, "meta_sgd": True}},
+    ),
+    "melu": (
+        "MeLU architecture, 5 steps",
+        {"model": {"head": "melu"}, "meta": {"inner_steps": 5, "rank_weight": 0.0, "inner_lr": 0.005}},
+    ),
+    "no-item-item": ("without item-item blend", {"model": {"hybrid": {"item_item": False}}}),
+    "no-als-init": ("item ids not initialised from ALS", {"model": {"item_id_init": "random"}}),
+    "random-query": ("random query for temporal-support tasks", {"train": {"query_order": "random"}}),
+    "global-trust": ("one global fold-in shrinkage", {"model": {"hybrid": {"fold_in_trust": "global"}}}),
+}
+"""Retrained meta-learner variants: name -> (row label, changed keys by config section, as
+:meth:`RecommenderConfig.replace` takes them); seed 0 only."""
+
+PATH_ABLATIONS = {
+    "item-item-only": ("ranking by the item-item path alone", 1),
+    "encoder-only": ("ranking by the support encoder alone", 0),
+}
+"""Re-scored variants that keep one ranking path (index into ``rank_mix``) at its chosen weight."""
+
+RESCORED_ABLATIONS = ("no-adaptation", "no-trend", "1-step", "5-steps", *PATH_ABLATIONS)
+"""Variants that re-score the trained model (every seed)."""
+
+
+def check_ablations(names: list[str]) -> None:
+    """Raise a clear error for ablation names that would otherwise silently produce no row."""
+    unknown = [a for a in names if a not in (*RESCORED_ABLATIONS, *RETRAINED_ABLATIONS)]
+    if unknown:
+        known = ", ".join((*RESCORED_ABLATIONS, *RETRAINED_ABLATIONS))
+        raise SpecError(f"unknown ablation(s) {', '.join(map(repr, unknown))}; known: {known} (or none)")
