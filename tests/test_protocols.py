@@ -187,6 +187,11 @@ def test_retrained_ablations_of_the_new_defaults_run_and_are_named(synthetic_sma
     seed0 = {k: v[0] for k, v in cells["meta-learner"].values.items()}  # the first seed's values
     for metric, values in reference.values.items():
         np.testing.assert_array_equal(values[0], seed0[metric])
+    # regression: the report's methods were the last seed's only, so the retrained rows (seed 0 only)
+    # dropped out of ``methods`` and had no paired ablation rows
+    assert ev.methods_meta["meta-learner (item ids not initialised from ALS)"]["kind"] == "ablation"
+    paired = {(d["variant"], d["reference"]) for d in ev.paired_ablations()}
+    assert paired == {("meta-learner (item ids not initialised from ALS)", f"meta-learner ({SEED0_LABEL})")}
 
 
 def test_no_trend_row_pools_every_seed_also_where_validation_chose_no_prior(synthetic_small) -> None:

@@ -360,7 +360,8 @@ class Evaluation:
                         ids = test_log.user_ids.gather(tasks.users).to_numpy()
                         self.cells.setdefault(key, Cell()).add(m, ids, seed)
         self.timings[f"{protocol} seed {seed}"] = time.perf_counter() - t0
-        self.methods_meta = {
+        # every seed's methods: rows retrained on the first seed only are not among the later seeds'
+        self.methods_meta = getattr(self, "methods_meta", {}) | {
             m.name: {"kind": m.kind, "predicts_ratings": m.predicts_ratings} for m in methods
         }
 
