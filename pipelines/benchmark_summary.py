@@ -197,6 +197,7 @@ def ablation_rows(report: dict) -> list[dict[str, Any]]:
                 "n": len(ds),
                 "worse": sum(_worse(d, lower) for d in ds) if paired else None,
                 "better": sum(_better(d, lower) for d in ds) if paired else None,
+                "same": all(d["mean"] == 0 and d.get("low", 0) == d.get("high", 0) == 0 for d in ds),
             }
         if cells:
             rows.append(
@@ -331,13 +332,16 @@ ABLATIONS_HOW = (
     "Ablations: each variant minus its reference (the default, or for variants retrained on the first "
     "seed only, the default's own first-seed row), averaged over K; in brackets, at how many K the "
     "variant is resolved *worse* / *better* than its reference (paired 95% interval over the same users "
-    "excluding 0). A variant that is worse means the piece it removes or changes pays."
+    "excluding 0); *same*: identical to its reference for every user at every K. A variant that is "
+    "worse means the piece it removes or changes pays."
 )
 
 
 def _ablation_cell(c: dict | None) -> str:
     if not c:
         return "–"
+    if c.get("same"):
+        return "same"  # the variant cannot change this metric here (e.g. a ranking path and MAE)
     if c["worse"] is None:
         return f"{c['mean']:+.3f} (unpaired)"
     return f"{c['mean']:+.3f} (worse {c['worse']}, better {c['better']} of {c['n']})"

@@ -303,6 +303,11 @@ def fit_item_item_blend(
         kinds=hy.item_item_kinds,
         dense_items=hy.item_item_dense_items,
         neighbours=hy.item_item_neighbours,
+        task_order=(
+            (config.train.support_order, config.train.query_order)
+            if hy.item_item_tasks == "as-training"
+            else ("random", "random")
+        ),
     )
     if isinstance(matrix, TopK):
         head.set_item_item(

@@ -304,12 +304,16 @@ def test_the_ablation_table_counts_the_K_where_a_variant_is_resolved_worse_and_m
         "n": 2,
         "worse": 1,
         "better": 0,
+        "same": False,
     }
     assert row["metrics"]["MAE"]["worse"] == 1  # a higher MAE is worse
     write_fake_suite(tmp_path, report)
     write_summaries(tmp_path, readme=None, parts=benchmark.select("ml-100k/random"))
     text = (tmp_path / "README.md").read_text()
     assert "| no adaptation | default | random | +0.030 (worse 1, better 0 of 1) |" in text
+
+    zero = report | {"paired_ablations": [d("3", "mae", 0.0, 0.0), d("5", "mae", 0.0, 0.0)]}
+    assert ablation_rows(zero)[0]["metrics"]["MAE"]["same"]  # shown as "same": the variant cannot move it
 
     (unpaired,) = ablation_rows(fake_report())  # the old report: plain differences of means, no counts
     assert not unpaired["paired"] and unpaired["metrics"]["nDCG@10"]["mean"] == pytest.approx(0.9 - 0.49)

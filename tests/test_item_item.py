@@ -52,3 +52,40 @@ def test_the_blend_chooses_liked_only_ease_where_only_the_liked_items_predict_wh
     assert plain.startswith("ease:")  # no relevance threshold: no liked-only candidates
     _, _, implicit = fit_item_item(train, validation, N_ITEMS, threshold=4.0, implicit=True)
     assert implicit.startswith("ease:")
+
+
+def test_the_blends_validation_tasks_follow_the_training_order_when_asked() -> None:
+    """``model.hybrid.item_item_tasks = "as-training"``: with a temporal support order each validation
+    user's support is their first 5 ratings by time and the query their latest; the default (random
+    order) draws both at random."""
+    from recsys.models.item_item import _validation_tasks
+
+    n = 40
+    users = [list(range(u % 7, u % 7 + 20)) for u in range(n)]  # in time order within a user
+    log = _log(users)
+    log = UserLog(log.user_ids, log.indptr, log.items, log.ratings, np.arange(len(log.items), dtype=np.int64))
+    tasks, support, _ = _validation_tasks(log, np.random.default_rng(0), 4.0, ("temporal", "last"))
+    first = np.array([u[:5] for u in users])[tasks.users]
+    np.testing.assert_array_equal(np.sort(support, axis=1), np.sort(first, axis=1))
+    tasks, support, _ = _validation_tasks(log, np.random.default_rng(0), 4.0)
+    assert not np.array_equal(
+        np.sort(support, axis=1), np.sort(np.array([u[:5] for u in users])[tasks.users], axis=1)
+    )
+
+
+def test_item_item_tasks_as_training_reaches_the_blends_choice(monkeypatch) -> None:
+    """The config option travels from ``fit_item_item_blend`` to the validation tasks' order."""
+    from types import SimpleNamespace
+
+    from recsys import training
+    from recsys.config import RecommenderConfig
+
+    seen = []
+    dense = (np.zeros((8, 8), np.float32), np.zeros((2, 8, 8), np.float32), "ease:8000")
+    monkeypatch.setattr(training, "fit_item_item", lambda *a, **kw: seen.append(kw["task_order"]) or dense)
+    head = SimpleNamespace(set_item_item=lambda *a: None)
+    space = SimpleNamespace(n_items=8, implicit=False)
+    for option, order in (("random", ("random", "random")), ("as-training", ("mixed", "last"))):
+        cfg = RecommenderConfig().override(**{"model.hybrid.item_item_tasks": option})
+        training.fit_item_item_blend(head, None, None, space, cfg, np.random.default_rng(0))
+        assert seen.pop() == order

@@ -38,6 +38,14 @@ class HybridConfig(_Section):
     few regularisation strengths) or ``ease+cosine`` (also cosine item-kNN with 100 or 400
     neighbours; on ML-100k validation users it lifted implicit-feedback temporal Recall@20 by 13-17%
     but was mixed elsewhere, see the README)."""
+    item_item_tasks: Literal["random", "as-training"] = "random"
+    """The validation tasks the blend's kind is chosen on (5 support ratings, 10 query ratings each):
+    ``random`` (a random support and query) or ``as-training`` (made like the training tasks:
+    ``train.support_order`` and ``train.query_order``, so with the defaults half the users' support
+    is their first ratings by time and their query the latest). An option while it is measured: on
+    ML-100k temporal pseudo-new users the kind chosen on random tasks (EASE on every rating) ranks
+    well below the liked-only EASE that first-ratings tasks favour
+    (docs/experiments/2026-12-04-item-item-paths)."""
     trend: bool = True
     """``hybrid`` head: after training, add a time-decayed popularity prior ("what is trending") to the
     ranking scores; its half-life (7-365 days, or all-time popularity) and weight (0 included) are

@@ -85,15 +85,28 @@ def _dense_candidates(kinds: str, threshold: float | None, implicit: bool) -> li
 
 
 def _validation_tasks(
-    validation: UserLog | None, rng: np.random.Generator | None, threshold: float | None = None
+    validation: UserLog | None,
+    rng: np.random.Generator | None,
+    threshold: float | None = None,
+    order: tuple[str, str] = ("random", "random"),
 ) -> tuple[TaskSet | None, np.ndarray | None, np.ndarray | None]:
     """Validation tasks with 5 support items and a query (None without such users), their support, and
-    the support with the items rated below ``threshold`` as padding (-1)."""
+    the support with the items rated below ``threshold`` as padding (-1); ``order``: the tasks'
+    (support, query) order (:func:`~recsys.data.tasks.sample_tasks`)."""
     eligible = np.nonzero(validation.counts > 5)[0] if validation is not None else np.zeros(0, np.int64)
     if not len(eligible):
         return None, None, None
     rng = rng if rng is not None else np.random.default_rng(0)
-    tasks = sample_tasks(validation, eligible, rng, support_size=5, query_size=10)
+    support_order, query_order = order
+    tasks = sample_tasks(
+        validation,
+        eligible,
+        rng,
+        support_size=5,
+        query_size=10,
+        support_order=support_order,  # type: ignore[arg-type]
+        query_order=query_order,  # type: ignore[arg-type]
+    )
     support, ratings = support_arrays(validation, tasks)
     liked = support if threshold is None else np.where(ratings >= threshold, support, -1)
     return tasks, support, liked
@@ -131,6 +144,7 @@ def fit_item_item(
     kinds: str = "ease",
     dense_items: int = DENSE_ITEMS,
     neighbours: int = TOP_K,
+    task_order: tuple[str, str] = ("random", "random"),
 ) -> tuple[np.ndarray | TopK, np.ndarray | TopK, str]:
     """(B, out-of-fold B, the chosen kind), float32, scaled so that users' item-item scores have unit
     spread. Dense (``n_items <= dense_items``): B [n_items, n_items], folds [2, n_items, n_items], kind
@@ -141,9 +155,10 @@ def fit_item_item(
     training task of a user in fold ``f`` never sees its own interactions through ``B``.
 
     ``rng`` draws the validation tasks the kind is chosen on (training passes the ``item-item`` stream
-    of :class:`recsys.utils.seeds.Seeds`; None: a generator seeded 0).
+    of :class:`recsys.utils.seeds.Seeds`; None: a generator seeded 0); ``task_order``: their (support,
+    query) order, as :func:`~recsys.data.tasks.sample_tasks` takes them.
     """
-    tasks, support, liked_support = _validation_tasks(validation, rng, threshold)
+    tasks, support, liked_support = _validation_tasks(validation, rng, threshold, task_order)
     if n_items > dense_items:
         k = max(1, min(neighbours, n_items - 1))
         return _fit_sparse(train, validation, n_items, tasks, support, threshold, implicit, k, dense_items)
