@@ -107,6 +107,7 @@ def test_every_hybrid_key_left_the_model_section() -> None:
         "fold_in_trust",
         "item_item",
         "item_item_kinds",
+        "item_item_tasks",
         "trend",
         "rank_mix",
         "fold_in_weight",

@@ -246,6 +246,16 @@ def test_path_ablations_rescore_each_ranking_path_alone_and_leave_ratings_untouc
     assert all(d["mean"] == 0 for d in paired if d["metric"] == "mae")
 
 
+def test_a_path_ablation_keeps_its_path_even_where_validation_weighted_it_zero() -> None:
+    """Regression: with the chosen mix (0, 1) "ranking by the support encoder alone" was (0, 0), i.e.
+    the trend prior alone."""
+    from recsys.evaluation.ablations import PATH_ABLATIONS, path_mix
+
+    encoder, item_item = PATH_ABLATIONS["encoder-only"][1], PATH_ABLATIONS["item-item-only"][1]
+    assert path_mix([1.0, 2.0], item_item) == [0.0, 2.0] and path_mix([1.0, 2.0], encoder) == [1.0, 0.0]
+    assert path_mix([0.0, 1.0], encoder) == [1.0, 0.0]
+
+
 def test_unknown_ablation_names_are_an_error_not_silently_skipped(synthetic_small) -> None:
     """Regression: a misspelt ablation (e.g. ``no-trnd``) was accepted and silently produced no row."""
     from recsys.errors import SpecError

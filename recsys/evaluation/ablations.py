@@ -34,7 +34,15 @@ PATH_ABLATIONS = {
     "item-item-only": ("ranking by the item-item path alone", 1),
     "encoder-only": ("ranking by the support encoder alone", 0),
 }
-"""Re-scored variants that keep one ranking path (index into ``rank_mix``) at its chosen weight."""
+"""Re-scored variants that keep one ranking path (index into ``rank_mix``) at its chosen weight (1, as
+trained, where validation chose 0 for it) and set the other's to 0."""
+
+
+def path_mix(rank_mix: list[float], keep: int) -> list[float]:
+    """The ``rank_mix`` of a path ablation: path ``keep`` at its chosen weight (1, its trained weight,
+    where validation chose 0 for it: else the variant would rank by the trend prior alone), the other 0."""
+    return [(w or 1.0) if i == keep else 0.0 for i, w in enumerate(rank_mix)]
+
 
 RESCORED_ABLATIONS = ("no-adaptation", "no-trend", "1-step", "5-steps", *PATH_ABLATIONS)
 """Variants that re-score the trained model (every seed)."""

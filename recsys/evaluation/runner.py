@@ -31,7 +31,13 @@ from recsys.data.protocols import (
 from recsys.data.schema import USER
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError, SpecError
-from recsys.evaluation.ablations import PATH_ABLATIONS, RETRAINED_ABLATIONS, SEED0_LABEL, check_ablations
+from recsys.evaluation.ablations import (
+    PATH_ABLATIONS,
+    RETRAINED_ABLATIONS,
+    SEED0_LABEL,
+    check_ablations,
+    path_mix,
+)
 from recsys.evaluation.cells import Cell, cell_results, paired_differences
 from recsys.features.encoders import EncodedTable
 from recsys.features.space import FeatureSpace
@@ -265,7 +271,7 @@ class Evaluation:
             variants.append(Method(f"{name} (without trend prior)", scorer, "ablation"))
         for label, (title, keep) in PATH_ABLATIONS.items():
             if label in self.s.ablations and head.capabilities.path_weights and head.item_item_active:
-                mix = [w * (i == keep) for i, w in enumerate(head.rank_mix.tolist())]
+                mix = path_mix(head.rank_mix.tolist(), keep)
                 scorer = _rescored(rec, ds, lambda h, mix=mix: h.set_rank_mix(*mix))
                 variants.append(Method(f"{name} ({title})", scorer, "ablation"))
         for label, steps in (("1-step", 1), ("5-steps", 5)):
