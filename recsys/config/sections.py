@@ -42,9 +42,9 @@ class HybridConfig(_Section):
     """The validation tasks the blend's kind is chosen on (5 support ratings, 10 query ratings each):
     ``random`` (a random support and query) or ``as-training`` (made like the training tasks:
     ``train.support_order`` and ``train.query_order``, so with the defaults half the users' support
-    is their first ratings by time and their query the latest). An option while it is measured: on
-    ML-100k's nested pseudo-new users (one training each) it lifted temporal nDCG@10 by 0.02-0.03 and
-    was mixed on the random protocol (docs/experiments/2026-12-04-item-item-paths)."""
+    is their first ratings by time and their query the latest). An option, not the default: on
+    ML-100k's nested pseudo-new users (3 trainings) it lifted temporal nDCG@10 by 0.011-0.032 and cost
+    random Recall@20 0.010-0.014 (docs/experiments/2026-12-04-item-item-paths)."""
     trend: bool = True
     """``hybrid`` head: after training, add a time-decayed popularity prior ("what is trending") to the
     ranking scores; its half-life (7-365 days, or all-time popularity) and weight (0 included) are
