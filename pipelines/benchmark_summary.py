@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recsys.evaluation.ablations import SEED0_LABEL, reference_of
+
 if TYPE_CHECKING:
     from pipelines.benchmark import Entry, Part
 
@@ -68,18 +70,22 @@ def verdict(meta: dict, baselines: list[dict], lower_is_better: bool) -> str:
     return LEVEL
 
 
+def _worse(d: dict, lower_is_better: bool) -> bool:
+    """A paired difference (first minus second) that is worse with an interval excluding 0."""
+    return d["low"] > 0 if lower_is_better else d["high"] < 0
+
+
+def _better(d: dict, lower_is_better: bool) -> bool:
+    """A paired difference that is better with an interval excluding 0."""
+    return d["high"] < 0 if lower_is_better else d["low"] > 0
+
+
 def paired_verdict(diffs: list[dict], lower_is_better: bool) -> str:
     """Behind / ahead / level from the paired differences (meta-learner minus each baseline)."""
 
-    def worse(d: dict) -> bool:
-        return d["low"] > 0 if lower_is_better else d["high"] < 0
-
-    def better(d: dict) -> bool:
-        return d["high"] < 0 if lower_is_better else d["low"] > 0
-
-    if any(worse(d) for d in diffs):
+    if any(_worse(d, lower_is_better) for d in diffs):
         return BEHIND
-    if diffs and all(better(d) for d in diffs):
+    if diffs and all(_better(d, lower_is_better) for d in diffs):
         return AHEAD
     return PAIRED_LEVEL
 
@@ -135,26 +141,16 @@ def comparisons(report: dict) -> list[dict[str, Any]]:
     return rows
 
 
-def _worse(d: dict, lower_is_better: bool) -> bool:
-    return d["low"] > 0 if lower_is_better else d["high"] < 0
-
-
-def _better(d: dict, lower_is_better: bool) -> bool:
-    return d["high"] < 0 if lower_is_better else d["low"] > 0
-
-
 def _unpaired_ablations(report: dict) -> list[dict]:
     """For reports written before paired ablation rows existed: each ablation row's mean minus the
     default's (its first-seed row for variants retrained on seed 0 only), without an interval."""
     methods = report.get("methods", {})
-    seed0 = next((m for m in methods if "seed 0 only" in m), None)
     cells = {(r["protocol"], r["scenario"], str(r["k"]), r["method"]): r for r in report["results"]}
     rows = []
     for name, m in methods.items():
-        if m.get("kind") != "ablation" or name == seed0:
+        if m.get("kind") != "ablation" or name == f"meta-learner ({SEED0_LABEL})":
             continue
-        rescored = any(t in name for t in ("no adaptation", "without trend prior", "at scoring"))
-        ref = "meta-learner" if rescored or seed0 is None else seed0
+        ref = reference_of(name, methods)
         for (protocol, scenario, k, method), r in cells.items():
             other = cells.get((protocol, scenario, k, ref))
             if method != name or other is None:

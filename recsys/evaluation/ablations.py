@@ -4,6 +4,7 @@ the first seed only)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from recsys.errors import SpecError
@@ -36,6 +37,14 @@ PATH_ABLATIONS = {
 }
 """Re-scored variants that keep one ranking path (index into ``rank_mix``) at its chosen weight (1, as
 trained, where validation chose 0 for it) and set the other's to 0."""
+
+
+def reference_of(variant: str, methods: Iterable[str], model_name: str = "meta-learner") -> str:
+    """The row an ablation row is compared with: the default's own first-seed row for a variant
+    retrained on the first seed only, where the run has that row; else the default."""
+    seed0 = f"{model_name} ({SEED0_LABEL})"
+    retrained = {f"{model_name} ({label})" for label, _ in RETRAINED_ABLATIONS.values()}
+    return seed0 if variant in retrained and seed0 in methods else model_name
 
 
 def path_mix(rank_mix: list[float], keep: int) -> list[float]:

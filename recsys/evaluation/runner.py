@@ -37,6 +37,7 @@ from recsys.evaluation.ablations import (
     SEED0_LABEL,
     check_ablations,
     path_mix,
+    reference_of,
 )
 from recsys.evaluation.cells import Cell, cell_results, paired_differences
 from recsys.features.encoders import EncodedTable
@@ -402,13 +403,11 @@ class Evaluation:
         both were tested on: the default, or for variants retrained on the first seed only, the
         default's own first-seed row where one exists (the same users, the same training seed)."""
         meta = getattr(self, "methods_meta", {})
-        seed0 = f"{self.model_name} ({SEED0_LABEL})"
-        retrained = {f"{self.model_name} ({label})" for label, _ in RETRAINED_ABLATIONS.values()}
         rows = []
         for name, m in meta.items():
-            if m["kind"] != "ablation" or name == seed0:
+            if m["kind"] != "ablation" or name == f"{self.model_name} ({SEED0_LABEL})":
                 continue
-            ref = seed0 if name in retrained and seed0 in meta else self.model_name
+            ref = reference_of(name, meta, self.model_name)
             for d in paired_differences(self.cells, name, [ref], self.s.n_boot):
                 rows.append({"variant": name, "reference": d.pop("baseline")} | d)
         return rows
