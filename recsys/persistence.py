@@ -73,6 +73,12 @@ OPTIONAL_WEIGHTS = (
     "net.head.mf_reg",
     "net.head.mf_mu",
     "net.head.mf_weight",
+    "net.head.als_factors",
+    "net.head.als_gram",
+    "net.head.als_reg",
+    "net.head.als_alpha",
+    "net.head.als_threshold",
+    "net.head.als_weight",
 )
 """Buffers that models saved before they existed lack; they load as their defaults (no prior)."""
 

@@ -58,8 +58,9 @@ def evaluation_path(rec: ColdStartRecommender, interactions, users, items, data_
     offsets; the item-item matrix left empty: the new items' columns of any matrix fitted on a log
     without them are zero, see test_item_item_matrices_have_no_row_or_column_for_items_without_interactions).
     The trend prior is standardised over each catalogue, and the MF rating fallback refitted on a larger
-    catalogue draws other random starting factors (test_mf_fallback.py covers its added items), so the
-    comparisons switch both off on both."""
+    catalogue draws other random starting factors (test_mf_fallback.py covers its added items), as does
+    the ALS ranking path (test_als_path.py covers its added items), so the comparisons switch these off
+    on both."""
     from recsys import training
 
     kw = {k: v for k, v in data_kw.items() if k != "validation_users"}
@@ -78,6 +79,7 @@ def evaluation_path(rec: ColdStartRecommender, interactions, users, items, data_
         "net.head.mf_design",
         "net.head.mf_base",
         "net.head.mf_seen",
+        "net.head.als_factors",
     )
     state = {k: v for k, v in rec.learner.state_dict().items() if k not in per_item}
     missing, unexpected = ref.learner.load_state_dict(state, strict=False)
@@ -86,6 +88,7 @@ def evaluation_path(rec: ColdStartRecommender, interactions, users, items, data_
     training.set_item_offsets(ref.learner.head, train_log, space.n_items, rec.info["rating_mean"])
     ref.learner.head.trend_weight.zero_()
     ref.learner.head.set_mf_weight(0.0)
+    ref.learner.head.set_als_weight(0.0)
     ref.info = dict(rec.info)
     return ref
 
@@ -94,6 +97,7 @@ def compare_with_evaluation_path(added, ref, supports: list[dict], ds, new_ids: 
     """Predicted ratings of every item and ranking scores of the added items agree (tight tolerance)."""
     added.learner.head.trend_weight.zero_()  # see evaluation_path
     added.learner.head.set_mf_weight(0.0)
+    added.learner.head.set_als_weight(0.0)
     added._cache = None
     mine, _ = added.score_users(supports, what="rating")
     mine_rank, _ = added.score_users(supports, what="rank")
@@ -196,6 +200,7 @@ def test_grow_catalogue_pads_the_per_item_buffers_and_reports_them(synth) -> Non
         "mf_design",
         "mf_base",
         "mf_seen",
+        "als_factors",
         "item_item",
     ]
     assert head.item_offset.shape == (n + 3,) and torch.equal(head.item_offset[n:], torch.zeros(3))

@@ -112,6 +112,7 @@ def test_every_hybrid_key_left_the_model_section() -> None:
         "rank_mix",
         "fold_in_weight",
         "mf_fallback",
+        "als_path",
         "item_item_max_items",
         "item_item_dense_items",
         "item_item_neighbours",

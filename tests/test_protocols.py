@@ -216,6 +216,7 @@ def test_no_trend_row_pools_every_seed_also_where_validation_chose_no_prior(synt
 
 
 def test_path_ablations_rescore_each_ranking_path_alone_and_leave_ratings_untouched(synthetic_small) -> None:
+    """Also the ALS path's ablation (``no-als-path``): ratings untouched, a row whatever validation chose."""
     from recsys.evaluation.runner import EvalSettings, Evaluation
 
     cfg = RecommenderConfig().override(**{"train.epochs": 1, "model.embedding_dim": 8, "model.hidden": (16,)})
@@ -224,7 +225,7 @@ def test_path_ablations_rescore_each_ranking_path_alone_and_leave_ratings_untouc
         shots=[3],
         baselines=[],
         seeds=1,
-        ablations=["item-item-only", "encoder-only"],
+        ablations=["item-item-only", "encoder-only", "no-als-path"],
         n_boot=10,
     )
     ev = Evaluation(synthetic_small, settings, config=cfg).run()
@@ -238,10 +239,14 @@ def test_path_ablations_rescore_each_ranking_path_alone_and_leave_ratings_untouc
         ii.values["mae"][0], default.values["mae"][0]
     )  # rank_mix never touches ratings
     np.testing.assert_array_equal(enc.values["mae"][0], default.values["mae"][0])
+    np.testing.assert_array_equal(
+        cells["meta-learner (without ALS path)"].values["mae"][0], default.values["mae"][0]
+    )
     assert not np.array_equal(ii.values["ndcg@10"][0], enc.values["ndcg@10"][0])  # two different rankings
     paired = ev.paired_ablations()
     assert {d["variant"] for d in paired} == {"meta-learner (ranking by the item-item path alone)",
-                                              "meta-learner (ranking by the support encoder alone)"}  # fmt: skip
+                                              "meta-learner (ranking by the support encoder alone)",
+                                              "meta-learner (without ALS path)"}  # fmt: skip
     assert {d["reference"] for d in paired} == {"meta-learner"}
     assert all(d["mean"] == 0 for d in paired if d["metric"] == "mae")
 

@@ -65,6 +65,12 @@ class HybridConfig(_Section):
     far the rating prediction moves towards its ridge fold-in of the new user's ratings (weight 0, as
     trained, winning ties; 0.25 ... 1), so on a log too small for the learned rating path the model falls
     back to the classical fold-in. false: no such buffers (weight 0)."""
+    als_path: bool = True
+    """``hybrid`` head: after training, fit implicit-feedback ALS (as the ``implicit-als`` baseline: 64
+    factors, every rating or the liked ones as positives, confidence 1 or 4) on the training users and
+    choose on validation users' Recall@20 + nDCG@10 how much of its fold-in of the new user's support is
+    added to the ranking scores (weight 0, off, winning ties), so where ALS ranks better than the learned
+    paths the model moves towards it. false: no such buffers (weight 0)."""
     item_item_max_items: int = 2_000_000
     """Catalogues larger than this skip the item-item blend (the training summary says so). The
     sparse kind keeps 2 x 8 bytes per item and neighbour, plus twice that while training."""

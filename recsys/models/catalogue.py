@@ -10,6 +10,8 @@ unknown token), and the data-driven buffers a head takes from the training log g
 * the MF rating fallback (``path_weights`` heads built with it): what a biased MF gives an item without
   ratings, no factors (its design row ``[1, 0, ...]``) and the MF's global mean as base, and not seen
   (``mf_seen`` 0): the item keeps the head's own, content-based prediction;
+* the implicit-ALS ranking path (``path_weights`` heads built with it): no factors (zero rows), which
+  is what ALS gives an item without interactions;
 * the item-item matrix (``item_item_blend`` heads, when active): no row and no column (zeros), which
   is what EASE and the cosine kNN give an item without interactions; the sparse top-k storage gets
   empty neighbour lists for the new rows (no existing list names a new item). The out-of-fold copies
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from recsys.models.als_path import ALS_WIDTH
 from recsys.models.heads import Head
 
 
@@ -45,6 +48,9 @@ def grow_catalogue(head: Head, n_new: int, *, trend_fill: float = 0.0) -> list[s
         head.mf_base = torch.cat([head.mf_base, head.mf_base.new_full((n_new,), float(head.mf_mu))])
         head.mf_seen = torch.cat([head.mf_seen, head.mf_seen.new_zeros(n_new)])
         padded += ["mf_design", "mf_base", "mf_seen"]
+    if caps.path_weights and head.als_factors.numel():  # the ALS path: no factors
+        head.als_factors = torch.cat([head.als_factors, head.als_factors.new_zeros((n_new, ALS_WIDTH))])
+        padded.append("als_factors")
     if caps.item_item_blend and head.item_item_active:
         padded += _grow_item_item(head, n_new)
     return padded

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.errors import SpecError
+from recsys.models.als_path import AlsPath
 from recsys.models.capabilities import HeadCapabilities
 from recsys.models.fold_in import SUPPORT_STATS, support_summary
 from recsys.models.item_item_blend import ItemItemBlend, blend, dense_rows, item_item_storage
@@ -273,7 +274,7 @@ class FactorizedHead(Head):
 
 
 @register_head("hybrid")
-class HybridHead(ItemItemBlend, PathWeights, Head):
+class HybridHead(ItemItemBlend, PathWeights, AlsPath, Head):
     """Meta-learned fold-in: ratings from a closed-form ridge fit, ranking from a support-set encoder.
 
     The head has two independent paths, each with its own embeddings (the network concatenates a
@@ -315,18 +316,14 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
         cls, cfg: ModelConfig, user_dim: int, item_dim: int, *, rating_mean: float, n_items: int
     ) -> HybridHead:
         ii, k = item_item_storage(cfg, n_items)
-        trust = cfg.hybrid.fold_in_trust == "support"
+        hy = cfg.hybrid
+        dims = (user_dim, item_dim, cfg.hidden, cfg.factor_dim, rating_mean, ii, n_items)
         return cls(
-            user_dim,
-            item_dim,
-            cfg.hidden,
-            cfg.factor_dim,
-            rating_mean,
-            ii,
-            n_items,
-            support_trust=trust,
+            *dims,
+            support_trust=hy.fold_in_trust == "support",
             ii_neighbours=k,
-            mf_fallback=cfg.hybrid.mf_fallback,
+            mf_fallback=hy.mf_fallback,
+            als_path=hy.als_path,
         )
 
     def __init__(
@@ -341,12 +338,14 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
         support_trust: bool = True,
         ii_neighbours: int = 0,
         mf_fallback: bool = False,
+        als_path: bool = False,
     ) -> None:
         """``user_dim`` / ``item_dim``: the size of ONE path's part of the user / item vectors;
         ``n_items``: catalogue size for the item-item blend (0: off); ``n_catalogue``: catalogue size;
         ``support_trust``: the fold-in's shrinkage also depends on a summary of the support set;
         ``ii_neighbours``: 0 for a dense item-item matrix, else its sparse top-k width;
-        ``mf_fallback``: keep buffers for the classical MF rating fallback (:mod:`recsys.models.path_weights`)."""
+        ``mf_fallback`` / ``als_path``: keep buffers for the classical MF rating fallback
+        (:mod:`recsys.models.path_weights`) / the implicit-ALS ranking path (:mod:`recsys.models.als_path`)."""
         super().__init__()
         d = factor_dim
         self.d = d
@@ -377,6 +376,7 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
         # the trend prior, the ranking paths' mix and the fold-in's weight, chosen after training
         # (recsys.models.path_weights; recsys.post_training)
         self._init_path_weights(n_catalogue, mf=mf_fallback)
+        self._init_als_path(n_catalogue, als_path)
         self.ii_scale = nn.Parameter(torch.tensor(1.0))
         self.ii_rate = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.ii_gate = nn.Linear(d, 1)  # per-user trust in the item-item scores, from the support summary
@@ -418,7 +418,7 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
             extra["idx"] = index
             if self.item_offset.numel():
                 b = b + self.item_offset[index]
-            extra |= self.mf_item_side(index)
+            extra |= self.mf_item_side(index) | self.als_item_side(index)
         return extra | {
             "q1": torch.cat([q, torch.ones_like(q[..., :1])], dim=-1),
             "b": b,
@@ -448,7 +448,7 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
         pooled = (mod * m.unsqueeze(-1)).sum(-2) / m.sum().clamp_min(1.0).sqrt()
         z = _run_f(p, "encoder", len(self.encoder), torch.cat([pooled, u_rank], dim=-1))
         fast = {"fast.w": w, "fast.z": z}
-        fast |= self.mf_fold_in(s_side, sy, m)
+        fast |= self.mf_fold_in(s_side, sy, m) | self.als_fold_in(s_side, sy, m)
         if self.item_item_active:
             scores = blend(s_side, self.item_item_weights(p, z, sy, sm), self.item_item_catalogue)
             if scores is not None:
@@ -485,11 +485,12 @@ class HybridHead(ItemItemBlend, PathWeights, Head):
         return sum(self.rank_parts(p, user, side).values())
 
     def rank_parts(self, p: Params, user: torch.Tensor, side: Side) -> dict[str, torch.Tensor]:
-        """The ranking score's terms: the support encoder, the item-item blend, the trend prior."""
+        """The ranking score's terms: support encoder, item-item blend, ALS path, trend prior."""
         mix = self.rank_mix
         parts = {"support_encoder": mix[0] * (side["psi"] @ p["fast.z"] + side["c"])}
         if "fast.ii" in p and "idx" in side:
             parts["item_item"] = mix[1] * p["ii_scale"] * p["fast.ii"][side["idx"]]
+        parts |= self.als_part(p, side)
         if "idx" in side and self.trend.numel():
             parts["trend"] = self.trend_weight * self.trend[side["idx"]]
         return parts

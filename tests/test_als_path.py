@@ -1,0 +1,164 @@
+"""The implicit-ALS ranking path (``model.hybrid.als_path``): after training, implicit ALS fitted on the
+training users, whose fold-in of a new user's support is added to the ranking scores with a weight
+chosen on validation users. Alone it scores exactly as the ``implicit-als`` baseline; at weight 0 the
+model ranks as trained; the choice never makes the validation value worse; files without its buffers
+load with it off; items added later get no factors."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from recsys import post_training, training
+from recsys.data.tasks import UserLog
+from recsys.meta.scoring import score_catalogue
+from recsys.models.catalogue import grow_catalogue
+from recsys.models.classical import ImplicitALS
+from recsys.persistence import load_weights
+from tests.test_path_weights import _ds, _fit, _validation
+
+
+@pytest.fixture
+def rec():
+    """The shared tiny model, its ALS path and ranking mix restored after each test."""
+    rec = _fit()
+    head = rec.learner.head
+    saved = {k: v.clone() for k, v in head.state_dict().items() if k.startswith(("als_", "rank_mix"))}
+    yield rec
+    head.load_state_dict(saved, strict=False)
+    rec._cache = None
+
+
+def _als(rec, positives: str = "all", alpha: float = 1.0) -> ImplicitALS:
+    log = UserLog.from_frame(_ds().interactions, rec.space.items)
+    kwargs = {"positives": positives, "threshold": 4.0, "alpha": alpha, "regularization": 20.0}
+    return ImplicitALS(seed=0, factors=16, **kwargs).fit(log, rec.space.n_items)
+
+
+def _support(rec) -> tuple[np.ndarray, np.ndarray]:
+    log, tasks = _validation(rec)
+    s = tasks.support[:6]
+    items = np.where(s >= 0, log.items[np.maximum(s, 0)], -1)
+    ratings = np.where(s >= 0, log.ratings[np.maximum(s, 0)], 0.0).astype(np.float32)
+    return items, ratings
+
+
+def _rank(rec, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+    rec._cache = None
+    users = rec.space.user_table.gather(np.zeros(len(items), dtype=np.int64))
+    return score_catalogue(rec.learner, rec.space, items, ratings, users, ratings=False).ranking
+
+
+def _set(rec, als: ImplicitALS, weight: float, positives: str = "all") -> None:
+    head = rec.learner.head
+    threshold = 4.0 if positives == "liked" else None
+    head.set_als(torch.from_numpy(als.item_factors), 20.0, float(als.params["alpha"]), threshold)
+    head.set_als_weight(weight)
+
+
+@pytest.mark.parametrize(("positives", "alpha"), [("all", 1.0), ("liked", 1.0), ("all", 4.0)])
+def test_the_path_alone_scores_exactly_as_the_implicit_als_baseline(rec, positives, alpha) -> None:
+    als = _als(rec, positives, alpha)
+    head = rec.learner.head
+    _set(rec, als, 1.0, positives)
+    head.set_rank_mix(0.0, 0.0)
+    head.trend_weight.zero_()
+    items, ratings = _support(rec)
+    got = _rank(rec, items, ratings)
+    want = als._score(items, ratings)
+    # a user without a positive in the support: the baseline gives the average training user, the path
+    # nothing (the model's other paths rank alone)
+    none = ((items < 0) | ((ratings < 4.0) & (positives == "liked"))).all(1)
+    assert np.abs(want).max() > 0 and not none.all()
+    np.testing.assert_allclose(got[~none], want[~none], atol=2e-4)
+    assert not got[none].any()
+
+
+def test_weight_zero_ranks_as_trained_and_the_path_adds_linearly(rec) -> None:
+    items, ratings = _support(rec)
+    trained = _rank(rec, items, ratings) if float(rec.learner.head.als_weight) == 0 else None
+    als = _als(rec)
+    _set(rec, als, 0.0)
+    off = _rank(rec, items, ratings)
+    if trained is not None:
+        np.testing.assert_array_equal(off, trained)
+    _set(rec, als, 2.5)
+    np.testing.assert_allclose(_rank(rec, items, ratings), off + 2.5 * als._score(items, ratings), atol=5e-4)
+
+
+def test_fit_records_the_choice_and_it_is_the_best_validation_value() -> None:
+    rec = _fit()
+    chosen = rec.info["als_path"]
+    values = chosen["validation_recall20_plus_ndcg10"]
+    assert "off" in values and len(values) == 1 + 2 * 2 * len(post_training.ALS_WEIGHTS)
+    assert max(values.values()) == pytest.approx(
+        values["off"] if chosen["chosen"] == "off" else max(values.values())
+    )
+    assert (chosen["chosen"] == "off") == (chosen["weight"] == 0.0)
+    assert float(rec.learner.head.als_weight) == pytest.approx(chosen["weight"])
+
+
+def test_a_path_that_ranks_the_held_out_items_first_is_chosen(rec, monkeypatch) -> None:
+    """With planted scores where the ALS path puts each validation user's held-out items on top and the
+    model ranks at random, the choice moves to the ALS path; where the ALS path is noise, it stays off."""
+    learner, space = rec.learner, rec.space
+    val_log, tasks = _validation(rec)
+    n = space.n_items
+    perfect = np.zeros((len(tasks), n), dtype=np.float32)
+    for t in range(len(tasks)):
+        perfect[t, val_log.items[tasks.query[t][tasks.query[t] >= 0]]] = 10.0
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1.0, (len(tasks), n)).astype(np.float32)
+
+    def planted(model, als):
+        def scores(learner, space, log, chunk, **kw):
+            head = learner.head
+            return als[: len(chunk)] if float(head.als_weight) else model[: len(chunk)]
+
+        return scores
+
+    train_log = UserLog.from_frame(_ds().interactions, space.items)
+    monkeypatch.setattr(post_training, "catalogue_scores", planted(noise, perfect))
+    chosen = post_training.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
+    assert chosen["chosen"] != "off" and chosen["weight"] > 0
+    monkeypatch.setattr(post_training, "catalogue_scores", planted(perfect, noise))
+    chosen = post_training.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
+    assert chosen["chosen"] == "off" and float(learner.head.als_weight) == 0.0
+    assert learner.head.rank_mix.tolist() == [
+        rec.info["rank_mix"][k] for k in ("support_encoder", "item_item")
+    ]
+
+
+def test_a_model_file_without_the_als_buffers_loads_with_the_path_off(rec) -> None:
+    _set(rec, _als(rec), 1.0)
+    state = {k: v for k, v in rec.learner.state_dict().items() if ".als_" not in k}
+    fresh = training.build_learner(rec.config, rec.space, rec.info["rating_mean"])
+    load_weights(fresh, state)
+    assert float(fresh.head.als_weight) == 0.0 and not fresh.head.als_active
+
+
+def test_the_path_off_in_the_config_keeps_no_per_item_buffers() -> None:
+    cfg = copy.deepcopy(_fit().config).override(**{"model.hybrid.als_path": False})
+    learner = training.build_learner(cfg, _fit().space, 3.5)
+    assert learner.head.als_factors.shape == (0, post_training.ALS_WIDTH)
+    assert not post_training.wants_als_path(learner.head, cfg)
+
+
+def test_items_added_later_get_no_als_factors(rec) -> None:
+    _set(rec, _als(rec), 1.0)
+    head = copy.deepcopy(rec.learner.head)
+    n = head.als_factors.shape[0]
+    assert "als_factors" in grow_catalogue(head, 3)
+    assert head.als_factors.shape == (n + 3, post_training.ALS_WIDTH)
+    assert torch.equal(head.als_factors[:n], rec.learner.head.als_factors)
+    assert not head.als_factors[n:].any()
+
+
+def test_a_new_head_holds_finite_als_buffers() -> None:
+    """Regression: "every rating is a positive" was a -inf threshold, and a checkpoint's model tensors
+    must be finite (the crash test checks them)."""
+    head = training.build_learner(_fit().config, _fit().space, 3.5).head
+    assert all(torch.isfinite(b).all() for name, b in head.named_buffers() if name.startswith("als_"))
