@@ -10,7 +10,8 @@ An explanation is a dict:
 * ``predicted_rating``: the predicted rating on the data's scale (None for a head that predicts none);
 * ``parts``: the score's terms, which sum to it: ``support_encoder`` (``<z_u, psi_i> + c_i``, the
   encoding of the user's support), ``item_item`` (the item-item blend: the sum of the support items'
-  contributions), ``als`` (the implicit-ALS fold-in's weighted term, where validation chose it),
+  contributions), ``als`` / ``classical_item_item`` (the implicit-ALS / liked item-item fold-ins'
+  weighted terms, where validation chose them),
   ``trend`` (the popularity prior's weighted term) for the ``hybrid`` head; a single
   ``rating`` term (the predicted rating, the fold-in) for heads that rank by predicted ratings;
 * ``shares``: each part's share of the score, ``|part| / sum |parts|`` (the parts may have either sign);

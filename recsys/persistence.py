@@ -79,6 +79,9 @@ OPTIONAL_WEIGHTS = (
     "net.head.als_alpha",
     "net.head.als_threshold",
     "net.head.als_weight",
+    "net.head.cf_matrix",
+    "net.head.cf_threshold",
+    "net.head.cf_weight",
 )
 """Buffers that models saved before they existed lack; they load as their defaults (no prior)."""
 

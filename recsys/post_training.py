@@ -4,7 +4,8 @@ chosen on the validation users (never on new users), each only where validation 
 In the order :func:`choose_after_training` runs them:
 
 1. :func:`choose_rank_mix`: the weights of the ranking paths (support encoder, item-item);
-2. :func:`choose_als_path`: the implicit-ALS fold-in's fit and weight in the ranking scores;
+2. :mod:`recsys.added_paths`: the classical ranking paths added to the model's scores (a liked-only
+   item-item fold-in, then the implicit-ALS fold-in), each fit and weight;
 3. :func:`choose_fold_in_weight`: the weight of the rating fold-in (0: the item's baseline alone);
 4. :func:`choose_mf_fallback`: how far the rating prediction moves towards a biased MF's fold-in;
 5. :func:`choose_trend`: the trend prior's half-life and weight.
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recsys import added_paths
 from recsys.config import RecommenderConfig
 from recsys.data.tasks import TaskSet, UserLog
 from recsys.features.space import FeatureSpace
@@ -28,8 +30,6 @@ from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache
 from recsys.meta.validation import Combine, catalogue_scores, catalogue_values, evaluate_rating_tasks
 from recsys.models import trend
-from recsys.models.als_path import ALS_WIDTH
-from recsys.models.classical import ImplicitALS
 from recsys.models.classical.mf import BiasedMF, FittedMFs
 from recsys.models.heads import Head
 from recsys.utils.collectives import rank0_alone
@@ -48,15 +48,20 @@ def choose_after_training(
     mfs: FittedMFs | None = None,
 ) -> dict[str, Any]:
     """Step 7: every choice the head and the config call for, in order; the model's ``info`` entries
-    (``rank_mix``, ``als_path``, ``fold_in_weight``, ``mf_fallback``, ``trend``) of those made. ``mfs``: the training
+    (``rank_mix``, ``classical_item_item``, ``als_path``, ``fold_in_weight``, ``mf_fallback``, ``trend``)
+    of those made. ``mfs``: the training
     log's biased MFs fitted so far (the ALS start's). Under torch.distributed rank 0 chooses alone and
     the other ranks take its weights and entries (:func:`~recsys.utils.collectives.rank0_alone`)."""
     head = learner.head
     info: dict[str, Any] = {}
     if wants_rank_mix(head, config):
         info["rank_mix"] = choose_rank_mix(learner, space, config, val_log, tasks)
-    if wants_als_path(head, config):
-        info["als_path"] = choose_als_path(learner, space, config, train_log, val_log, tasks)
+    if added_paths.wants_cf_path(head, config):
+        info["classical_item_item"] = added_paths.choose_cf_path(
+            learner, space, config, train_log, val_log, tasks
+        )
+    if added_paths.wants_als_path(head, config):
+        info["als_path"] = added_paths.choose_als_path(learner, space, config, train_log, val_log, tasks)
     if wants_fold_in_weight(head, config, space):
         info["fold_in_weight"] = choose_fold_in_weight(learner, space, config, val_log, tasks)
     if wants_mf_fallback(head, space):
@@ -119,105 +124,6 @@ def choose_rank_mix(
         "item_item": best[1],
         "validation_recall20_plus_ndcg10": {f"{e:g},{i:g}": round(v, 5) for (e, i), v in values.items()},
     }
-
-
-# ---- 7.2 the implicit-ALS ranking path -------------------------------------------------------------
-ALS_FITS = ({"alpha": 1.0}, {"alpha": 4.0})
-"""Candidate fits of the ALS path (64 factors, penalty 20, as the ``implicit-als`` baseline's defaults),
-each with every rating and, for explicit ratings, the liked ones as positives."""
-ALS_WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
-"""Candidate weights of the ALS path, in units of the ratio of the model's score spread to the fit's."""
-
-
-def wants_als_path(head: Head, config: RecommenderConfig) -> bool:
-    """Whether the head keeps the ALS path's buffers (``model.hybrid.als_path``)."""
-    return bool(head.capabilities.path_weights and head.als_factors.numel() and config.model.hybrid.als_path)
-
-
-def choose_als_path(
-    learner: MetaLearner,
-    space: FeatureSpace,
-    config: RecommenderConfig,
-    train_log: UserLog,
-    val_log: UserLog,
-    tasks: TaskSet,
-) -> dict[str, Any]:
-    """Step 7.2: fit implicit ALS on the training users for each of :data:`ALS_FITS` and positive
-    definition, and keep the (fit, weight) of :data:`ALS_WEIGHTS` whose scores, added to the model's,
-    rank the validation users' held-out items best (Recall@20 + nDCG@10); off (weight 0, the model as
-    trained) wins ties. Returns the choice for ``info["als_path"]``."""
-    head = learner.head
-    threshold = config.meta.rank_threshold
-    liked = ("all",) if space.implicit or threshold is None else ("all", "liked")
-    fits = [
-        (
-            positives,
-            params,
-            _fit_als(train_log, space.n_items, config.train.seed, positives, threshold, params),
-        )
-        for positives in liked
-        for params in ALS_FITS
-    ]
-    mix = head.rank_mix.tolist()
-    caches: dict[int, CatalogueCache] = {}
-    ratios: list[float] = []
-
-    def use(k: int) -> None:  # fit k alone (k = 0: the model without the ALS path)
-        head.set_rank_mix(*(mix if k == 0 else (0.0, 0.0)))
-        head.set_als_weight(0.0 if k == 0 else 1.0)
-        if k:
-            positives, params, factors = fits[k - 1]
-            head.set_als(factors, 20.0, params["alpha"], threshold if positives == "liked" else None)
-
-    def score(chunk: TaskSet) -> list[np.ndarray]:
-        paths = []
-        for k in range(len(fits) + 1):
-            use(k)
-            cache = caches.setdefault(k, CatalogueCache(learner, space, torch.device("cpu")))
-            paths.append(catalogue_scores(learner, space, val_log, chunk, cache=cache))
-        if not ratios:  # the weights' unit: the model's score spread over each fit's, on the first chunk
-            ratios.extend(float(paths[0].std()) / max(float(p.std()), 1e-12) for p in paths[1:])
-        return paths
-
-    def add(k: int, w: float) -> Combine:
-        return lambda p, out: torch.add(p[0], p[k], alpha=w * ratios[k - 1], out=out)
-
-    candidates: dict[Any, Combine] = {"off": lambda p, out: out.copy_(p[0])}
-    candidates |= {(k, w): add(k, w) for k in range(1, len(fits) + 1) for w in ALS_WEIGHTS}
-    quality = catalogue_values(score, candidates, space, val_log, tasks, threshold)
-    values = {key: q["recall@20"] + q["cat_ndcg@10"] for key, q in quality.items()}
-    best = max(values, key=lambda key: (values[key], key == "off"))
-    use(0)
-    if best != "off":
-        k, w = best
-        use(k)
-        head.set_rank_mix(*mix)
-        head.set_als_weight(w * ratios[k - 1])
-    chosen = (
-        "off"
-        if best == "off"
-        else f"{fits[best[0] - 1][0]} positives, alpha {fits[best[0] - 1][1]['alpha']:g}, x {best[1]:g}"
-    )
-    log.info(
-        "ALS ranking path: %s (validation Recall@20 + nDCG@10 %.4f; without %.4f)",
-        chosen,
-        values[best],
-        values["off"],
-    )
-    return {
-        "chosen": chosen,
-        "weight": float(head.als_weight),
-        "validation_recall20_plus_ndcg10": {str(key): round(v, 5) for key, v in values.items()},
-    }
-
-
-def _fit_als(
-    log: UserLog, n_items: int, seed: int, positives: str, threshold: float | None, params: dict[str, Any]
-) -> torch.Tensor:
-    """The item factors [n_items, ALS_WIDTH] of implicit ALS fitted on ``log``'s positives."""
-    kwargs = {"threshold": threshold} if threshold is not None else {}
-    als = ImplicitALS(seed=seed, factors=ALS_WIDTH, positives=positives, **kwargs, **params).fit(log, n_items)
-    return torch.from_numpy(als.item_factors)
 
 
 # ---- 7.3 the rating fold-in's weight -------------------------------------------------------------

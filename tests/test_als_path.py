@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys import post_training, training
+from recsys import added_paths, training
 from recsys.data.tasks import UserLog
 from recsys.meta.scoring import score_catalogue
 from recsys.models.catalogue import grow_catalogue
@@ -23,10 +23,10 @@ from tests.test_path_weights import _ds, _fit, _validation
 
 @pytest.fixture
 def rec():
-    """The shared tiny model, its ALS path and ranking mix restored after each test."""
+    """The shared tiny model, its added paths and ranking mix restored after each test."""
     rec = _fit()
     head = rec.learner.head
-    saved = {k: v.clone() for k, v in head.state_dict().items() if k.startswith(("als_", "rank_mix"))}
+    saved = {k: v.clone() for k, v in head.state_dict().items() if k.startswith(("als_", "cf_", "rank_mix"))}
     yield rec
     head.load_state_dict(saved, strict=False)
     rec._cache = None
@@ -66,6 +66,7 @@ def test_the_path_alone_scores_exactly_as_the_implicit_als_baseline(rec, positiv
     _set(rec, als, 1.0, positives)
     head.set_rank_mix(0.0, 0.0)
     head.trend_weight.zero_()
+    head.set_cf_weight(0.0)
     items, ratings = _support(rec)
     got = _rank(rec, items, ratings)
     want = als._score(items, ratings)
@@ -93,7 +94,7 @@ def test_fit_records_the_choice_and_it_is_the_best_validation_value() -> None:
     rec = _fit()
     chosen = rec.info["als_path"]
     values = chosen["validation_recall20_plus_ndcg10"]
-    assert "off" in values and len(values) == 1 + 2 * 2 * len(post_training.ALS_WEIGHTS)
+    assert "off" in values and len(values) == 1 + 2 * 2 * len(added_paths.WEIGHTS)
     assert max(values.values()) == pytest.approx(
         values["off"] if chosen["chosen"] == "off" else max(values.values())
     )
@@ -121,11 +122,11 @@ def test_a_path_that_ranks_the_held_out_items_first_is_chosen(rec, monkeypatch) 
         return scores
 
     train_log = UserLog.from_frame(_ds().interactions, space.items)
-    monkeypatch.setattr(post_training, "catalogue_scores", planted(noise, perfect))
-    chosen = post_training.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
+    monkeypatch.setattr(added_paths, "catalogue_scores", planted(noise, perfect))
+    chosen = added_paths.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
     assert chosen["chosen"] != "off" and chosen["weight"] > 0
-    monkeypatch.setattr(post_training, "catalogue_scores", planted(perfect, noise))
-    chosen = post_training.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
+    monkeypatch.setattr(added_paths, "catalogue_scores", planted(perfect, noise))
+    chosen = added_paths.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
     assert chosen["chosen"] == "off" and float(learner.head.als_weight) == 0.0
     assert learner.head.rank_mix.tolist() == [
         rec.info["rank_mix"][k] for k in ("support_encoder", "item_item")
@@ -143,8 +144,8 @@ def test_a_model_file_without_the_als_buffers_loads_with_the_path_off(rec) -> No
 def test_the_path_off_in_the_config_keeps_no_per_item_buffers() -> None:
     cfg = copy.deepcopy(_fit().config).override(**{"model.hybrid.als_path": False})
     learner = training.build_learner(cfg, _fit().space, 3.5)
-    assert learner.head.als_factors.shape == (0, post_training.ALS_WIDTH)
-    assert not post_training.wants_als_path(learner.head, cfg)
+    assert learner.head.als_factors.shape == (0, added_paths.ALS_WIDTH)
+    assert not added_paths.wants_als_path(learner.head, cfg)
 
 
 def test_items_added_later_get_no_als_factors(rec) -> None:
@@ -152,7 +153,7 @@ def test_items_added_later_get_no_als_factors(rec) -> None:
     head = copy.deepcopy(rec.learner.head)
     n = head.als_factors.shape[0]
     assert "als_factors" in grow_catalogue(head, 3)
-    assert head.als_factors.shape == (n + 3, post_training.ALS_WIDTH)
+    assert head.als_factors.shape == (n + 3, added_paths.ALS_WIDTH)
     assert torch.equal(head.als_factors[:n], rec.learner.head.als_factors)
     assert not head.als_factors[n:].any()
 

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "recsys.explain": 8,  # why an item is recommended
     "recsys.training": 8,  # the recipe of ColdStartRecommender.fit
     "recsys.post_training": 8,  # its step 7: the paths' weights chosen on validation users
+    "recsys.added_paths": 8,  # step 7.2: the classical ranking paths added after training
     "recsys.persistence": 8,  # its model folders and checkpoints
     "recsys.catalogue": 8,  # catalogue updates without retraining
     "recsys.known_users": 8,  # the record of the training users, recommendations by user id

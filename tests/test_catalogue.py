@@ -80,6 +80,7 @@ def evaluation_path(rec: ColdStartRecommender, interactions, users, items, data_
         "net.head.mf_base",
         "net.head.mf_seen",
         "net.head.als_factors",
+        "net.head.cf_matrix",  # left empty: the new items' rows and columns are zero, as in the added copy
     )
     state = {k: v for k, v in rec.learner.state_dict().items() if k not in per_item}
     missing, unexpected = ref.learner.load_state_dict(state, strict=False)
@@ -201,6 +202,7 @@ def test_grow_catalogue_pads_the_per_item_buffers_and_reports_them(synth) -> Non
         "mf_base",
         "mf_seen",
         "als_factors",
+        "cf_matrix",
         "item_item",
     ]
     assert head.item_offset.shape == (n + 3,) and torch.equal(head.item_offset[n:], torch.zeros(3))

@@ -113,6 +113,7 @@ def test_every_hybrid_key_left_the_model_section() -> None:
         "fold_in_weight",
         "mf_fallback",
         "als_path",
+        "classical_item_item",
         "item_item_max_items",
         "item_item_dense_items",
         "item_item_neighbours",

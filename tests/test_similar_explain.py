@@ -67,8 +67,10 @@ def test_explanation_parts_sum_to_the_ranking_score_recommend_orders_by() -> Non
     top = rec.recommend(RATINGS, n=5)
     for item, score in top:
         e = rec.explain(RATINGS, item)
-        als = {"als"} if rec.learner.head.als_active else set()  # where validation chose the ALS path
-        assert set(e["parts"]) == {"support_encoder", "item_item", "trend"} | als
+        head = rec.learner.head  # the added classical paths: where validation chose them
+        added = {"als"} if head.als_active else set()
+        added |= {"classical_item_item"} if head.cf_active else set()
+        assert set(e["parts"]) == {"support_encoder", "item_item", "trend"} | added
         assert sum(e["parts"].values()) == pytest.approx(e["score"], abs=1e-9)
         assert e["score"] == pytest.approx(score, abs=1e-4)
         assert sum(e["shares"].values()) == pytest.approx(1.0)

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 
-from recsys import post_training, training
+from recsys import added_paths, post_training, training
 from recsys.config import RecommenderConfig
 from recsys.data.synthetic import make_synthetic
 from recsys.meta.maml import MetaLearner
@@ -169,7 +169,10 @@ def test_fit_equals_running_the_steps_in_order(tiny) -> None:
     tasks = training.validation_tasks_of(val_log, config.train, seeds)
     state = training.meta_train(learner, space, config, info, train_log, val_log, tasks)
     info["rank_mix"] = post_training.choose_rank_mix(learner, space, config, val_log, tasks)
-    info["als_path"] = post_training.choose_als_path(learner, space, config, train_log, val_log, tasks)
+    info["classical_item_item"] = added_paths.choose_cf_path(
+        learner, space, config, train_log, val_log, tasks
+    )
+    info["als_path"] = added_paths.choose_als_path(learner, space, config, train_log, val_log, tasks)
     info["fold_in_weight"] = post_training.choose_fold_in_weight(learner, space, config, val_log, tasks)
     info["mf_fallback"] = post_training.choose_mf_fallback(learner, space, config, train_log, val_log, tasks)
     info["trend"] = post_training.choose_trend(learner, space, config, train_log, val_log, tasks)

@@ -71,6 +71,14 @@ class HybridConfig(_Section):
     choose on validation users' Recall@20 + nDCG@10 how much of its fold-in of the new user's support is
     added to the ranking scores (weight 0, off, winning ties), so where ALS ranks better than the learned
     paths the model moves towards it. false: no such buffers (weight 0)."""
+    classical_item_item: bool = True
+    """``hybrid`` head, catalogues up to ``item_item_dense_items``: after training, fit the classical
+    item-item fold-ins on the training users' liked ratings (every one on implicit feedback) — EASE at
+    four strengths and cosine item-kNN at two neighbourhood sizes, the ``ease`` / ``item-knn`` baselines'
+    grids — and choose on validation users' Recall@20 + nDCG@10 which one, and how much of its fold-in of
+    the new user's liked support items, is added to the ranking scores (weight 0, off, winning ties).
+    Unlike the item-item blend, which the network learns to weigh, this is the classical estimator itself,
+    for logs where it ranks better than the learned paths. false: no such matrix (weight 0)."""
     item_item_max_items: int = 2_000_000
     """Catalogues larger than this skip the item-item blend (the training summary says so). The
     sparse kind keeps 2 x 8 bytes per item and neighbour, plus twice that while training."""

@@ -36,7 +36,7 @@ PATH_ABLATIONS = {
     "encoder-only": ("ranking by the support encoder alone", 0),
 }
 """Re-scored variants that keep one ranking path (index into ``rank_mix``) at its chosen weight (1, as
-trained, where validation chose 0 for it) and set the other's, and the ALS path's, to 0."""
+trained, where validation chose 0 for it) and set the other's, and the added classical paths', to 0."""
 
 
 def reference_of(variant: str, methods: Iterable[str], model_name: str = "meta-learner") -> str:
@@ -53,7 +53,15 @@ def path_mix(rank_mix: list[float], keep: int) -> list[float]:
     return [(w or 1.0) if i == keep else 0.0 for i, w in enumerate(rank_mix)]
 
 
-RESCORED_ABLATIONS = ("no-adaptation", "no-trend", "no-als-path", "1-step", "5-steps", *PATH_ABLATIONS)
+RESCORED_ABLATIONS = (
+    "no-adaptation",
+    "no-trend",
+    "no-als-path",
+    "no-classical-item-item",
+    "1-step",
+    "5-steps",
+    *PATH_ABLATIONS,
+)
 """Variants that re-score the trained model (every seed)."""
 
 

@@ -76,10 +76,10 @@ class EvalSettings:
     """Query draws averaged in the melu protocol."""
     ablations: list[str] = field(default_factory=lambda: ["no-adaptation", "5-steps", "second-order"])
     """Meta-learner variants. Re-scoring the trained model: ``no-adaptation`` (support ignored: the
-    meta-learned prior alone), ``no-trend`` (the trend prior's weight set to 0), ``no-als-path`` (the
-    implicit-ALS path's weight set to 0), ``1-step`` / ``5-steps`` (gradient steps added at scoring
-    time), ``item-item-only`` / ``encoder-only`` (one ranking path kept at its chosen weight, the other's
-    and the ALS path's set to 0). Retrained on the first seed only (to bound
+    meta-learned prior alone), ``no-trend`` (the trend prior's weight set to 0), ``no-als-path`` /
+    ``no-classical-item-item`` (the added ALS / classical item-item path's weight set to 0), ``1-step`` /
+    ``5-steps`` (gradient steps added at scoring time), ``item-item-only`` / ``encoder-only`` (one
+    ranking path kept at its chosen weight, the other's and the added paths' set to 0). Retrained on the first seed only (to bound
     the run time): ``second-order`` / ``first-order`` (5 MAML steps in training), ``meta-sgd`` (5
     second-order steps with learned per-parameter inner rates), ``melu`` (MeLU's architecture),
     ``no-item-item``, ``no-als-init`` (random item-id initialisation), ``random-query`` (training
@@ -118,6 +118,20 @@ def _rescored(rec: ColdStartRecommender, ds: Dataset, change: Any) -> MetaScorer
     return MetaScorer(plain, ds)
 
 
+ADDED_PATHS = (
+    ("no-als-path", "als_weight", "without ALS path"),
+    ("no-classical-item-item", "cf_weight", "without classical item-item path"),
+)
+"""Re-scored ablations of the classical paths added after training: (name, weight buffer, row title)."""
+
+
+def _only_rank_paths(head: Any, mix: list[float]) -> None:
+    """A path ablation's head: the ranking paths at ``mix``, the added classical paths off."""
+    head.set_rank_mix(*mix)
+    for _, buffer, _ in ADDED_PATHS:
+        head.get_buffer(buffer).zero_()
+
+
 def model_choices(info: dict[str, Any]) -> dict[str, Any]:
     """What a trained model's recipe chose on its validation users (for the report): the item-item
     kind, the ranking paths' weights, the ALS path, the rating fold-in's weight, the MF fallback, the
@@ -129,6 +143,8 @@ def model_choices(info: dict[str, Any]) -> dict[str, Any]:
         out["ranking paths"] = (
             f"support encoder x {info['rank_mix']['support_encoder']:g}, item-item x {info['rank_mix']['item_item']:g}"
         )
+    if info.get("classical_item_item"):
+        out["classical item-item path"] = info["classical_item_item"]["chosen"]
     if info.get("als_path"):
         out["ALS ranking path"] = info["als_path"]["chosen"]
     if info.get("fold_in_weight"):
@@ -274,15 +290,16 @@ class Evaluation:
             if float(head.trend_weight) != 0:
                 scorer = _rescored(rec, ds, lambda h: h.trend_weight.zero_())
             variants.append(Method(f"{name} (without trend prior)", scorer, "ablation"))
-        if "no-als-path" in self.s.ablations and head.capabilities.path_weights:
-            scorer = variants[0].scorer
-            if float(head.als_weight) != 0:
-                scorer = _rescored(rec, ds, lambda h: h.als_weight.zero_())
-            variants.append(Method(f"{name} (without ALS path)", scorer, "ablation"))
+        for label, buffer, title in ADDED_PATHS:  # the classical paths added after training
+            if label in self.s.ablations and head.capabilities.path_weights:
+                scorer = variants[0].scorer
+                if float(head.get_buffer(buffer)) != 0:
+                    scorer = _rescored(rec, ds, lambda h, b=buffer: h.get_buffer(b).zero_())
+                variants.append(Method(f"{name} ({title})", scorer, "ablation"))
         for label, (title, keep) in PATH_ABLATIONS.items():
             if label in self.s.ablations and head.capabilities.path_weights and head.item_item_active:
                 mix = path_mix(head.rank_mix.tolist(), keep)
-                scorer = _rescored(rec, ds, lambda h, mix=mix: (h.set_rank_mix(*mix), h.als_weight.zero_()))
+                scorer = _rescored(rec, ds, lambda h, mix=mix: _only_rank_paths(h, mix))
                 variants.append(Method(f"{name} ({title})", scorer, "ablation"))
         for label, steps in (("1-step", 1), ("5-steps", 5)):
             if label in self.s.ablations and steps != rec.config.meta.inner_steps:

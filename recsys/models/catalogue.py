@@ -12,6 +12,8 @@ unknown token), and the data-driven buffers a head takes from the training log g
   (``mf_seen`` 0): the item keeps the head's own, content-based prediction;
 * the implicit-ALS ranking path (``path_weights`` heads built with it): no factors (zero rows), which
   is what ALS gives an item without interactions;
+* the classical item-item path (``path_weights`` heads built with it): no row and no column, as for
+  the item-item matrix below;
 * the item-item matrix (``item_item_blend`` heads, when active): no row and no column (zeros), which
   is what EASE and the cosine kNN give an item without interactions; the sparse top-k storage gets
   empty neighbour lists for the new rows (no existing list names a new item). The out-of-fold copies
@@ -51,6 +53,11 @@ def grow_catalogue(head: Head, n_new: int, *, trend_fill: float = 0.0) -> list[s
     if caps.path_weights and head.als_factors.numel():  # the ALS path: no factors
         head.als_factors = torch.cat([head.als_factors, head.als_factors.new_zeros((n_new, ALS_WIDTH))])
         padded.append("als_factors")
+    if caps.path_weights and head.cf_matrix.numel():  # the classical item-item path: no row or column
+        old = head.cf_matrix
+        head.cf_matrix = old.new_zeros((old.shape[0] + n_new, old.shape[1] + n_new))
+        head.cf_matrix[: old.shape[0], : old.shape[1]] = old
+        padded.append("cf_matrix")
     if caps.item_item_blend and head.item_item_active:
         padded += _grow_item_item(head, n_new)
     return padded

@@ -33,6 +33,7 @@ from torch import nn
 from recsys.errors import SpecError
 from recsys.models.als_path import AlsPath
 from recsys.models.capabilities import HeadCapabilities
+from recsys.models.cf_path import ClassicalItemItem
 from recsys.models.fold_in import SUPPORT_STATS, support_summary
 from recsys.models.item_item_blend import ItemItemBlend, blend, dense_rows, item_item_storage
 from recsys.models.path_weights import PathWeights
@@ -274,7 +275,7 @@ class FactorizedHead(Head):
 
 
 @register_head("hybrid")
-class HybridHead(ItemItemBlend, PathWeights, AlsPath, Head):
+class HybridHead(ItemItemBlend, PathWeights, AlsPath, ClassicalItemItem, Head):
     """Meta-learned fold-in: ratings from a closed-form ridge fit, ranking from a support-set encoder.
 
     The head has two independent paths, each with its own embeddings (the network concatenates a
@@ -294,9 +295,9 @@ class HybridHead(ItemItemBlend, PathWeights, AlsPath, Head):
     matrix fitted on the training users (EASE, Steck 2019) whose support rows are blended in with a
     learned rating weighting ``g`` and scale ``alpha``. During training each task uses a ``B`` fitted
     on the *other* half of the training users (out of fold), so the blend weight is learned on
-    scores that generalise. Trained with a softmax over the catalogue. Inner gradient steps, when
-    configured, refine ``w_u`` and ``z_u`` from there. After training, a time-decayed popularity
-    prior (:mod:`recsys.models.trend`) may be added with a weight chosen on validation users.
+    scores that generalise. Trained with a softmax over the catalogue; inner steps, when configured,
+    refine ``w_u`` and ``z_u``. After training, classical paths (ALS, item-item fold-ins, a trend prior)
+    may be added with weights chosen on validation users (:mod:`recsys.post_training`).
     """
 
     capabilities = HeadCapabilities(
@@ -318,13 +319,9 @@ class HybridHead(ItemItemBlend, PathWeights, AlsPath, Head):
         ii, k = item_item_storage(cfg, n_items)
         hy = cfg.hybrid
         dims = (user_dim, item_dim, cfg.hidden, cfg.factor_dim, rating_mean, ii, n_items)
-        return cls(
-            *dims,
-            support_trust=hy.fold_in_trust == "support",
-            ii_neighbours=k,
-            mf_fallback=hy.mf_fallback,
-            als_path=hy.als_path,
-        )
+        cf = n_items if hy.classical_item_item and n_items <= hy.item_item_dense_items else 0
+        paths = {"mf_fallback": hy.mf_fallback, "als_path": hy.als_path, "cf_items": cf}
+        return cls(*dims, support_trust=hy.fold_in_trust == "support", ii_neighbours=k, **paths)
 
     def __init__(
         self,
@@ -339,13 +336,15 @@ class HybridHead(ItemItemBlend, PathWeights, AlsPath, Head):
         ii_neighbours: int = 0,
         mf_fallback: bool = False,
         als_path: bool = False,
+        cf_items: int = 0,
     ) -> None:
         """``user_dim`` / ``item_dim``: the size of ONE path's part of the user / item vectors;
         ``n_items``: catalogue size for the item-item blend (0: off); ``n_catalogue``: catalogue size;
         ``support_trust``: the fold-in's shrinkage also depends on a summary of the support set;
         ``ii_neighbours``: 0 for a dense item-item matrix, else its sparse top-k width;
-        ``mf_fallback`` / ``als_path``: keep buffers for the classical MF rating fallback
-        (:mod:`recsys.models.path_weights`) / the implicit-ALS ranking path (:mod:`recsys.models.als_path`)."""
+        ``mf_fallback`` / ``als_path`` / ``cf_items``: keep buffers for the MF rating fallback / the ALS ranking
+        path / a classical item-item path over that many items (:mod:`recsys.models.path_weights`, ``als_path``,
+        ``cf_path``)."""
         super().__init__()
         d = factor_dim
         self.d = d
@@ -377,6 +376,7 @@ class HybridHead(ItemItemBlend, PathWeights, AlsPath, Head):
         # (recsys.models.path_weights; recsys.post_training)
         self._init_path_weights(n_catalogue, mf=mf_fallback)
         self._init_als_path(n_catalogue, als_path)
+        self._init_cf_path(cf_items)
         self.ii_scale = nn.Parameter(torch.tensor(1.0))
         self.ii_rate = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.ii_gate = nn.Linear(d, 1)  # per-user trust in the item-item scores, from the support summary
@@ -448,7 +448,8 @@ class HybridHead(ItemItemBlend, PathWeights, AlsPath, Head):
         pooled = (mod * m.unsqueeze(-1)).sum(-2) / m.sum().clamp_min(1.0).sqrt()
         z = _run_f(p, "encoder", len(self.encoder), torch.cat([pooled, u_rank], dim=-1))
         fast = {"fast.w": w, "fast.z": z}
-        fast |= self.mf_fold_in(s_side, sy, m) | self.als_fold_in(s_side, sy, m)
+        for fold_in in (self.mf_fold_in, self.als_fold_in, self.cf_fold_in):  # the classical paths
+            fast |= fold_in(s_side, sy, m)
         if self.item_item_active:
             scores = blend(s_side, self.item_item_weights(p, z, sy, sm), self.item_item_catalogue)
             if scores is not None:
@@ -485,12 +486,12 @@ class HybridHead(ItemItemBlend, PathWeights, AlsPath, Head):
         return sum(self.rank_parts(p, user, side).values())
 
     def rank_parts(self, p: Params, user: torch.Tensor, side: Side) -> dict[str, torch.Tensor]:
-        """The ranking score's terms: support encoder, item-item blend, ALS path, trend prior."""
+        """The ranking score's terms: support encoder, item-item blend, ALS and classical paths, trend."""
         mix = self.rank_mix
         parts = {"support_encoder": mix[0] * (side["psi"] @ p["fast.z"] + side["c"])}
         if "fast.ii" in p and "idx" in side:
             parts["item_item"] = mix[1] * p["ii_scale"] * p["fast.ii"][side["idx"]]
-        parts |= self.als_part(p, side)
+        parts |= self.als_part(p, side) | self.cf_part(p, side)
         if "idx" in side and self.trend.numel():
             parts["trend"] = self.trend_weight * self.trend[side["idx"]]
         return parts
