@@ -145,6 +145,9 @@ def summary_text(rec: ColdStartRecommender) -> str:
             f"\nranking paths chosen on validation users: support encoder x {mix['support_encoder']:g}, "
             f"item-item x {mix['item_item']:g}"
         )
+    for key, title in (("classical_item_item", "classical item-item path"), ("als_path", "ALS ranking path")):
+        if info.get(key):
+            used += f"\n{title} chosen on validation users: {info[key]['chosen']}"
     return used + "\n" + ("\n".join(rec.summary.lines()) if rec.summary else "(no validation users)")
 
 

@@ -159,3 +159,15 @@ def test_items_added_later_get_no_row_or_column(rec) -> None:
     assert head.cf_matrix.shape == (n + 2, n + 2)
     assert torch.equal(head.cf_matrix[:n, :n], rec.learner.head.cf_matrix)
     assert not head.cf_matrix[n:].any() and not head.cf_matrix[:, n:].any()
+
+
+def test_the_training_summary_says_what_was_chosen_for_each_added_path() -> None:
+    from recsys.workflows import summary_text
+
+    rec = _fit()
+    text = summary_text(rec)
+    assert (
+        f"classical item-item path chosen on validation users: {rec.info['classical_item_item']['chosen']}"
+        in text
+    )
+    assert f"ALS ranking path chosen on validation users: {rec.info['als_path']['chosen']}" in text

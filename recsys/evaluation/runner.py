@@ -134,8 +134,8 @@ def _only_rank_paths(head: Any, mix: list[float]) -> None:
 
 def model_choices(info: dict[str, Any]) -> dict[str, Any]:
     """What a trained model's recipe chose on its validation users (for the report): the item-item
-    kind, the ranking paths' weights, the ALS path, the rating fold-in's weight, the MF fallback, the
-    trend prior."""
+    kind, the ranking paths' weights, the added classical item-item and ALS paths, the rating fold-in's
+    weight, the MF fallback, the trend prior."""
     out: dict[str, Any] = {}
     if info.get("item_item"):
         out["item_item"] = info["item_item"]
