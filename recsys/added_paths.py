@@ -127,7 +127,7 @@ def wants_cf_path(head: Head, config: RecommenderConfig) -> bool:
     """Whether the head keeps the classical item-item path's matrix (``model.hybrid.classical_item_item``;
     dense catalogues only)."""
     return bool(
-        head.capabilities.path_weights and head.cf_matrix.numel() and config.model.hybrid.classical_item_item
+        head.capabilities.path_weights and head.cf_enabled and config.model.hybrid.classical_item_item
     )
 
 
@@ -155,6 +155,8 @@ def choose_cf_path(
     tensors = [torch.from_numpy(np.asarray(m, dtype=np.float32)) for m in matrices]
     fits = [lambda t=t: head.set_cf(t, threshold) for t in tensors]
     best, values = choose_addition(learner, space, config, val_log, tasks, head.cf_weight, fits)
+    if best == "off":
+        head.drop_cf()
     chosen = (
         "off" if best == "off" else f"{CF_FITS[best[0] - 1][0]}:{CF_FITS[best[0] - 1][1]:g} x {best[1]:g}"
     )
@@ -164,7 +166,7 @@ def choose_cf_path(
 # ---- the implicit-ALS path -------------------------------------------------------------------------
 def wants_als_path(head: Head, config: RecommenderConfig) -> bool:
     """Whether the head keeps the ALS path's buffers (``model.hybrid.als_path``)."""
-    return bool(head.capabilities.path_weights and head.als_factors.numel() and config.model.hybrid.als_path)
+    return bool(head.capabilities.path_weights and head.als_enabled and config.model.hybrid.als_path)
 
 
 def choose_als_path(
@@ -188,6 +190,8 @@ def choose_als_path(
             fits.append(lambda f=factors, a=p["alpha"], t=t: head.set_als(f, 20.0, a, t))
             names.append(f"{positives} positives, alpha {p['alpha']:g}")
     best, values = choose_addition(learner, space, config, val_log, tasks, head.als_weight, fits)
+    if best == "off":
+        head.drop_als()
     chosen = "off" if best == "off" else f"{names[best[0] - 1]}, x {best[1]:g}"
     return _report("ALS ranking path", chosen, values, head.als_weight)
 

@@ -85,6 +85,16 @@ OPTIONAL_WEIGHTS = (
 )
 """Buffers that models saved before they existed lack; they load as their defaults (no prior)."""
 
+SIZED_WHEN_CHOSEN = {"net.head.als_factors": "factors", "net.head.cf_matrix": "square"}
+"""Buffers of the added classical paths, empty unless validation chose the path: saved either empty or
+sized by the catalogue ([n_items, width] for ``factors``, [n_items, n_items] for ``square``)."""
+
+
+def _sized_shapes(key: str, empty: tuple[int, ...], n_items: int) -> set[tuple[int, ...]]:
+    """The shapes a :data:`SIZED_WHEN_CHOSEN` buffer may be saved with."""
+    full = (n_items, empty[1]) if SIZED_WHEN_CHOSEN[key] == "factors" else (n_items, n_items)
+    return {empty, full}
+
 
 # ---- saving ------------------------------------------------------------------------------------------
 def save(rec: ColdStartRecommender, path: str | Path) -> Path:
@@ -318,7 +328,11 @@ def check_shapes(
     wrong = [
         f"{k}: saved {tuple(state[k].shape)}, config {expected[k]}"
         for k in sorted(state)
-        if k in expected and tuple(state[k].shape) != expected[k]
+        if k in expected
+        and tuple(state[k].shape) != expected[k]
+        and not (
+            k in SIZED_WHEN_CHOSEN and tuple(state[k].shape) in _sized_shapes(k, expected[k], space.n_items)
+        )
     ]
     if missing or extra or wrong:
         parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else ""]
@@ -327,7 +341,13 @@ def check_shapes(
 
 
 def load_weights(learner: MetaLearner, state: dict[str, torch.Tensor]) -> None:
-    """Load saved weights; :data:`OPTIONAL_WEIGHTS` a file lacks keep their defaults."""
+    """Load saved weights; :data:`OPTIONAL_WEIGHTS` a file lacks keep their defaults; a
+    :data:`SIZED_WHEN_CHOSEN` buffer takes the saved one's size."""
+    for key in SIZED_WHEN_CHOSEN.keys() & state.keys():
+        module_name, _, name = key.rpartition(".")
+        module = learner.get_submodule(module_name)
+        if module.get_buffer(name).shape != state[key].shape:
+            setattr(module, name, torch.zeros_like(state[key], device=module.get_buffer(name).device))
     defaults = learner.state_dict()
     state = {k: defaults[k] for k in OPTIONAL_WEIGHTS if k in defaults and k not in state} | state
     learner.load_state_dict(state)

@@ -12,7 +12,9 @@ head that mixes in :class:`AlsPath` keeps ``Y`` and the solve's constants as buf
 model and adds ``als_weight * score_i`` to its ranking scores:
 
 * ``als_factors`` [n_catalogue, ALS_WIDTH]: the item factors (zero-padded to :data:`ALS_WIDTH` columns;
-  zero rows for items without training interactions, which the solve gives them anyway);
+  zero rows for items without training interactions, which the solve gives them anyway); [0, ALS_WIDTH]
+  until a fit is set and again where validation chose the path off, so a model without it saves no
+  per-item factors (:data:`recsys.persistence.SIZED_WHEN_CHOSEN`);
 * ``als_gram`` [ALS_WIDTH, ALS_WIDTH]: ``Y'Y`` over the training catalogue;
 * ``als_reg`` [], ``als_alpha`` []: ``lambda`` and ``alpha``;
 * ``als_threshold`` []: the support ratings that count as positives (at or above it; :data:`EVERY`:
@@ -20,8 +22,7 @@ model and adds ``als_weight * score_i`` to its ranking scores:
 * ``als_weight`` []: the path's weight in the ranking scores; 0 (off) while training and where
   validation users show it does not help.
 
-A head built without the path (``model.hybrid.als_path = false``) has empty per-item buffers
-([0, ALS_WIDTH]). The fit and the weight are chosen by :func:`recsys.post_training.choose_als_path`.
+A head built without the path (``model.hybrid.als_path = false``: ``als_enabled`` false) never fills them. The fit and the weight are chosen by :func:`recsys.post_training.choose_als_path`.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ class AlsPath:
     als_threshold: torch.Tensor
     als_weight: torch.Tensor
 
-    def _init_als_path(self, n_catalogue: int, on: bool) -> None:
+    def _init_als_path(self, on: bool) -> None:
+        self.als_enabled = on
         reg = self.register_buffer  # type: ignore[attr-defined]
-        reg("als_factors", torch.zeros(n_catalogue if on else 0, ALS_WIDTH))
+        reg("als_factors", torch.zeros(0, ALS_WIDTH))
         reg("als_gram", torch.zeros(ALS_WIDTH, ALS_WIDTH))
         reg("als_reg", torch.ones(()))
         reg("als_alpha", torch.ones(()))
@@ -61,7 +63,7 @@ class AlsPath:
     def set_als(self, factors: torch.Tensor, reg: float, alpha: float, threshold: float | None) -> None:
         """The item factors [n_catalogue, <= ALS_WIDTH] of an implicit ALS fitted on the training users,
         its penalty and confidence, and the rating threshold of its positives (None: every rating)."""
-        self.als_factors.zero_()
+        self.als_factors = self.als_gram.new_zeros(factors.shape[0], ALS_WIDTH)
         self.als_factors[:, : factors.shape[1]] = factors
         self.als_gram.copy_(self.als_factors.T @ self.als_factors)
         self.als_reg.fill_(reg)
@@ -71,6 +73,11 @@ class AlsPath:
     def set_als_weight(self, weight: float) -> None:
         """The ALS path's weight in the ranking scores (0: off)."""
         self.als_weight.fill_(weight)
+
+    def drop_als(self) -> None:
+        """The path off, its per-item factors dropped (nothing of it saved with the model)."""
+        self.als_factors = self.als_gram.new_zeros(0, ALS_WIDTH)
+        self.als_weight.zero_()
 
     def als_item_side(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"als_y": Y[index]}`` for catalogue items ``index``; empty while the path is off."""

@@ -7,7 +7,8 @@ that count as positives (the liked ones, rated at or above the relevance thresho
 ``C`` as a buffer saved with the model and adds ``cf_weight * sum_s C[s, i]`` to its ranking scores:
 
 * ``cf_matrix`` [n_catalogue, n_catalogue]: ``C`` (dense; zero rows and columns for items without
-  training interactions, which EASE and the cosine kNN give them);
+  training interactions, which EASE and the cosine kNN give them); [0, 0] until a matrix is set and
+  again where validation chose the path off, so a model without it saves no matrix;
 * ``cf_threshold`` []: the support ratings that count (at or above it;
   :data:`recsys.models.als_path.EVERY`: every one);
 * ``cf_weight`` []: the path's weight in the ranking scores; 0 (off) while training and where
@@ -17,7 +18,8 @@ It differs from the item-item blend (:mod:`recsys.models.item_item_blend`), whos
 learns to weigh per user and rating during training: this path is the classical fold-in itself, so where
 a liked-only estimator ranks better than the learned paths (a time-shifted log, a small one) the model
 can move towards it. Dense catalogues only (``model.hybrid.item_item_dense_items``); a head built
-without it (larger catalogues, or ``model.hybrid.classical_item_item = false``) has a [0, 0] matrix. The
+without it (larger catalogues, or ``model.hybrid.classical_item_item = false``: ``cf_enabled`` false)
+never fills it. The
 matrix and weight are chosen by :func:`recsys.post_training.choose_classical_item_item`.
 """
 
@@ -35,10 +37,11 @@ class ClassicalItemItem:
     cf_threshold: torch.Tensor
     cf_weight: torch.Tensor
 
-    def _init_cf_path(self, n_items: int) -> None:
-        """Register the buffers: a dense [n_items, n_items] matrix (0: no path)."""
+    def _init_cf_path(self, on: bool) -> None:
+        """Register the buffers (the matrix empty until one is set); ``on``: the head may take one."""
+        self.cf_enabled = on
         reg = self.register_buffer  # type: ignore[attr-defined]
-        reg("cf_matrix", torch.zeros(n_items, n_items))
+        reg("cf_matrix", torch.zeros(0, 0))
         reg("cf_threshold", torch.full((), EVERY))
         reg("cf_weight", torch.zeros(()))
 
@@ -50,12 +53,17 @@ class ClassicalItemItem:
     def set_cf(self, matrix: torch.Tensor, threshold: float | None) -> None:
         """The matrix [n, n] fitted on the training users and the rating threshold of the support's
         positives (None: every rating)."""
-        self.cf_matrix.copy_(matrix)
+        self.cf_matrix = matrix.to(self.cf_weight)
         self.cf_threshold.fill_(EVERY if threshold is None else threshold)
 
     def set_cf_weight(self, weight: float) -> None:
         """The path's weight in the ranking scores (0: off)."""
         self.cf_weight.fill_(weight)
+
+    def drop_cf(self) -> None:
+        """The path off, its matrix dropped (nothing of it saved with the model)."""
+        self.cf_matrix = self.cf_weight.new_zeros(0, 0)
+        self.cf_weight.zero_()
 
     def cf_fold_in(self, s_side: dict, sy: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"fast.cf": sum_s C[s, :]}`` over one user's positive support items (mask ``m``); empty

@@ -319,8 +319,8 @@ class HybridHead(ItemItemBlend, PathWeights, AlsPath, ClassicalItemItem, Head):
         ii, k = item_item_storage(cfg, n_items)
         hy = cfg.hybrid
         dims = (user_dim, item_dim, cfg.hidden, cfg.factor_dim, rating_mean, ii, n_items)
-        cf = n_items if hy.classical_item_item and n_items <= hy.item_item_dense_items else 0
-        paths = {"mf_fallback": hy.mf_fallback, "als_path": hy.als_path, "cf_items": cf}
+        cf = hy.classical_item_item and n_items <= hy.item_item_dense_items
+        paths = {"mf_fallback": hy.mf_fallback, "als_path": hy.als_path, "cf_path": cf}
         return cls(*dims, support_trust=hy.fold_in_trust == "support", ii_neighbours=k, **paths)
 
     def __init__(
@@ -336,14 +336,14 @@ class HybridHead(ItemItemBlend, PathWeights, AlsPath, ClassicalItemItem, Head):
         ii_neighbours: int = 0,
         mf_fallback: bool = False,
         als_path: bool = False,
-        cf_items: int = 0,
+        cf_path: bool = False,
     ) -> None:
         """``user_dim`` / ``item_dim``: the size of ONE path's part of the user / item vectors;
         ``n_items``: catalogue size for the item-item blend (0: off); ``n_catalogue``: catalogue size;
         ``support_trust``: the fold-in's shrinkage also depends on a summary of the support set;
         ``ii_neighbours``: 0 for a dense item-item matrix, else its sparse top-k width;
-        ``mf_fallback`` / ``als_path`` / ``cf_items``: keep buffers for the MF rating fallback / the ALS ranking
-        path / a classical item-item path over that many items (:mod:`recsys.models.path_weights`, ``als_path``,
+        ``mf_fallback`` / ``als_path`` / ``cf_path``: keep buffers for the MF rating fallback / the ALS ranking
+        path / the classical item-item path (:mod:`recsys.models.path_weights`, ``als_path``,
         ``cf_path``)."""
         super().__init__()
         d = factor_dim
@@ -375,8 +375,8 @@ class HybridHead(ItemItemBlend, PathWeights, AlsPath, ClassicalItemItem, Head):
         # the trend prior, the ranking paths' mix and the fold-in's weight, chosen after training
         # (recsys.models.path_weights; recsys.post_training)
         self._init_path_weights(n_catalogue, mf=mf_fallback)
-        self._init_als_path(n_catalogue, als_path)
-        self._init_cf_path(cf_items)
+        self._init_als_path(als_path)
+        self._init_cf_path(cf_path)
         self.ii_scale = nn.Parameter(torch.tensor(1.0))
         self.ii_rate = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.ii_gate = nn.Linear(d, 1)  # per-user trust in the item-item scores, from the support summary
