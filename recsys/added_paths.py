@@ -145,14 +145,13 @@ def choose_cf_path(
     positives, threshold = _positives(space, config)
     n = space.n_items
     params = {"positives": positives} | ({"threshold": threshold} if threshold is not None else {})
-    matrices = []
+    tensors = []
     for kind, value in CF_FITS:
         if kind == "ease":
-            matrices.append(BASELINES["ease"](lam=value, **params).fit(train_log, n).B)
+            matrix = BASELINES["ease"](lam=value, **params).fit(train_log, n).B
         else:
-            knn = BASELINES["item-knn"](K=int(value), **params).fit(train_log, n)
-            matrices.append(np.asarray(knn.similarity.toarray(), dtype=np.float32))
-    tensors = [torch.from_numpy(np.asarray(m, dtype=np.float32)) for m in matrices]
+            matrix = BASELINES["item-knn"](K=int(value), **params).fit(train_log, n).similarity.toarray()
+        tensors.append(torch.from_numpy(np.asarray(matrix, dtype=np.float32)))
     fits = [lambda t=t: head.set_cf(t, threshold) for t in tensors]
     best, values = choose_addition(learner, space, config, val_log, tasks, head.cf_weight, fits)
     if best == "off":

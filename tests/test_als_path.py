@@ -18,12 +18,13 @@ from recsys.meta.scoring import score_catalogue
 from recsys.models.catalogue import grow_catalogue
 from recsys.models.classical import ImplicitALS
 from recsys.persistence import load_weights
+from tests.test_mf_fallback import _support
 from tests.test_path_weights import _ds, _fit, _validation
 
 
-@pytest.fixture
-def rec():
-    """The shared tiny model, its added paths and ranking mix restored after each test."""
+def restoring_added_paths():
+    """The shared tiny model, its added paths and ranking mix restored after each test (the ``rec``
+    fixture here and in test_classical_item_item.py)."""
     rec = _fit()
     head = rec.learner.head
     saved = {k: v.clone() for k, v in head.state_dict().items() if k.startswith(("als_", "cf_", "rank_mix"))}
@@ -33,18 +34,13 @@ def rec():
     rec._cache = None
 
 
+rec = pytest.fixture(restoring_added_paths, name="rec")
+
+
 def _als(rec, positives: str = "all", alpha: float = 1.0) -> ImplicitALS:
     log = UserLog.from_frame(_ds().interactions, rec.space.items)
     kwargs = {"positives": positives, "threshold": 4.0, "alpha": alpha, "regularization": 20.0}
     return ImplicitALS(seed=0, factors=16, **kwargs).fit(log, rec.space.n_items)
-
-
-def _support(rec) -> tuple[np.ndarray, np.ndarray]:
-    log, tasks = _validation(rec)
-    s = tasks.support[:6]
-    items = np.where(s >= 0, log.items[np.maximum(s, 0)], -1)
-    ratings = np.where(s >= 0, log.ratings[np.maximum(s, 0)], 0.0).astype(np.float32)
-    return items, ratings
 
 
 def _rank(rec, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:

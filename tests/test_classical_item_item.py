@@ -18,20 +18,10 @@ from recsys.data.tasks import UserLog
 from recsys.models.catalogue import grow_catalogue
 from recsys.models.classical import BASELINES
 from recsys.persistence import load_weights
-from tests.test_als_path import _rank, _support
+from tests.test_als_path import _rank, _support, restoring_added_paths
 from tests.test_path_weights import _ds, _fit, _validation
 
-
-@pytest.fixture
-def rec():
-    """The shared tiny model, its added paths and ranking mix restored after each test."""
-    rec = _fit()
-    head = rec.learner.head
-    saved = {k: v.clone() for k, v in head.state_dict().items() if k.startswith(("als_", "cf_", "rank_mix"))}
-    yield rec
-    for name, value in saved.items():  # setattr: the added paths' buffers change size
-        setattr(head, name, value)
-    rec._cache = None
+rec = pytest.fixture(restoring_added_paths, name="rec")
 
 
 def _baseline(rec, kind: str):

@@ -53,11 +53,17 @@ def path_mix(rank_mix: list[float], keep: int) -> list[float]:
     return [(w or 1.0) if i == keep else 0.0 for i, w in enumerate(rank_mix)]
 
 
+ADDED_PATH_ABLATIONS = {
+    "no-als-path": ("without ALS path", "als_weight"),
+    "no-classical-item-item": ("without classical item-item path", "cf_weight"),
+}
+"""Re-scored variants without one of the classical paths added after training: name -> (row label, the
+head's weight buffer set to 0)."""
+
 RESCORED_ABLATIONS = (
     "no-adaptation",
     "no-trend",
-    "no-als-path",
-    "no-classical-item-item",
+    *ADDED_PATH_ABLATIONS,
     "1-step",
     "5-steps",
     *PATH_ABLATIONS,

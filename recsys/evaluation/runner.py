@@ -32,6 +32,7 @@ from recsys.data.schema import USER
 from recsys.data.tasks import UserLog
 from recsys.errors import DataError, SpecError
 from recsys.evaluation.ablations import (
+    ADDED_PATH_ABLATIONS,
     PATH_ABLATIONS,
     RETRAINED_ABLATIONS,
     SEED0_LABEL,
@@ -118,17 +119,10 @@ def _rescored(rec: ColdStartRecommender, ds: Dataset, change: Any) -> MetaScorer
     return MetaScorer(plain, ds)
 
 
-ADDED_PATHS = (
-    ("no-als-path", "als_weight", "without ALS path"),
-    ("no-classical-item-item", "cf_weight", "without classical item-item path"),
-)
-"""Re-scored ablations of the classical paths added after training: (name, weight buffer, row title)."""
-
-
 def _only_rank_paths(head: Any, mix: list[float]) -> None:
     """A path ablation's head: the ranking paths at ``mix``, the added classical paths off."""
     head.set_rank_mix(*mix)
-    for _, buffer, _ in ADDED_PATHS:
+    for _, buffer in ADDED_PATH_ABLATIONS.values():
         head.get_buffer(buffer).zero_()
 
 
@@ -290,7 +284,10 @@ class Evaluation:
             if float(head.trend_weight) != 0:
                 scorer = _rescored(rec, ds, lambda h: h.trend_weight.zero_())
             variants.append(Method(f"{name} (without trend prior)", scorer, "ablation"))
-        for label, buffer, title in ADDED_PATHS:  # the classical paths added after training
+        for label, (
+            title,
+            buffer,
+        ) in ADDED_PATH_ABLATIONS.items():  # the classical paths added after training
             if label in self.s.ablations and head.capabilities.path_weights:
                 scorer = variants[0].scorer
                 if float(head.get_buffer(buffer)) != 0:
