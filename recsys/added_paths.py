@@ -12,8 +12,13 @@ In order:
 Both are chosen the same way (:func:`choose_addition`): the model's ranking scores on the validation
 users' tasks (with what was chosen before), each candidate fit's scores alone, and the candidates
 ``model + weight * ratio * fit`` for the weights :data:`WEIGHTS`, where ``ratio`` is the model's score
-spread over the fit's (on the first chunk of tasks), so the weights mean the same on every log; the
-best Recall@20 + nDCG@10 wins, the model without the path ("off") winning ties.
+spread over the fit's (on the first chunk of tasks), so the weights mean the same on every log. The
+weight is chosen per band of the support's size (:mod:`recsys.models.support_bands`: 1-5, 6-20, 21+
+ratings) on the tasks of that band, 0 winning ties, and the fit whose band weights give the best mean
+Recall@20 + nDCG@10 wins; the model without the path ("off") wins ties. The validation tasks (supports
+of ``train.support_min`` to ``support_max`` ratings) are joined by :func:`long_tasks`, supports of
+more than 20 ratings of the validation users who have them, so the last band's weight is chosen on
+users of that size (a user with 50 ratings is scored with it) rather than carried over.
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ import numpy as np
 import torch
 
 from recsys.config import RecommenderConfig
-from recsys.data.tasks import TaskSet, UserLog
+from recsys.data.tasks import TaskSet, UserLog, concat_tasks, sample_tasks
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache
-from recsys.meta.validation import Combine, catalogue_scores, catalogue_values
+from recsys.meta.validation import Combine, catalogue_scores, catalogue_task_values
 from recsys.models.als_path import ALS_WIDTH
 from recsys.models.classical import BASELINES, ImplicitALS
 from recsys.models.heads import Head
+from recsys.models.support_bands import BAND_NAMES, N_BANDS, bands_of
+from recsys.utils.seeds import LONG_VALIDATION_TASKS, Seeds
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +71,21 @@ def choose_addition(
     weight: torch.Tensor,
     fits: list[Callable[[], None]],
 ) -> tuple[Any, dict[str, float]]:
-    """Choose one added path's fit and weight (see the module): ``weight`` is the path's weight buffer,
-    ``fits[k]()`` sets candidate ``k`` on the head. Leaves the best set (weight 0 when "off" wins);
-    returns it ("off" or (fit index, weight in spread units)) and every candidate's validation value."""
+    """Choose one added path's fit and its weight in each support-size band (see the module): ``weight``
+    is the path's weight buffer [N_BANDS], ``fits[k]()`` sets candidate ``k`` on the head. Leaves the
+    best set (every band 0 when "off" wins); returns it ("off" or (fit index, weights in spread units,
+    one per band)) and the validation value of "off" and of each fit with its best band weights."""
     head = learner.head
     mix = head.rank_mix.tolist()
     others = [b for b in (head.als_weight, head.cf_weight) if b is not weight]
-    kept = [float(b) for b in others]
+    kept = [b.clone() for b in others]
     caches: dict[int, CatalogueCache] = {}
     ratios: list[float] = []
 
     def use(k: int) -> None:  # k = 0: the model as chosen so far, without the path; else fit k alone
         head.set_rank_mix(*(mix if k == 0 else (0.0, 0.0)))
         for buffer, value in zip(others, kept, strict=True):
-            buffer.fill_(value if k == 0 else 0.0)
+            buffer.copy_(value if k == 0 else torch.zeros_like(value))
         weight.fill_(0.0 if k == 0 else 1.0)
         if k:
             fits[k - 1]()
@@ -97,16 +105,83 @@ def choose_addition(
 
     candidates: dict[Any, Combine] = {"off": lambda p, out: out.copy_(p[0])}
     candidates |= {(k, w): add(k, w) for k in range(1, len(fits) + 1) for w in WEIGHTS}
-    threshold = config.meta.rank_threshold
-    quality = catalogue_values(score, candidates, space, val_log, tasks, threshold)
-    values = {key: q["recall@20"] + q["cat_ndcg@10"] for key, q in quality.items()}
-    best = max(values, key=lambda key: (values[key], key == "off"))
+    per = catalogue_task_values(score, candidates, space, val_log, tasks, config.meta.rank_threshold)
+    per_task = {key: q["recall@20"] + q["cat_ndcg@10"] for key, q in per.items()}
+    bands = bands_of(tasks.support_sizes)
+    values = {"off": _mean(per_task["off"])}
+    choices: dict[int, tuple[float, ...]] = {}
+    for k in range(1, len(fits) + 1):
+        choices[k] = band_weights(per_task, k, bands)
+        values[str(k)] = _mean(_with_weights(per_task, k, choices[k], bands))
+    best_k = max(range(1, len(fits) + 1), key=lambda k: values[str(k)], default=0)
     use(0)
-    if best != "off":
-        k, w = best
-        fits[k - 1]()
-        weight.fill_(w * ratios[k - 1])
-    return best, {str(key): round(v, 5) for key, v in values.items()}
+    if not best_k or values[str(best_k)] <= values["off"] or not any(choices[best_k]):
+        return "off", {key: round(v, 5) for key, v in values.items()}
+    fits[best_k - 1]()
+    weight.copy_(torch.tensor([w * ratios[best_k - 1] for w in choices[best_k]]))
+    return (best_k, choices[best_k]), {key: round(v, 5) for key, v in values.items()}
+
+
+def band_weights(per_task: dict[Any, np.ndarray], k: int, bands: np.ndarray) -> tuple[float, ...]:
+    """Fit ``k``'s weight in each support-size band: the one of 0 and :data:`WEIGHTS` with the best
+    mean value over the band's tasks (0 wins ties); a band without tasks takes the band below's."""
+    chosen: list[float] = []
+    for b in range(N_BANDS):
+        here = bands == b
+        if not here.any():
+            chosen.append(chosen[-1] if chosen else 0.0)
+            continue
+        value = {0.0: _mean(per_task["off"][here])} | {w: _mean(per_task[(k, w)][here]) for w in WEIGHTS}
+        chosen.append(max(value, key=lambda w: (value[w], w == 0.0)))
+    return tuple(chosen)
+
+
+def _with_weights(
+    per_task: dict[Any, np.ndarray], k: int, weights: tuple[float, ...], bands: np.ndarray
+) -> np.ndarray:
+    """Each task's value with fit ``k`` at its band's weight (0: the model without the path)."""
+    rows = [per_task["off"] if w == 0.0 else per_task[(k, w)] for w in weights]
+    return np.choose(bands, rows)
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean over tasks with relevant items (NaN-free; -inf with none, so it never wins)."""
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if len(finite) else -np.inf
+
+
+LONG_SUPPORT = (21, 100)
+"""Support sizes of :func:`long_tasks` (drawn log-uniformly; at most all but the query)."""
+LONG_TASKS = 1000
+"""The most validation users :func:`long_tasks` takes (a random subset beyond that)."""
+
+
+def long_tasks(val_log: UserLog, config: RecommenderConfig) -> TaskSet:
+    """Validation tasks with supports in the last band (:data:`LONG_SUPPORT`): for each validation user
+    with more ratings than its lower end plus the query (up to :data:`LONG_TASKS` of them), drawn as the
+    validation tasks are (their order, their query), from the ``long-validation-tasks`` stream of the
+    training seed. None qualify on a log of short users: no tasks."""
+    cfg = config.train
+    rng = Seeds(cfg.seed).rng(LONG_VALIDATION_TASKS)
+    eligible = np.nonzero(val_log.counts >= LONG_SUPPORT[0] + cfg.validation_query)[0]
+    if len(eligible) > LONG_TASKS:
+        eligible = np.sort(rng.choice(eligible, LONG_TASKS, replace=False))
+    return sample_tasks(
+        val_log,
+        eligible,
+        rng,
+        support_size=LONG_SUPPORT,
+        query_size=cfg.validation_query,
+        support_order=cfg.support_order if cfg.validation_order == "auto" else cfg.validation_order,
+        query_order=cfg.query_order,
+        log_uniform=True,
+        min_query=cfg.validation_query,
+    )
+
+
+def with_long_tasks(val_log: UserLog, tasks: TaskSet, config: RecommenderConfig) -> TaskSet:
+    """``tasks`` followed by :func:`long_tasks` (one padded task set)."""
+    return concat_tasks(tasks, long_tasks(val_log, config))
 
 
 def _positives(space: FeatureSpace, config: RecommenderConfig) -> tuple[str, float | None]:
@@ -116,10 +191,23 @@ def _positives(space: FeatureSpace, config: RecommenderConfig) -> tuple[str, flo
     return ("all", None) if space.implicit or threshold is None else ("liked", threshold)
 
 
-def _report(name: str, chosen: str, values: dict[str, float], weight: torch.Tensor) -> dict[str, Any]:
+def _report(
+    name: str, chosen: str, values: dict[str, float], weight: torch.Tensor, tasks: TaskSet
+) -> dict[str, Any]:
     best = max(values.values())
     log.info("%s: %s (validation Recall@20 + nDCG@10 %.4f; without %.4f)", name, chosen, best, values["off"])
-    return {"chosen": chosen, "weight": float(weight), "validation_recall20_plus_ndcg10": values}
+    sizes = np.bincount(bands_of(tasks.support_sizes), minlength=N_BANDS)
+    return {
+        "chosen": chosen,
+        "weight": dict(zip(BAND_NAMES, weight.tolist(), strict=True)),
+        "validation_tasks": dict(zip(BAND_NAMES, sizes.tolist(), strict=True)),
+        "validation_recall20_plus_ndcg10": values,
+    }
+
+
+def _describe(best: Any) -> str:
+    """`` x w1/w2/w3 (support 1-5/6-20/21+)``: each band's weight (in spread units) of a chosen fit."""
+    return " x " + "/".join(f"{w:g}" for w in best[1]) + f" (support {'/'.join(BAND_NAMES)})"
 
 
 # ---- the classical item-item path ------------------------------------------------------------------
@@ -153,13 +241,15 @@ def choose_cf_path(
             matrix = BASELINES["item-knn"](K=int(value), **params).fit(train_log, n).similarity.toarray()
         tensors.append(torch.from_numpy(np.asarray(matrix, dtype=np.float32)))
     fits = [lambda t=t: head.set_cf(t, threshold) for t in tensors]
+    tasks = with_long_tasks(val_log, tasks, config)
     best, values = choose_addition(learner, space, config, val_log, tasks, head.cf_weight, fits)
     if best == "off":
         head.drop_cf()
     chosen = (
-        "off" if best == "off" else f"{CF_FITS[best[0] - 1][0]}:{CF_FITS[best[0] - 1][1]:g} x {best[1]:g}"
+        "off" if best == "off" else f"{CF_FITS[best[0] - 1][0]}:{CF_FITS[best[0] - 1][1]:g}{_describe(best)}"
     )
-    return _report("classical item-item path", f"{chosen} ({positives} positives)", values, head.cf_weight)
+    name = "classical item-item path"
+    return _report(name, f"{chosen} ({positives} positives)", values, head.cf_weight, tasks)
 
 
 # ---- the implicit-ALS path -------------------------------------------------------------------------
@@ -188,11 +278,12 @@ def choose_als_path(
             factors = _fit_als(train_log, space.n_items, config.train.seed, positives, t, p)
             fits.append(lambda f=factors, a=p["alpha"], t=t: head.set_als(f, 20.0, a, t))
             names.append(f"{positives} positives, alpha {p['alpha']:g}")
+    tasks = with_long_tasks(val_log, tasks, config)
     best, values = choose_addition(learner, space, config, val_log, tasks, head.als_weight, fits)
     if best == "off":
         head.drop_als()
-    chosen = "off" if best == "off" else f"{names[best[0] - 1]}, x {best[1]:g}"
-    return _report("ALS ranking path", chosen, values, head.als_weight)
+    chosen = "off" if best == "off" else f"{names[best[0] - 1]},{_describe(best)}"
+    return _report("ALS ranking path", chosen, values, head.als_weight, tasks)
 
 
 def _fit_als(

@@ -90,6 +90,11 @@ SIZED_WHEN_CHOSEN = {"net.head.als_factors": "factors", "net.head.cf_matrix": "s
 sized by the catalogue ([n_items, width] for ``factors``, [n_items, n_items] for ``square``)."""
 
 
+BANDED = ("net.head.als_weight", "net.head.cf_weight")
+"""Weights kept per support-size band (:mod:`recsys.models.support_bands`); files saved when they were
+one number ([]) load it into every band."""
+
+
 def _sized_shapes(key: str, empty: tuple[int, ...], n_items: int) -> set[tuple[int, ...]]:
     """The shapes a :data:`SIZED_WHEN_CHOSEN` buffer may be saved with."""
     full = (n_items, empty[1]) if SIZED_WHEN_CHOSEN[key] == "factors" else (n_items, n_items)
@@ -333,6 +338,7 @@ def check_shapes(
         and not (
             k in SIZED_WHEN_CHOSEN and tuple(state[k].shape) in _sized_shapes(k, expected[k], space.n_items)
         )
+        and not (k in BANDED and state[k].dim() == 0)
     ]
     if missing or extra or wrong:
         parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else ""]
@@ -342,13 +348,17 @@ def check_shapes(
 
 def load_weights(learner: MetaLearner, state: dict[str, torch.Tensor]) -> None:
     """Load saved weights; :data:`OPTIONAL_WEIGHTS` a file lacks keep their defaults; a
-    :data:`SIZED_WHEN_CHOSEN` buffer takes the saved one's size."""
+    :data:`SIZED_WHEN_CHOSEN` buffer takes the saved one's size; a :data:`BANDED` one saved as one
+    number goes to every band."""
     for key in SIZED_WHEN_CHOSEN.keys() & state.keys():
         module_name, _, name = key.rpartition(".")
         module = learner.get_submodule(module_name)
         if module.get_buffer(name).shape != state[key].shape:
             setattr(module, name, torch.zeros_like(state[key], device=module.get_buffer(name).device))
     defaults = learner.state_dict()
+    state = state | {
+        k: state[k].expand(defaults[k].shape) for k in BANDED if k in state and state[k].dim() == 0
+    }
     state = {k: defaults[k] for k in OPTIONAL_WEIGHTS if k in defaults and k not in state} | state
     learner.load_state_dict(state)
 

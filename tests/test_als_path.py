@@ -17,6 +17,7 @@ from recsys.data.tasks import UserLog
 from recsys.meta.scoring import score_catalogue
 from recsys.models.catalogue import grow_catalogue
 from recsys.models.classical import ImplicitALS
+from recsys.models.support_bands import BAND_NAMES
 from recsys.persistence import load_weights
 from tests.test_mf_fallback import _support
 from tests.test_path_weights import _ds, _fit, _validation
@@ -77,7 +78,7 @@ def test_the_path_alone_scores_exactly_as_the_implicit_als_baseline(rec, positiv
 
 def test_weight_zero_ranks_as_trained_and_the_path_adds_linearly(rec) -> None:
     items, ratings = _support(rec)
-    trained = _rank(rec, items, ratings) if float(rec.learner.head.als_weight) == 0 else None
+    trained = _rank(rec, items, ratings) if not rec.learner.head.als_weight.any() else None
     als = _als(rec)
     _set(rec, als, 0.0)
     off = _rank(rec, items, ratings)
@@ -91,12 +92,36 @@ def test_fit_records_the_choice_and_it_is_the_best_validation_value() -> None:
     rec = _fit()
     chosen = rec.info["als_path"]
     values = chosen["validation_recall20_plus_ndcg10"]
-    assert "off" in values and len(values) == 1 + 2 * 2 * len(added_paths.WEIGHTS)
-    assert max(values.values()) == pytest.approx(
-        values["off"] if chosen["chosen"] == "off" else max(values.values())
-    )
-    assert (chosen["chosen"] == "off") == (chosen["weight"] == 0.0)
-    assert float(rec.learner.head.als_weight) == pytest.approx(chosen["weight"])
+    assert "off" in values and len(values) == 1 + 2 * 2  # off, and each fit at its best band weights
+    assert (chosen["chosen"] == "off") == (max(values.values()) == values["off"])
+    assert (chosen["chosen"] == "off") == (not any(chosen["weight"].values()))
+    assert list(chosen["weight"]) == list(BAND_NAMES)
+    assert rec.learner.head.als_weight.tolist() == pytest.approx(list(chosen["weight"].values()))
+
+
+def planted(model: str, path: str, buffer: str):
+    """Planted catalogue scores of the added-path choice: while the head's ``buffer`` (the path's weight)
+    is 0 the model's, else the path's; each ``"perfect"`` (every task's relevant items on top: the
+    user's others rated 4 or more; the rest 0), ``"noise"`` (normal noise), ``"perfect-long"`` (perfect for supports above 20 ratings, noise for
+    the others) or ``"perfect-short"`` (the reverse)."""
+    rng = np.random.default_rng(0)
+
+    def kind(name: str, log, chunk, n_items: int) -> np.ndarray:
+        noise = rng.normal(0, 1.0, (len(chunk), n_items))
+        perfect = np.zeros_like(noise)
+        for t, u in enumerate(chunk.users):  # the relevant items (the user's others rated 4+) on top
+            own = np.arange(log.indptr[u], log.indptr[u + 1])
+            own = own[(log.ratings[own] >= 4.0) & ~np.isin(own, chunk.support[t])]
+            perfect[t, log.items[own]] = 10.0
+        long = (chunk.support_sizes > 20)[:, None]
+        if name in ("perfect-long", "perfect-short"):
+            return np.where(long == (name == "perfect-long"), perfect, noise).astype(np.float32)
+        return (perfect if name == "perfect" else noise).astype(np.float32)
+
+    def scores(learner, space, log, chunk, **kw):
+        return kind(path if learner.head.get_buffer(buffer).any() else model, log, chunk, space.n_items)
+
+    return scores
 
 
 def test_a_path_that_ranks_the_held_out_items_first_is_chosen(rec, monkeypatch) -> None:
@@ -104,27 +129,13 @@ def test_a_path_that_ranks_the_held_out_items_first_is_chosen(rec, monkeypatch) 
     model ranks at random, the choice moves to the ALS path; where the ALS path is noise, it stays off."""
     learner, space = rec.learner, rec.space
     val_log, tasks = _validation(rec)
-    n = space.n_items
-    perfect = np.zeros((len(tasks), n), dtype=np.float32)
-    for t in range(len(tasks)):
-        perfect[t, val_log.items[tasks.query[t][tasks.query[t] >= 0]]] = 10.0
-    rng = np.random.default_rng(0)
-    noise = rng.normal(0, 1.0, (len(tasks), n)).astype(np.float32)
-
-    def planted(model, als):
-        def scores(learner, space, log, chunk, **kw):
-            head = learner.head
-            return als[: len(chunk)] if float(head.als_weight) else model[: len(chunk)]
-
-        return scores
-
     train_log = UserLog.from_frame(_ds().interactions, space.items)
-    monkeypatch.setattr(added_paths, "catalogue_scores", planted(noise, perfect))
+    monkeypatch.setattr(added_paths, "catalogue_scores", planted("noise", "perfect", "als_weight"))
     chosen = added_paths.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
-    assert chosen["chosen"] != "off" and chosen["weight"] > 0
-    monkeypatch.setattr(added_paths, "catalogue_scores", planted(perfect, noise))
+    assert chosen["chosen"] != "off" and all(w > 0 for w in chosen["weight"].values())
+    monkeypatch.setattr(added_paths, "catalogue_scores", planted("perfect", "noise", "als_weight"))
     chosen = added_paths.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
-    assert chosen["chosen"] == "off" and float(learner.head.als_weight) == 0.0
+    assert chosen["chosen"] == "off" and not learner.head.als_weight.any()
     assert learner.head.rank_mix.tolist() == [
         rec.info["rank_mix"][k] for k in ("support_encoder", "item_item")
     ]
@@ -135,7 +146,7 @@ def test_a_model_file_without_the_als_buffers_loads_with_the_path_off(rec) -> No
     state = {k: v for k, v in rec.learner.state_dict().items() if ".als_" not in k}
     fresh = training.build_learner(rec.config, rec.space, rec.info["rating_mean"])
     load_weights(fresh, state)
-    assert float(fresh.head.als_weight) == 0.0 and not fresh.head.als_active
+    assert not fresh.head.als_weight.any() and not fresh.head.als_active
 
 
 def test_the_path_off_in_the_config_keeps_no_per_item_buffers() -> None:

@@ -18,7 +18,7 @@ from recsys.data.tasks import UserLog
 from recsys.models.catalogue import grow_catalogue
 from recsys.models.classical import BASELINES
 from recsys.persistence import load_weights
-from tests.test_als_path import _rank, _support, restoring_added_paths
+from tests.test_als_path import _rank, _support, planted, restoring_added_paths
 from tests.test_path_weights import _ds, _fit, _validation
 
 rec = pytest.fixture(restoring_added_paths, name="rec")
@@ -76,33 +76,22 @@ def test_fit_records_the_choice_and_it_is_the_best_validation_value() -> None:
     rec = _fit()
     chosen = rec.info["classical_item_item"]
     values = chosen["validation_recall20_plus_ndcg10"]
-    assert len(values) == 1 + len(added_paths.CF_FITS) * len(added_paths.WEIGHTS)
+    assert len(values) == 1 + len(added_paths.CF_FITS)  # off, and each fit at its best band weights
     best = max(values, key=lambda k: (values[k], k == "off"))
-    assert (best == "off") == chosen["chosen"].startswith("off") == (chosen["weight"] == 0.0)
-    assert float(rec.learner.head.cf_weight) == pytest.approx(chosen["weight"])
+    assert (best == "off") == chosen["chosen"].startswith("off") == (not any(chosen["weight"].values()))
+    assert rec.learner.head.cf_weight.tolist() == pytest.approx(list(chosen["weight"].values()))
 
 
 def test_a_path_that_ranks_the_held_out_items_first_is_chosen_and_noise_is_not(rec, monkeypatch) -> None:
     learner, space = rec.learner, rec.space
     val_log, tasks = _validation(rec)
-    perfect = np.zeros((len(tasks), space.n_items), dtype=np.float32)
-    for t in range(len(tasks)):
-        perfect[t, val_log.items[tasks.query[t][tasks.query[t] >= 0]]] = 10.0
-    noise = np.random.default_rng(0).normal(0, 1.0, perfect.shape).astype(np.float32)
-
-    def planted(model, path):
-        def scores(learner, space, log, chunk, **kw):
-            return path[: len(chunk)] if float(learner.head.cf_weight) else model[: len(chunk)]
-
-        return scores
-
     train_log = UserLog.from_frame(_ds().interactions, space.items)
-    monkeypatch.setattr(added_paths, "catalogue_scores", planted(noise, perfect))
+    monkeypatch.setattr(added_paths, "catalogue_scores", planted("noise", "perfect", "cf_weight"))
     chosen = added_paths.choose_cf_path(learner, space, rec.config, train_log, val_log, tasks)
-    assert not chosen["chosen"].startswith("off") and chosen["weight"] > 0
-    monkeypatch.setattr(added_paths, "catalogue_scores", planted(perfect, noise))
+    assert not chosen["chosen"].startswith("off") and all(w > 0 for w in chosen["weight"].values())
+    monkeypatch.setattr(added_paths, "catalogue_scores", planted("perfect", "noise", "cf_weight"))
     chosen = added_paths.choose_cf_path(learner, space, rec.config, train_log, val_log, tasks)
-    assert chosen["chosen"].startswith("off") and float(learner.head.cf_weight) == 0.0
+    assert chosen["chosen"].startswith("off") and not learner.head.cf_weight.any()
 
 
 def test_choosing_one_added_path_keeps_the_other_as_chosen(rec, monkeypatch) -> None:
@@ -117,13 +106,13 @@ def test_choosing_one_added_path_keeps_the_other_as_chosen(rec, monkeypatch) -> 
     real = added_paths.catalogue_scores
 
     def spy(learner, *args, **kw):
-        seen.append((float(learner.head.als_weight), float(learner.head.cf_weight)))
+        seen.append((float(learner.head.als_weight.max()), float(learner.head.cf_weight.max())))
         return real(learner, *args, **kw)
 
     monkeypatch.setattr(added_paths, "catalogue_scores", spy)
     added_paths.choose_als_path(rec.learner, rec.space, rec.config, train_log, val_log, tasks)
     assert (0.0, 0.75) in seen and (1.0, 0.0) in seen and (1.0, 0.75) not in seen
-    assert float(head.cf_weight) == 0.75
+    assert head.cf_weight.tolist() == [0.75] * len(head.cf_weight)
 
 
 def test_a_model_file_without_the_path_loads_with_it_off(rec) -> None:
@@ -131,7 +120,7 @@ def test_a_model_file_without_the_path_loads_with_it_off(rec) -> None:
     state = {k: v for k, v in rec.learner.state_dict().items() if ".cf_" not in k}
     fresh = training.build_learner(rec.config, rec.space, rec.info["rating_mean"])
     load_weights(fresh, state)
-    assert float(fresh.head.cf_weight) == 0.0 and not fresh.head.cf_active
+    assert not fresh.head.cf_weight.any() and not fresh.head.cf_active
 
 
 def test_a_catalogue_above_the_dense_limit_or_the_path_off_keeps_no_matrix() -> None:

@@ -151,6 +151,22 @@ class TaskSet:
         return TaskSet(self.users[idx], self.support[idx], self.query[idx])
 
 
+def concat_tasks(*sets: TaskSet) -> TaskSet:
+    """The tasks of ``sets`` in order, as one task set (supports and queries padded to the widest)."""
+
+    def stack(arrays: list[np.ndarray]) -> np.ndarray:
+        width = max((a.shape[1] for a in arrays), default=0)
+        return np.concatenate(
+            [np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=-1) for a in arrays]
+        ).astype(np.int64)
+
+    return TaskSet(
+        np.concatenate([t.users for t in sets]).astype(np.int64),
+        stack([t.support for t in sets]),
+        stack([t.query for t in sets]),
+    )
+
+
 def _pad_by_rank(
     log: UserLog, selected: np.ndarray, ranks: np.ndarray, task_of_user: np.ndarray, n_tasks: int
 ) -> np.ndarray:

@@ -290,7 +290,7 @@ class Evaluation:
         ) in ADDED_PATH_ABLATIONS.items():  # the classical paths added after training
             if label in self.s.ablations and head.capabilities.path_weights:
                 scorer = variants[0].scorer
-                if float(head.get_buffer(buffer)) != 0:
+                if head.get_buffer(buffer).any():
                     scorer = _rescored(rec, ds, lambda h, b=buffer: h.get_buffer(b).zero_())
                 variants.append(Method(f"{name} ({title})", scorer, "ablation"))
         for label, (title, keep) in PATH_ABLATIONS.items():

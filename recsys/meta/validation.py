@@ -159,7 +159,21 @@ def catalogue_values(
     """:func:`catalogue_quality` of each candidate ranking, a chunk of tasks at a time (:func:`task_chunks`):
     ``score(chunk)`` gives the chunk's scores of each path the candidates read (scored once a chunk),
     ``candidates[key](paths, out)`` writes that candidate's scores from them (:data:`Combine`). Means
-    over all tasks, as at once.
+    over all tasks, as at once; :func:`catalogue_task_values` gives each task's."""
+    per = catalogue_task_values(score, candidates, space, log, tasks, threshold)
+    return {key: {name: float(np.nanmean(v)) for name, v in values.items()} for key, values in per.items()}
+
+
+def catalogue_task_values(
+    score: Callable[[TaskSet], list[np.ndarray]],
+    candidates: dict[Hashable, Combine],
+    space: FeatureSpace,
+    log: UserLog,
+    tasks: TaskSet,
+    threshold: float | None,
+) -> dict[Hashable, dict[str, np.ndarray]]:
+    """Each task's catalogue Recall@20 and nDCG@10 ([n_tasks], NaN for a task without relevant items)
+    under each candidate ranking (see :func:`catalogue_values`).
 
     What the candidates share is made once a chunk: the excluded and relevant items, and one scratch
     array every candidate writes into, masks in place and ranks (no copy, no fresh [chunk, n_items]
@@ -185,10 +199,11 @@ def catalogue_values(
             m = M.catalogue_metrics(top_n_masked(ranked, 20), relevant, candidates_mask, ks=(10, 20))
             per[key][0].append(m["recall@20"])
             per[key][1].append(m["ndcg@10"])
+    empty = np.zeros(0)
     return {
         key: {
-            "recall@20": float(np.nanmean(np.concatenate(recall))),
-            "cat_ndcg@10": float(np.nanmean(np.concatenate(ndcg))),
+            "recall@20": np.concatenate(recall) if recall else empty,
+            "cat_ndcg@10": np.concatenate(ndcg) if ndcg else empty,
         }
         for key, (recall, ndcg) in per.items()
     }

@@ -19,8 +19,9 @@ model and adds ``als_weight * score_i`` to its ranking scores:
 * ``als_reg`` [], ``als_alpha`` []: ``lambda`` and ``alpha``;
 * ``als_threshold`` []: the support ratings that count as positives (at or above it; :data:`EVERY`:
   every one, as on implicit feedback), the positive definition the fit was chosen with;
-* ``als_weight`` []: the path's weight in the ranking scores; 0 (off) while training and where
-  validation users show it does not help.
+* ``als_weight`` [N_BANDS]: the path's weight in the ranking scores, one per band of the support's size
+  (:mod:`recsys.models.support_bands`); 0 (off) while training and in the bands where validation users
+  show it does not help.
 
 A head built without the path (``model.hybrid.als_path = false``: ``als_enabled`` false) never fills them. The fit and the weight are chosen by :func:`recsys.post_training.choose_als_path`.
 """
@@ -28,6 +29,8 @@ A head built without the path (``model.hybrid.als_path = false``: ``als_enabled`
 from __future__ import annotations
 
 import torch
+
+from recsys.models.support_bands import N_BANDS, band_weight
 
 ALS_WIDTH = 64
 """Columns of the ALS path's item factors: up to 64 factors (fewer: zero-padded, their solution is 0)."""
@@ -53,12 +56,12 @@ class AlsPath:
         reg("als_reg", torch.ones(()))
         reg("als_alpha", torch.ones(()))
         reg("als_threshold", torch.full((), EVERY))
-        reg("als_weight", torch.zeros(()))
+        reg("als_weight", torch.zeros(N_BANDS))
 
     @property
     def als_active(self) -> bool:
-        """Whether the ranking scores mix in the ALS path (its factors filled, weight not 0)."""
-        return bool(self.als_factors.numel()) and float(self.als_weight) != 0.0
+        """Whether the ranking scores mix in the ALS path (its factors filled, a band's weight not 0)."""
+        return bool(self.als_factors.numel()) and bool(self.als_weight.any())
 
     def set_als(self, factors: torch.Tensor, reg: float, alpha: float, threshold: float | None) -> None:
         """The item factors [n_catalogue, <= ALS_WIDTH] of an implicit ALS fitted on the training users,
@@ -70,9 +73,9 @@ class AlsPath:
         self.als_alpha.fill_(alpha)
         self.als_threshold.fill_(EVERY if threshold is None else threshold)
 
-    def set_als_weight(self, weight: float) -> None:
-        """The ALS path's weight in the ranking scores (0: off)."""
-        self.als_weight.fill_(weight)
+    def set_als_weight(self, weight: float | list[float]) -> None:
+        """The ALS path's weight in the ranking scores (0: off): one for every band, or one per band."""
+        self.als_weight.copy_(torch.as_tensor(weight, dtype=self.als_weight.dtype))
 
     def drop_als(self) -> None:
         """The path off, its per-item factors dropped (nothing of it saved with the model)."""
@@ -84,8 +87,9 @@ class AlsPath:
         return {"als_y": self.als_factors[index]} if self.als_active else {}
 
     def als_fold_in(self, s_side: dict, sy: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"fast.als": x}``: the implicit-ALS fold-in of one user's support (mask ``m``; only ratings
-        at or above ``als_threshold`` are positives); empty while the path is off."""
+        """``{"fast.als": x, "fast.als_w": weight}``: the implicit-ALS fold-in of one user's support (mask
+        ``m``; only ratings at or above ``als_threshold`` are positives) and the weight of the support's
+        size band; empty while the path is off."""
         if "als_y" not in s_side:
             return {}
         w = m * (sy >= self.als_threshold).to(m.dtype)
@@ -93,10 +97,11 @@ class AlsPath:
         eye = torch.eye(ALS_WIDTH, dtype=y.dtype, device=y.device)
         a = self.als_gram + (self.als_alpha - 1.0) * (y.transpose(-1, -2) @ y) + self.als_reg * eye
         rhs = self.als_alpha * y.sum(-2)
-        return {"fast.als": torch.linalg.solve_ex(a, rhs, check_errors=False).result}
+        x = torch.linalg.solve_ex(a, rhs, check_errors=False).result
+        return {"fast.als": x, "fast.als_w": band_weight(self.als_weight, m)}
 
     def als_part(self, p: dict, side: dict) -> dict[str, torch.Tensor]:
         """``{"als": weight * y_i . x}``, the path's term of the ranking scores (empty while off)."""
         if "fast.als" not in p or "als_y" not in side:
             return {}
-        return {"als": self.als_weight * (side["als_y"] @ p["fast.als"])}
+        return {"als": p["fast.als_w"] * (side["als_y"] @ p["fast.als"])}

@@ -1,0 +1,37 @@
+"""Weights by support size: one weight per band of the number of ratings a user's support holds.
+
+How far to trust a classical fold-in depends on how much the user has rated: with two ratings the
+learned prior knows more than an ALS solve or an item-item sum does; with fifty the fold-in has the
+evidence and the meta-learned paths (trained on supports of ``train.support_min`` to ``support_max``
+ratings) extrapolate. A path weight kept per band (a buffer [:data:`N_BANDS`]) lets validation users
+choose each band's weight on the tasks of that size (:func:`recsys.added_paths.choose_addition`), the
+first step of a per-user combiner that reads the support.
+
+Bands, by the support's number of ratings ``n``: ``n <= 5``, ``6 <= n <= 20`` and ``n > 20``
+(:data:`BAND_EDGES`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+BAND_EDGES = (5, 20)
+"""Upper ends (inclusive) of every band but the last, in support ratings."""
+N_BANDS = len(BAND_EDGES) + 1
+BAND_NAMES = ("1-5", "6-20", "21+")
+"""How reports name the bands (support ratings)."""
+
+
+def bands_of(sizes: np.ndarray) -> np.ndarray:
+    """The band (0 … N_BANDS - 1) of each support size."""
+    return np.searchsorted(np.asarray(BAND_EDGES), np.asarray(sizes), side="left")
+
+
+def band_weight(weights: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """The weight [] of one user's band from ``weights`` [N_BANDS], the support size being the sum of
+    the support mask ``m`` [S] (written without indexing by a data-dependent value: works under vmap)."""
+    n = m.sum()
+    edges = torch.tensor(BAND_EDGES, dtype=n.dtype, device=n.device)
+    band = (n > edges).sum()
+    return (weights * (torch.arange(N_BANDS, device=n.device) == band).to(weights.dtype)).sum()
