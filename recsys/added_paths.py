@@ -12,13 +12,13 @@ In order:
 Both are chosen the same way (:func:`choose_addition`): the model's ranking scores on the validation
 users' tasks (with what was chosen before), each candidate fit's scores alone, and the candidates
 ``model + weight * ratio * fit`` for the weights :data:`WEIGHTS`, where ``ratio`` is the model's score
-spread over the fit's (on the first chunk of tasks), so the weights mean the same on every log. The
-weight is chosen per band of the support's size (:mod:`recsys.models.support_bands`: 1-5, 6-20, 21+
-ratings) on the tasks of that band, 0 winning ties, and the fit whose band weights give the best mean
-Recall@20 + nDCG@10 wins; the model without the path ("off") wins ties. The validation tasks (supports
-of ``train.support_min`` to ``support_max`` ratings) are joined by :func:`long_tasks`, supports of
-more than 20 ratings of the validation users who have them, so the last band's weight is chosen on
-users of that size (a user with 50 ratings is scored with it) rather than carried over.
+spread over the fit's (on the first chunk of tasks), so the weights mean the same on every log. The best
+Recall@20 + nDCG@10 on the validation tasks (supports of ``train.support_min`` to ``support_max``
+ratings, the trained range) chooses the fit and its weight, the model without the path ("off") winning
+ties. The weight of supports above 20 ratings (:mod:`recsys.models.support_bands`) is chosen apart, for
+that fit (any fit where the path is off for short supports), on :func:`long_tasks`: supports of 21-100
+ratings of the validation users who have them, so a user who brings 50 ratings gets the weight chosen
+for users like them rather than the one chosen for 5-rating supports.
 """
 
 from __future__ import annotations
@@ -70,11 +70,12 @@ def choose_addition(
     tasks: TaskSet,
     weight: torch.Tensor,
     fits: list[Callable[[], None]],
-) -> tuple[Any, dict[str, float]]:
+) -> tuple[Any, dict[str, dict[str, float]]]:
     """Choose one added path's fit and its weight in each support-size band (see the module): ``weight``
-    is the path's weight buffer [N_BANDS], ``fits[k]()`` sets candidate ``k`` on the head. Leaves the
-    best set (every band 0 when "off" wins); returns it ("off" or (fit index, weights in spread units,
-    one per band)) and the validation value of "off" and of each fit with its best band weights."""
+    is the path's weight buffer [N_BANDS], ``fits[k]()`` sets candidate ``k`` on the head; ``tasks``:
+    the validation tasks followed by :func:`long_tasks`. Leaves the best set (every band 0 where "off"
+    wins); returns it ("off" or (fit index, weights in spread units, one per band)) and every
+    candidate's validation value in each band."""
     head = learner.head
     mix = head.rank_mix.tolist()
     others = [b for b in (head.als_weight, head.cf_weight) if b is not weight]
@@ -96,8 +97,11 @@ def choose_addition(
             use(k)
             cache = caches.setdefault(k, CatalogueCache(learner, space, torch.device("cpu")))
             paths.append(catalogue_scores(learner, space, val_log, chunk, cache=cache))
-        if not ratios:  # the weights' unit, from the first chunk
-            ratios.extend(float(paths[0].std()) / max(float(p.std()), 1e-12) for p in paths[1:])
+        if not ratios:  # the weights' unit, from the first chunk's supports of the trained range
+            rows = bands_of(chunk.support_sizes) == 0
+            rows = rows if rows.any() else slice(None)
+            spread = [float(p[rows].std()) for p in paths]
+            ratios.extend(spread[0] / max(s, 1e-12) for s in spread[1:])
         return paths
 
     def add(k: int, w: float) -> Combine:
@@ -107,41 +111,29 @@ def choose_addition(
     candidates |= {(k, w): add(k, w) for k in range(1, len(fits) + 1) for w in WEIGHTS}
     per = catalogue_task_values(score, candidates, space, val_log, tasks, config.meta.rank_threshold)
     per_task = {key: q["recall@20"] + q["cat_ndcg@10"] for key, q in per.items()}
-    bands = bands_of(tasks.support_sizes)
-    values = {"off": _mean(per_task["off"])}
-    choices: dict[int, tuple[float, ...]] = {}
-    for k in range(1, len(fits) + 1):
-        choices[k] = band_weights(per_task, k, bands)
-        values[str(k)] = _mean(_with_weights(per_task, k, choices[k], bands))
-    best_k = max(range(1, len(fits) + 1), key=lambda k: values[str(k)], default=0)
+    long = bands_of(tasks.support_sizes) > 0
+    values = {BAND_NAMES[0]: {key: _mean(v[~long]) for key, v in per_task.items()}}
+    best = _best(values[BAND_NAMES[0]])
+    if long.any():  # the fit chosen above (any, where it was off) and its weight on the long supports
+        keys = [key for key in per_task if best == "off" or key == "off" or key[0] == best[0]]
+        values[BAND_NAMES[1]] = {key: _mean(per_task[key][long]) for key in keys}
+        best_long = _best(values[BAND_NAMES[1]])
+    else:  # no validation user has that many ratings: the trained range's choice
+        best_long = best
     use(0)
-    if not best_k or values[str(best_k)] <= values["off"] or not any(choices[best_k]):
-        return "off", {key: round(v, 5) for key, v in values.items()}
-    fits[best_k - 1]()
-    weight.copy_(torch.tensor([w * ratios[best_k - 1] for w in choices[best_k]]))
-    return (best_k, choices[best_k]), {key: round(v, 5) for key, v in values.items()}
+    report = {band: {str(key): round(v, 5) for key, v in vals.items()} for band, vals in values.items()}
+    if best == best_long == "off":
+        return "off", report
+    k = best[0] if best != "off" else best_long[0]
+    fits[k - 1]()
+    chosen = tuple(0.0 if b == "off" else b[1] for b in (best, best_long))
+    weight.copy_(torch.tensor([w * ratios[k - 1] for w in chosen]))
+    return (k, chosen), report
 
 
-def band_weights(per_task: dict[Any, np.ndarray], k: int, bands: np.ndarray) -> tuple[float, ...]:
-    """Fit ``k``'s weight in each support-size band: the one of 0 and :data:`WEIGHTS` with the best
-    mean value over the band's tasks (0 wins ties); a band without tasks takes the band below's."""
-    chosen: list[float] = []
-    for b in range(N_BANDS):
-        here = bands == b
-        if not here.any():
-            chosen.append(chosen[-1] if chosen else 0.0)
-            continue
-        value = {0.0: _mean(per_task["off"][here])} | {w: _mean(per_task[(k, w)][here]) for w in WEIGHTS}
-        chosen.append(max(value, key=lambda w: (value[w], w == 0.0)))
-    return tuple(chosen)
-
-
-def _with_weights(
-    per_task: dict[Any, np.ndarray], k: int, weights: tuple[float, ...], bands: np.ndarray
-) -> np.ndarray:
-    """Each task's value with fit ``k`` at its band's weight (0: the model without the path)."""
-    rows = [per_task["off"] if w == 0.0 else per_task[(k, w)] for w in weights]
-    return np.choose(bands, rows)
+def _best(values: dict[Any, float]) -> Any:
+    """The candidate with the best value, "off" winning ties."""
+    return max(values, key=lambda key: (values[key], key == "off"))
 
 
 def _mean(values: np.ndarray) -> float:
@@ -192,21 +184,29 @@ def _positives(space: FeatureSpace, config: RecommenderConfig) -> tuple[str, flo
 
 
 def _report(
-    name: str, chosen: str, values: dict[str, float], weight: torch.Tensor, tasks: TaskSet
+    name: str, chosen: str, values: dict[str, dict[str, float]], weight: torch.Tensor, tasks: TaskSet
 ) -> dict[str, Any]:
-    best = max(values.values())
-    log.info("%s: %s (validation Recall@20 + nDCG@10 %.4f; without %.4f)", name, chosen, best, values["off"])
+    short, long = values[BAND_NAMES[0]], values.get(BAND_NAMES[1], {})
+    log.info(
+        "%s: %s (validation Recall@20 + nDCG@10, supports 1-20: %.4f, without %.4f; above 20: %s)",
+        name,
+        chosen,
+        max(short.values()),
+        short["off"],
+        f"{max(long.values()):.4f}, without {long['off']:.4f}" if long else "no validation user",
+    )
     sizes = np.bincount(bands_of(tasks.support_sizes), minlength=N_BANDS)
     return {
         "chosen": chosen,
         "weight": dict(zip(BAND_NAMES, weight.tolist(), strict=True)),
         "validation_tasks": dict(zip(BAND_NAMES, sizes.tolist(), strict=True)),
-        "validation_recall20_plus_ndcg10": values,
+        "validation_recall20_plus_ndcg10": short,
+        "validation_recall20_plus_ndcg10_long_supports": long,
     }
 
 
 def _describe(best: Any) -> str:
-    """`` x w1/w2/w3 (support 1-5/6-20/21+)``: each band's weight (in spread units) of a chosen fit."""
+    """`` x w1/w2 (support 1-20/21+)``: each band's weight (in spread units) of a chosen fit."""
     return " x " + "/".join(f"{w:g}" for w in best[1]) + f" (support {'/'.join(BAND_NAMES)})"
 
 

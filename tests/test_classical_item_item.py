@@ -76,9 +76,10 @@ def test_fit_records_the_choice_and_it_is_the_best_validation_value() -> None:
     rec = _fit()
     chosen = rec.info["classical_item_item"]
     values = chosen["validation_recall20_plus_ndcg10"]
-    assert len(values) == 1 + len(added_paths.CF_FITS)  # off, and each fit at its best band weights
+    assert len(values) == 1 + len(added_paths.CF_FITS) * len(added_paths.WEIGHTS)
     best = max(values, key=lambda k: (values[k], k == "off"))
-    assert (best == "off") == chosen["chosen"].startswith("off") == (not any(chosen["weight"].values()))
+    assert (best == "off") == (chosen["weight"]["1-20"] == 0.0)
+    assert chosen["chosen"].startswith("off") == (not any(chosen["weight"].values()))
     assert rec.learner.head.cf_weight.tolist() == pytest.approx(list(chosen["weight"].values()))
 
 

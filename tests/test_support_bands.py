@@ -1,7 +1,7 @@
 """Added paths weighted by support size (:mod:`recsys.models.support_bands`): a user's weight is that of
-the band of their support's number of ratings (1-5, 6-20, 21+), each band's weight chosen on the
-validation tasks of that size, the last band's on validation users' long supports
-(:func:`recsys.added_paths.long_tasks`), so a user with 50 ratings is not weighted as one with 5."""
+the band of their support's number of ratings: up to 20 (the range the model trains on; fit and weight
+chosen on the validation tasks as without bands) or above 20 (the weight chosen on validation users' long
+supports, :func:`recsys.added_paths.long_tasks`), so a user with 50 ratings is not weighted as one with 5."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ rec = pytest.fixture(restoring_added_paths, name="rec")
 
 def test_a_support_falls_in_the_band_of_its_number_of_ratings() -> None:
     sizes = np.array([0, 1, 5, 6, 20, 21, 90])
-    assert bands_of(sizes).tolist() == [0, 0, 0, 1, 1, 2, 2]
-    assert BAND_EDGES == (5, 20) and N_BANDS == 3
+    assert bands_of(sizes).tolist() == [0, 0, 0, 0, 0, 1, 1]
+    assert BAND_EDGES == (20,) and N_BANDS == 2
 
 
 def test_the_weight_a_user_gets_under_vmap_is_their_bands() -> None:
-    weights = torch.tensor([0.5, 2.0, 7.0])
+    weights = torch.tensor([0.5, 7.0])
     sizes = [1, 5, 6, 20, 21, 40]
     masks = torch.stack([(torch.arange(40) < n).float() for n in sizes])
     got = torch.vmap(lambda m: band_weight(weights, m))(masks)
@@ -79,7 +79,7 @@ def test_a_path_weighted_in_the_last_band_only_leaves_short_supports_as_they_wer
     head.set_als(torch.from_numpy(als.item_factors), 20.0, 1.0, None)
     head.set_als_weight(0.0)
     short_off, long_off = _scores(rec, 4, 0)[2], _scores(rec, 30, 1)[2]
-    head.set_als_weight([0.0, 0.0, 2.0])
+    head.set_als_weight([0.0, 2.0])
     assert np.array_equal(_scores(rec, 4, 0)[2], short_off)
     items, ratings, long_on = _scores(rec, 30, 1)
     np.testing.assert_allclose(long_on, long_off + 2.0 * als._score(items, ratings), atol=5e-4)
@@ -96,16 +96,35 @@ def test_each_band_gets_the_weight_its_own_tasks_choose(rec, monkeypatch) -> Non
     )
     chosen = added_paths.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
     weights = chosen["weight"]
-    assert weights["1-5"] == weights["6-20"] == 0.0 < weights["21+"]
+    assert weights["1-20"] == 0.0 < weights["21+"]
     assert chosen["validation_tasks"]["21+"] == len(added_paths.long_tasks(val_log, rec.config)) > 0
     assert learner.head.als_weight.tolist() == pytest.approx(list(weights.values()))
 
 
-def test_a_band_without_validation_tasks_takes_the_weight_of_the_band_below() -> None:
-    per_task = {"off": np.array([0.0, 0.0]), (1, 0.5): np.array([1.0, 0.0]), (1, 2.0): np.array([0.5, 1.0])}
-    per_task |= {(1, w): np.array([-1.0, -1.0]) for w in added_paths.WEIGHTS if (1, w) not in per_task}
-    assert added_paths.band_weights(per_task, 1, np.array([0, 1])) == (0.5, 2.0, 2.0)
-    assert added_paths.band_weights(per_task, 1, np.array([0, 0])) == (2.0, 2.0, 2.0)
+def test_the_trained_range_keeps_its_fit_and_the_long_band_weighs_that_fit(rec, monkeypatch) -> None:
+    """A path perfect everywhere added to a noise model: both bands take it, with the same fit."""
+    learner, space = rec.learner, rec.space
+    val_log, tasks = _validation(rec)
+    train_log = UserLog.from_frame(_ds().interactions, space.items)
+    monkeypatch.setattr(added_paths, "catalogue_scores", planted("noise", "perfect", "als_weight"))
+    chosen = added_paths.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
+    long = chosen["validation_recall20_plus_ndcg10_long_supports"]
+    fit = max(chosen["validation_recall20_plus_ndcg10"], key=chosen["validation_recall20_plus_ndcg10"].get)
+    assert all(key == "off" or key.startswith(fit[:3]) for key in long)  # "(k," of the short band's fit
+    assert chosen["weight"]["1-20"] > 0 and chosen["weight"]["21+"] > 0
+
+
+def test_without_long_validation_users_the_long_band_takes_the_trained_ranges_weight(
+    rec, monkeypatch
+) -> None:
+    learner, space = rec.learner, rec.space
+    val_log, tasks = _validation(rec)
+    train_log = UserLog.from_frame(_ds().interactions, space.items)
+    monkeypatch.setattr(added_paths, "LONG_SUPPORT", (400, 500))  # nobody has 410 ratings
+    monkeypatch.setattr(added_paths, "catalogue_scores", planted("noise", "perfect", "als_weight"))
+    chosen = added_paths.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
+    assert chosen["validation_tasks"]["21+"] == 0
+    assert chosen["weight"]["21+"] == chosen["weight"]["1-20"] > 0
 
 
 def test_a_model_file_with_one_weight_per_path_loads_it_into_every_band(rec) -> None:

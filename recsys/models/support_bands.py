@@ -7,8 +7,11 @@ ratings) extrapolate. A path weight kept per band (a buffer [:data:`N_BANDS`]) l
 choose each band's weight on the tasks of that size (:func:`recsys.added_paths.choose_addition`), the
 first step of a per-user combiner that reads the support.
 
-Bands, by the support's number of ratings ``n``: ``n <= 5``, ``6 <= n <= 20`` and ``n > 20``
-(:data:`BAND_EDGES`).
+Bands, by the support's number of ratings ``n``: ``n <= 20``, the range the model trains on (the
+default ``train.support_max``), and ``n > 20`` (:data:`BAND_EDGES`). Three bands (1-5, 6-20, 21+) each
+chosen on its own validation tasks were tried first and chose worse for test users on ML-100k (the
+weights of the two short bands fitted the validation users' noise; see
+``docs/experiments/2026-12-04-support-bands``).
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-BAND_EDGES = (5, 20)
+BAND_EDGES = (20,)
 """Upper ends (inclusive) of every band but the last, in support ratings."""
 N_BANDS = len(BAND_EDGES) + 1
-BAND_NAMES = ("1-5", "6-20", "21+")
+BAND_NAMES = ("1-20", "21+")
 """How reports name the bands (support ratings)."""
 
 
