@@ -229,6 +229,17 @@ def _set_mf(head: Head, mf: BiasedMF) -> None:
 
 
 # ---- 7.5 the trend prior ---------------------------------------------------------------------------
+def trend_logs(train_log: UserLog, space: FeatureSpace, config: RecommenderConfig) -> dict[str, UserLog]:
+    """The interactions a trend prior may count: every one (``"all"``) and, for explicit ratings with a
+    relevance threshold, the liked ones (``"liked"``: rated at or above it), the positive definitions
+    the ``popularity`` / ``trending`` baselines choose between."""
+    threshold = config.meta.rank_threshold
+    logs = {"all": train_log}
+    if not space.implicit and threshold is not None:
+        logs["liked"] = train_log.keep(train_log.ratings >= threshold)
+    return logs
+
+
 def wants_trend(head: Head, config: RecommenderConfig) -> bool:
     """Whether the head takes a trend prior and the config asks for one (``model.hybrid.trend``)."""
     return bool(head.capabilities.trend_prior and config.model.hybrid.trend)
@@ -242,23 +253,27 @@ def choose_trend(
     val_log: UserLog,
     tasks: TaskSet,
 ) -> dict[str, Any]:
-    """Step 7.5: pick the trend prior's half-life and weight (weight 0: none) on the validation users'
-    catalogue Recall@20 + nDCG@10, and set it on the head. Returns the choice for ``info["trend"]``."""
+    """Step 7.5: pick the trend prior's half-life, positives (:func:`trend_logs`) and weight (weight 0:
+    none) on the validation users' catalogue Recall@20 + nDCG@10, and set it on the head. Returns the
+    choice for ``info["trend"]``."""
     head = learner.head
     n = space.n_items
     none = np.zeros(n, dtype=np.float32)
     # the prior adds weight * prior[item] to every user's ranking scores: score once without it
     head.set_trend(torch.from_numpy(none), 0.0)
+    logs = trend_logs(train_log, space, config)
     priors = {
-        half_life: trend.trend_prior(train_log, n, half_life) for half_life in trend.candidates(train_log)
+        (half_life, positives): trend.trend_prior(positives_log, n, half_life)
+        for positives, positives_log in logs.items()
+        for half_life in trend.candidates(train_log)
     }
     cache = CatalogueCache(learner, space, torch.device("cpu"))
-    tensors = {half_life: torch.from_numpy(prior) for half_life, prior in priors.items()}
+    tensors = {key: torch.from_numpy(prior) for key, prior in priors.items()}
     candidates: dict[Any, Combine] = {"off": lambda p, out: out.copy_(p[0])} | {
-        (half_life, weight): (
+        (key, weight): (
             lambda p, out, prior=prior, weight=weight: torch.add(p[0], prior, alpha=weight, out=out)
         )
-        for half_life, prior in tensors.items()
+        for key, prior in tensors.items()
         for weight in trend.WEIGHTS
     }
     quality = catalogue_values(
@@ -271,24 +286,23 @@ def choose_trend(
     )
     values = {key: q["recall@20"] + q["cat_ndcg@10"] for key, q in quality.items()}
     baseline = values.pop("off")
-    best = (baseline, None, 0.0, none)
-    for (half_life, weight), score in values.items():  # in order: the first of equal values wins
+    best: tuple[float, Any, float] = (baseline, (None, "all"), 0.0)
+    for (key, weight), score in values.items():  # in order: the first of equal values wins
         if score > best[0]:
-            best = (score, half_life, weight, priors[half_life])
-    score, half_life, weight, prior = best
-    head.set_trend(torch.from_numpy(prior), weight)
-    log.info(
-        "trend prior: %s (validation Recall@20 + nDCG@10 %.4f, without %.4f)",
-        trend.describe(half_life, weight),
-        score,
-        baseline,
+            best = (score, key, weight)
+    score, (half_life, positives), weight = best
+    head.set_trend(torch.from_numpy(priors[(half_life, positives)] if weight else none), weight)
+    chosen = trend.describe(half_life, weight) + (
+        f" ({positives} positives)" if weight and len(logs) > 1 else ""
     )
+    log.info("trend prior: %s (validation Recall@20 + nDCG@10 %.4f, without %.4f)", chosen, score, baseline)
     return {
         "half_life_days": half_life,
+        "positives": positives,
         "weight": weight,
-        "chosen": trend.describe(half_life, weight),
+        "chosen": chosen,
         "validation_recall20_plus_ndcg10": round(score, 5),
         "validation_without": round(baseline, 5),
         # the prior of an item without training interactions: what items added later get
-        "no_interactions": trend.no_interactions_value(train_log, n, half_life) if weight else 0.0,
+        "no_interactions": trend.no_interactions_value(logs[positives], n, half_life) if weight else 0.0,
     }

@@ -11,6 +11,7 @@ import torch
 from recsys.config import RecommenderConfig
 from recsys.data.tasks import UserLog
 from recsys.models import trend
+from recsys.post_training import trend_logs
 from recsys.recommender import ColdStartRecommender
 
 DAY = 86_400
@@ -133,3 +134,43 @@ def test_saved_model_keeps_the_chosen_prior(tmp_path):
     b = back.recommend({3: 5.0, 4: 4.0}, n=10)
     assert [i for i, _ in a] == [i for i, _ in b]
     np.testing.assert_allclose([s for _, s in a], [s for _, s in b], rtol=1e-5)
+
+
+def _crowd_and_liked_log(seed: int = 0) -> tuple[pl.DataFrame, list[int]]:
+    """Everyone rates the same ten items badly (1) and four of ten other items well (5), plus two of
+    twenty others at 3: counted over every rating the disliked crowd items are the most popular, counted
+    over the liked ratings the well-rated ones are; the last 40 users are the validation users."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    n_users = 200
+    for u in range(n_users):
+        picks = [(i, 1.0) for i in rng.choice(10, 8, replace=False)]
+        picks += [(10 + i, 5.0) for i in rng.choice(10, 4, replace=False)]
+        picks += [(20 + i, 3.0) for i in rng.choice(20, 2, replace=False)]
+        rows += [(u, int(i), r, u * DAY + j * 60) for j, (i, r) in enumerate(rng.permutation(picks).tolist())]
+    frame = pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row")
+    frame = frame.with_columns(pl.col("user_id").cast(pl.Int64), pl.col("item_id").cast(pl.Int64))
+    return frame, list(range(n_users - 40, n_users))
+
+
+def test_the_prior_counts_the_liked_ratings_where_those_rank_the_held_out_likes_better():
+    """The ``popularity`` / ``trending`` baselines choose between every rating and the liked ones as
+    positives; the model's prior has the same choice."""
+    frame, validation = _crowd_and_liked_log()
+    rec = _fit(frame, validation)
+    chosen = rec.info["trend"]
+    assert chosen["weight"] > 0 and chosen["positives"] == "liked"
+    assert chosen["chosen"].endswith("(liked positives)")
+    liked = rec.space.items.lookup(pl.Series(list(range(10, 20))))
+    crowd = rec.space.items.lookup(pl.Series(list(range(10))))
+    assert rec.learner.head.trend[liked].min() > rec.learner.head.trend[crowd].max()
+
+
+def test_without_a_relevance_threshold_the_prior_counts_every_interaction():
+    frame, validation = _crowd_and_liked_log()
+    rec = _fit(frame, validation, **{"train.epochs": 1})
+    log = UserLog.from_frame(frame, rec.space.items)
+    assert set(trend_logs(log, rec.space, rec.config)) == {"all", "liked"}
+    assert trend_logs(log, rec.space, rec.config)["liked"].ratings.min() >= 4.0
+    no_threshold = rec.config.override(**{"meta.rank_threshold": None})
+    assert set(trend_logs(log, rec.space, no_threshold)) == {"all"}
