@@ -125,17 +125,23 @@ def planted(model: str, path: str, buffer: str):
     return scores
 
 
+def choose_planted(rec, monkeypatch, model: str, path: str, which: str = "als") -> dict:
+    """Choose the ``which`` added path ("als" or "cf") of ``rec`` on the shared validation tasks with
+    :func:`planted` scores (``model`` while the path's weight is 0, ``path`` otherwise); its report."""
+    val_log, tasks = _validation(rec)
+    train_log = UserLog.from_frame(_ds().interactions, rec.space.items)
+    monkeypatch.setattr(added_paths, "catalogue_scores", planted(model, path, f"{which}_weight"))
+    choose = added_paths.choose_als_path if which == "als" else added_paths.choose_cf_path
+    return choose(rec.learner, rec.space, rec.config, train_log, val_log, tasks)
+
+
 def test_a_path_that_ranks_the_held_out_items_first_is_chosen(rec, monkeypatch) -> None:
     """With planted scores where the ALS path puts each validation user's held-out items on top and the
     model ranks at random, the choice moves to the ALS path; where the ALS path is noise, it stays off."""
-    learner, space = rec.learner, rec.space
-    val_log, tasks = _validation(rec)
-    train_log = UserLog.from_frame(_ds().interactions, space.items)
-    monkeypatch.setattr(added_paths, "catalogue_scores", planted("noise", "perfect", "als_weight"))
-    chosen = added_paths.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
+    learner = rec.learner
+    chosen = choose_planted(rec, monkeypatch, "noise", "perfect")
     assert chosen["chosen"] != "off" and all(w > 0 for w in chosen["weight"].values())
-    monkeypatch.setattr(added_paths, "catalogue_scores", planted("perfect", "noise", "als_weight"))
-    chosen = added_paths.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
+    chosen = choose_planted(rec, monkeypatch, "perfect", "noise")
     assert chosen["chosen"] == "off" and not learner.head.als_weight.any()
     assert learner.head.rank_mix.tolist() == [
         rec.info["rank_mix"][k] for k in ("support_encoder", "item_item")

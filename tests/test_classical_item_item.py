@@ -18,7 +18,7 @@ from recsys.data.tasks import UserLog
 from recsys.models.catalogue import grow_catalogue
 from recsys.models.classical import BASELINES
 from recsys.persistence import load_weights
-from tests.test_als_path import _rank, _support, planted, restoring_added_paths
+from tests.test_als_path import _rank, _support, choose_planted, restoring_added_paths
 from tests.test_path_weights import _ds, _fit, _validation
 
 rec = pytest.fixture(restoring_added_paths, name="rec")
@@ -84,15 +84,10 @@ def test_fit_records_the_choice_and_it_is_the_best_validation_value() -> None:
 
 
 def test_a_path_that_ranks_the_held_out_items_first_is_chosen_and_noise_is_not(rec, monkeypatch) -> None:
-    learner, space = rec.learner, rec.space
-    val_log, tasks = _validation(rec)
-    train_log = UserLog.from_frame(_ds().interactions, space.items)
-    monkeypatch.setattr(added_paths, "catalogue_scores", planted("noise", "perfect", "cf_weight"))
-    chosen = added_paths.choose_cf_path(learner, space, rec.config, train_log, val_log, tasks)
+    chosen = choose_planted(rec, monkeypatch, "noise", "perfect", "cf")
     assert not chosen["chosen"].startswith("off") and all(w > 0 for w in chosen["weight"].values())
-    monkeypatch.setattr(added_paths, "catalogue_scores", planted("perfect", "noise", "cf_weight"))
-    chosen = added_paths.choose_cf_path(learner, space, rec.config, train_log, val_log, tasks)
-    assert chosen["chosen"].startswith("off") and not learner.head.cf_weight.any()
+    chosen = choose_planted(rec, monkeypatch, "perfect", "noise", "cf")
+    assert chosen["chosen"].startswith("off") and not rec.learner.head.cf_weight.any()
 
 
 def test_choosing_one_added_path_keeps_the_other_as_chosen(rec, monkeypatch) -> None:

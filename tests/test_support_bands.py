@@ -15,7 +15,7 @@ from recsys.meta.scoring import score_catalogue
 from recsys.models.classical import ImplicitALS
 from recsys.models.support_bands import BAND_EDGES, N_BANDS, band_weight, bands_of
 from recsys.persistence import check_shapes, load_weights
-from tests.test_als_path import planted, restoring_added_paths
+from tests.test_als_path import choose_planted, restoring_added_paths
 from tests.test_path_weights import _ds, _validation
 
 rec = pytest.fixture(restoring_added_paths, name="rec")
@@ -88,26 +88,17 @@ def test_a_path_weighted_in_the_last_band_only_leaves_short_supports_as_they_wer
 def test_each_band_gets_the_weight_its_own_tasks_choose(rec, monkeypatch) -> None:
     """A path that ranks perfectly for supports above 20 ratings and is noise below, added to a model
     that is perfect below 20 and noise above: only the last band takes the path."""
-    learner, space = rec.learner, rec.space
-    val_log, tasks = _validation(rec)
-    train_log = UserLog.from_frame(_ds().interactions, space.items)
-    monkeypatch.setattr(
-        added_paths, "catalogue_scores", planted("perfect-short", "perfect-long", "als_weight")
-    )
-    chosen = added_paths.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
+    chosen = choose_planted(rec, monkeypatch, "perfect-short", "perfect-long")
     weights = chosen["weight"]
     assert weights["1-20"] == 0.0 < weights["21+"]
+    val_log = _validation(rec)[0]
     assert chosen["validation_tasks"]["21+"] == len(added_paths.long_tasks(val_log, rec.config)) > 0
-    assert learner.head.als_weight.tolist() == pytest.approx(list(weights.values()))
+    assert rec.learner.head.als_weight.tolist() == pytest.approx(list(weights.values()))
 
 
 def test_the_trained_range_keeps_its_fit_and_the_long_band_weighs_that_fit(rec, monkeypatch) -> None:
     """A path perfect everywhere added to a noise model: both bands take it, with the same fit."""
-    learner, space = rec.learner, rec.space
-    val_log, tasks = _validation(rec)
-    train_log = UserLog.from_frame(_ds().interactions, space.items)
-    monkeypatch.setattr(added_paths, "catalogue_scores", planted("noise", "perfect", "als_weight"))
-    chosen = added_paths.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
+    chosen = choose_planted(rec, monkeypatch, "noise", "perfect")
     long = chosen["validation_recall20_plus_ndcg10_long_supports"]
     fit = max(chosen["validation_recall20_plus_ndcg10"], key=chosen["validation_recall20_plus_ndcg10"].get)
     assert all(key == "off" or key.startswith(fit[:3]) for key in long)  # "(k," of the short band's fit
@@ -117,12 +108,8 @@ def test_the_trained_range_keeps_its_fit_and_the_long_band_weighs_that_fit(rec, 
 def test_without_long_validation_users_the_long_band_takes_the_trained_ranges_weight(
     rec, monkeypatch
 ) -> None:
-    learner, space = rec.learner, rec.space
-    val_log, tasks = _validation(rec)
-    train_log = UserLog.from_frame(_ds().interactions, space.items)
     monkeypatch.setattr(added_paths, "LONG_SUPPORT", (400, 500))  # nobody has 410 ratings
-    monkeypatch.setattr(added_paths, "catalogue_scores", planted("noise", "perfect", "als_weight"))
-    chosen = added_paths.choose_als_path(learner, space, rec.config, train_log, val_log, tasks)
+    chosen = choose_planted(rec, monkeypatch, "noise", "perfect")
     assert chosen["validation_tasks"]["21+"] == 0
     assert chosen["weight"]["21+"] == chosen["weight"]["1-20"] > 0
 
