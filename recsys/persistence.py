@@ -73,6 +73,7 @@ OPTIONAL_WEIGHTS = (
     "net.head.mf_reg",
     "net.head.mf_mu",
     "net.head.mf_weight",
+    "net.head.rate_mix",
     "net.head.als_factors",
     "net.head.als_gram",
     "net.head.als_reg",

@@ -8,7 +8,9 @@ In the order :func:`choose_after_training` runs them:
    item-item fold-in, then the implicit-ALS fold-in), each fit and weight;
 3. :func:`choose_fold_in_weight`: the weight of the rating fold-in (0: the item's baseline alone);
 4. :func:`choose_mf_fallback`: how far the rating prediction moves towards a biased MF's fold-in;
-5. :func:`choose_trend`: the trend prior's half-life and weight.
+5. :func:`choose_rating_mix`: the rating combiner, each user's weights of the two fold-ins read from
+   the support (:mod:`recsys.models.rating_mix`), kept where a cross-fit shows a lower MAE;
+6. :func:`choose_trend`: the trend prior's half-life and weight.
 
 The weights live in the head's buffers (:mod:`recsys.models.path_weights`, :mod:`recsys.models.als_path`)
 and are saved with the model.
@@ -27,9 +29,10 @@ from recsys.config import RecommenderConfig
 from recsys.data.tasks import TaskSet, UserLog
 from recsys.features.space import FeatureSpace
 from recsys.meta.maml import MetaLearner
-from recsys.meta.scoring import CatalogueCache
+from recsys.meta.scoring import CatalogueCache, predict_tasks
 from recsys.meta.validation import Combine, catalogue_scores, catalogue_values, evaluate_rating_tasks
-from recsys.models import trend
+from recsys.metrics.task_metrics import support_arrays
+from recsys.models import rating_mix, trend
 from recsys.models.classical.mf import BiasedMF, FittedMFs
 from recsys.models.heads import Head
 from recsys.utils.collectives import rank0_alone
@@ -48,8 +51,8 @@ def choose_after_training(
     mfs: FittedMFs | None = None,
 ) -> dict[str, Any]:
     """Step 7: every choice the head and the config call for, in order; the model's ``info`` entries
-    (``rank_mix``, ``classical_item_item``, ``als_path``, ``fold_in_weight``, ``mf_fallback``, ``trend``)
-    of those made. ``mfs``: the training
+    (``rank_mix``, ``classical_item_item``, ``als_path``, ``fold_in_weight``, ``mf_fallback``,
+    ``rating_mix``, ``trend``) of those made. ``mfs``: the training
     log's biased MFs fitted so far (the ALS start's). Under torch.distributed rank 0 chooses alone and
     the other ranks take its weights and entries (:func:`~recsys.utils.collectives.rank0_alone`)."""
     head = learner.head
@@ -65,7 +68,11 @@ def choose_after_training(
     if wants_fold_in_weight(head, config, space):
         info["fold_in_weight"] = choose_fold_in_weight(learner, space, config, val_log, tasks)
     if wants_mf_fallback(head, space):
+        if mfs is None or not mfs.of(train_log, head.mf_design.shape[0], config.train.seed):
+            mfs = FittedMFs(train_log, head.mf_design.shape[0], config.train.seed)
         info["mf_fallback"] = choose_mf_fallback(learner, space, config, train_log, val_log, tasks, mfs)
+        if config.model.hybrid.rating_mix:
+            info["rating_mix"] = choose_rating_mix(learner, space, config, val_log, tasks, mfs)
     if wants_trend(head, config):
         info["trend"] = choose_trend(learner, space, config, train_log, val_log, tasks)
     return info
@@ -228,7 +235,134 @@ def _set_mf(head: Head, mf: BiasedMF) -> None:
     )
 
 
-# ---- 7.5 the trend prior ---------------------------------------------------------------------------
+# ---- 7.5 the rating combiner -----------------------------------------------------------------------
+def rating_parts(
+    learner: MetaLearner, space: FeatureSpace, val_log: UserLog, tasks: TaskSet
+) -> dict[str, np.ndarray]:
+    """The rating combiner's inputs, one entry per query rating of ``tasks`` (flat): ``task`` (its task),
+    ``y`` (the rating minus the item's baseline), ``fold`` (the head's fold-in term), ``mf`` (the MF
+    fold-in minus the baseline; 0 where the MF never saw the item rated), ``seen``, ``now`` (the
+    prediction minus the baseline with the fold-in weight and fallback as they stand, the combiner off)
+    and ``features`` [n, N_FEATURES] (the task's support, :func:`~recsys.models.rating_mix.support_features`).
+    The head is left as it was."""
+    head = learner.head
+    weights = float(head.fold_in_weight), float(head.mf_weight)
+    coef = head.rate_mix.clone()
+    head.set_rate_mix(torch.zeros_like(coef))
+
+    def predict(fold_in: float, mf: float) -> np.ndarray:
+        head.set_fold_in_weight(fold_in)
+        head.set_mf_weight(mf)
+        return predict_tasks(learner, space, val_log, tasks).astype(np.float64)
+
+    try:
+        base = predict(0.0, 0.0)
+        parts = {
+            "fold": predict(1.0, 0.0) - base,
+            "mf": predict(0.0, 1.0) - base,
+            "now": predict(*weights) - base,
+        }
+    finally:
+        head.set_fold_in_weight(weights[0])
+        head.set_mf_weight(weights[1])
+        head.set_rate_mix(coef)
+    mask = tasks.query >= 0
+    query = tasks.query[mask]
+    items, ratings = support_arrays(val_log, tasks)
+    features = torch.vmap(rating_mix.support_features, in_dims=(0, 0, None))(
+        torch.from_numpy(ratings).double(), torch.from_numpy(items >= 0), head.mf_mu.double()
+    ).numpy()
+    task = np.nonzero(mask)[0]
+    return {
+        "task": task,
+        "y": val_log.ratings[query] - base[mask],
+        "seen": head.mf_seen[torch.from_numpy(val_log.items[query])].numpy() > 0,
+        "features": features[task],
+        **{name: values[mask] for name, values in parts.items()},
+    }
+
+
+def cross_fit_task_mae(
+    parts: dict[str, np.ndarray], users: np.ndarray, start: np.ndarray, seed: int
+) -> np.ndarray:
+    """Each task's MAE [n_tasks] when each half of the validation ``users`` (the tasks' users) is
+    predicted by a combiner fitted on the other half: an estimate free of the fit's own noise, to
+    compare with the start's (:func:`~recsys.models.rating_mix.clears_noise`)."""
+    halves = np.random.default_rng(seed).permutation(np.unique(users))
+    held = np.isin(users[parts["task"]], halves[: len(halves) // 2])
+    pred = parts["now"].copy()
+    for fit_on in (~held, held):
+        coef = _fit(parts, fit_on, start)
+        apply = ~fit_on & parts["seen"]
+        pred[apply] = _combine(parts, coef)[apply]
+    return rating_mix.per_user_mae(pred, parts["y"], parts["task"], len(users))
+
+
+def _fit(parts: dict[str, np.ndarray], rows: np.ndarray, start: np.ndarray) -> np.ndarray:
+    rows = rows & parts["seen"]
+    x = rating_mix.design(parts["features"][rows], parts["fold"][rows], parts["mf"][rows])
+    counts = np.bincount(parts["task"])
+    return rating_mix.fit_rating_mix(x, parts["y"][rows], 1.0 / counts[parts["task"][rows]], start)
+
+
+def _combine(parts: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
+    return rating_mix.design(parts["features"], parts["fold"], parts["mf"]) @ coef.reshape(-1)
+
+
+def choose_rating_mix(
+    learner: MetaLearner,
+    space: FeatureSpace,
+    config: RecommenderConfig,
+    val_log: UserLog,
+    tasks: TaskSet,
+    mfs: FittedMFs,
+) -> dict[str, Any]:
+    """Step 7.5: fit the rating combiner on the validation tasks plus the long ones
+    (:func:`~recsys.added_paths.with_long_tasks`) with the MF the fallback chose (each of
+    :data:`MF_CANDIDATES` where it chose none), starting from the fold-in weight and fallback as chosen;
+    keep the one whose cross-fitted MAE (:func:`cross_fit_task_mae`) is lowest if it is below the start's
+    by more than the noise (:func:`~recsys.models.rating_mix.clears_noise`), refitted on every
+    validation user. Returns the choice for ``info["rating_mix"]``."""
+    head = learner.head
+    tasks = added_paths.with_long_tasks(val_log, tasks, config)
+    start = rating_mix.start_coef(float(head.fold_in_weight), float(head.mf_weight))
+    chosen_mf = float(head.mf_weight) > 0
+    best: tuple[float, np.ndarray | None, Any, bool] = (np.inf, None, None, False)
+    values: dict[str, float] = {}
+    own = np.zeros(0)
+    for params in [None] if chosen_mf else MF_CANDIDATES:
+        if params is not None:
+            _set_mf(head, mfs.get(**params))
+        parts = rating_parts(learner, space, val_log, tasks)
+        own = rating_mix.per_user_mae(parts["now"], parts["y"], parts["task"], len(tasks))
+        crossed = cross_fit_task_mae(parts, tasks.users, start, config.train.seed)
+        mae = float(np.nanmean(crossed))
+        values["as chosen" if params is None else f"{params['factors']} factors"] = round(mae, 5)
+        if mae < best[0]:
+            every = np.ones(len(parts["y"]), dtype=bool)
+            best = (mae, _fit(parts, every, start), params, rating_mix.clears_noise(crossed - own))
+    mae, coef, params, keep = best
+    if keep and params is not None:  # the fallback is off (weight 0): its buffers take the MF kept
+        _set_mf(head, mfs.get(**params))
+    head.set_rate_mix(torch.from_numpy(coef if keep else np.zeros_like(start)).to(head.rate_mix))
+    chosen = "off" if not keep else "on" + (f" (MF {params['factors']} factors)" if params else "")
+    log.info(
+        "rating combiner: %s (validation MAE cross-fitted %.4f; fold-in weight and fallback as chosen %.4f)",
+        chosen,
+        mae,
+        float(np.nanmean(own)),
+    )
+    return {
+        "chosen": chosen,
+        "coefficients": coef.round(5).tolist() if keep else None,
+        "features": list(rating_mix.FEATURES),
+        "validation_mae_cross_fitted": values,
+        "validation_mae_start": round(float(np.nanmean(own)), 5),
+        "validation_tasks": len(tasks),
+    }
+
+
+# ---- 7.6 the trend prior ---------------------------------------------------------------------------
 def trend_logs(train_log: UserLog, space: FeatureSpace, config: RecommenderConfig) -> dict[str, UserLog]:
     """The interactions a trend prior may count: every one (``"all"``) and, for explicit ratings with a
     relevance threshold, the liked ones (``"liked"``: rated at or above it), the positive definitions
@@ -253,7 +387,7 @@ def choose_trend(
     val_log: UserLog,
     tasks: TaskSet,
 ) -> dict[str, Any]:
-    """Step 7.5: pick the trend prior's half-life, positives (:func:`trend_logs`) and weight (weight 0:
+    """Step 7.6: pick the trend prior's half-life, positives (:func:`trend_logs`) and weight (weight 0:
     none) on the validation users' catalogue Recall@20 + nDCG@10, and set it on the head. Returns the
     choice for ``info["trend"]``."""
     head = learner.head

@@ -139,6 +139,8 @@ def summary_text(rec: ColdStartRecommender) -> str:
         used += f"\nrating fold-in weight chosen on validation users: {info['fold_in_weight']['weight']:g}"
     if info.get("mf_fallback"):
         used += f"\nrating MF fallback chosen on validation users: {info['mf_fallback']['chosen']}"
+    if info.get("rating_mix"):
+        used += f"\nrating combiner chosen on validation users: {info['rating_mix']['chosen']}"
     if info.get("rank_mix"):
         mix = info["rank_mix"]
         used += (

@@ -112,6 +112,7 @@ def test_every_hybrid_key_left_the_model_section() -> None:
         "rank_mix",
         "fold_in_weight",
         "mf_fallback",
+        "rating_mix",
         "als_path",
         "classical_item_item",
         "item_item_max_items",

@@ -14,6 +14,7 @@ from recsys import added_paths, post_training, training
 from recsys.config import RecommenderConfig
 from recsys.data.synthetic import make_synthetic
 from recsys.meta.maml import MetaLearner
+from recsys.models.classical.mf import FittedMFs
 from recsys.recommender import ColdStartRecommender
 from recsys.utils.seeds import ITEM_ITEM, VALIDATION_TASKS, VALIDATION_USERS, Seeds
 
@@ -174,7 +175,11 @@ def test_fit_equals_running_the_steps_in_order(tiny) -> None:
     )
     info["als_path"] = added_paths.choose_als_path(learner, space, config, train_log, val_log, tasks)
     info["fold_in_weight"] = post_training.choose_fold_in_weight(learner, space, config, val_log, tasks)
-    info["mf_fallback"] = post_training.choose_mf_fallback(learner, space, config, train_log, val_log, tasks)
+    mfs = FittedMFs(train_log, learner.head.mf_design.shape[0], config.train.seed)
+    info["mf_fallback"] = post_training.choose_mf_fallback(
+        learner, space, config, train_log, val_log, tasks, mfs
+    )
+    info["rating_mix"] = post_training.choose_rating_mix(learner, space, config, val_log, tasks, mfs)
     info["trend"] = post_training.choose_trend(learner, space, config, train_log, val_log, tasks)
     summary = training.summarise(learner, space, config, train_log, val_log, tasks, state, 0.0)
 

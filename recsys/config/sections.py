@@ -65,6 +65,13 @@ class HybridConfig(_Section):
     far the rating prediction moves towards its ridge fold-in of the new user's ratings (weight 0, as
     trained, winning ties; 0.25 ... 1), so on a log too small for the learned rating path the model falls
     back to the classical fold-in. false: no such buffers (weight 0)."""
+    rating_mix: bool = True
+    """``hybrid`` head, explicit ratings, with the MF fallback's buffers: after the MF fallback, fit the
+    rating combiner (:mod:`recsys.models.rating_mix`): each user's weights of the meta-learned fold-in
+    and the MF fold-in read from the support (its size, spread, distance from the global mean), fitted
+    on validation users' query ratings by least absolute deviations and kept only where a cross-fit over
+    two halves of the validation users shows a lower MAE than the fold-in weight and fallback chosen.
+    false: off (those two choices alone)."""
     als_path: bool = True
     """``hybrid`` head: after training, fit implicit-feedback ALS (as the ``implicit-als`` baseline: 64
     factors, every rating or the liked ones as positives, confidence 1 or 4) on the training users and

@@ -56,9 +56,13 @@ def path_mix(rank_mix: list[float], keep: int) -> list[float]:
 ADDED_PATH_ABLATIONS = {
     "no-als-path": ("without ALS path", "als_weight"),
     "no-classical-item-item": ("without classical item-item path", "cf_weight"),
+    "no-rating-combiner": ("without rating combiner", "rate_mix"),
 }
-"""Re-scored variants without one of the classical paths added after training: name -> (row label, the
-head's weight buffer set to 0)."""
+"""Re-scored variants without one of the classical parts added after training: name -> (row label, the
+head's buffer set to 0). Without the rating combiner the rating prediction is the fold-in weight and
+MF fallback as chosen."""
+RANKING_PATH_BUFFERS = ("als_weight", "cf_weight")
+"""The added ranking paths' weights (a path ablation sets them to 0)."""
 
 RESCORED_ABLATIONS = (
     "no-adaptation",

@@ -34,6 +34,7 @@ from recsys.errors import DataError, SpecError
 from recsys.evaluation.ablations import (
     ADDED_PATH_ABLATIONS,
     PATH_ABLATIONS,
+    RANKING_PATH_BUFFERS,
     RETRAINED_ABLATIONS,
     SEED0_LABEL,
     check_ablations,
@@ -122,7 +123,7 @@ def _rescored(rec: ColdStartRecommender, ds: Dataset, change: Any) -> MetaScorer
 def _only_rank_paths(head: Any, mix: list[float]) -> None:
     """A path ablation's head: the ranking paths at ``mix``, the added classical paths off."""
     head.set_rank_mix(*mix)
-    for _, buffer in ADDED_PATH_ABLATIONS.values():
+    for buffer in RANKING_PATH_BUFFERS:
         head.get_buffer(buffer).zero_()
 
 
@@ -145,6 +146,8 @@ def model_choices(info: dict[str, Any]) -> dict[str, Any]:
         out["rating fold-in weight"] = info["fold_in_weight"]["weight"]
     if info.get("mf_fallback"):
         out["rating MF fallback"] = info["mf_fallback"]["chosen"]
+    if info.get("rating_mix"):
+        out["rating combiner"] = info["rating_mix"]["chosen"]
     if info.get("trend"):
         out["trend prior"] = info["trend"].get("chosen")
     return out

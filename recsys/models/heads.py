@@ -479,8 +479,7 @@ class HybridHead(ItemItemBlend, PathWeights, AlsPath, ClassicalItemItem, Head):
         return p["log_lambda"] + F.linear(support_summary(phi, resid, m), p["trust.weight"], p["trust.bias"])
 
     def predict(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
-        own = p["mu"] + side["b"] + self.fold_in_weight * (side["q1"] @ p["fast.w"])
-        return self.mf_mix(own, p, side)
+        return self.mf_mix(p["mu"] + side["b"], side["q1"] @ p["fast.w"], p, side)
 
     def rank(self, p: Params, user: torch.Tensor, side: Side) -> torch.Tensor:
         return sum(self.rank_parts(p, user, side).values())

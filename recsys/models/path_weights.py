@@ -16,14 +16,20 @@ default: :data:`recsys.persistence.OPTIONAL_WEIGHTS`):
   penalties ``mf_reg`` [MF_WIDTH], its global mean ``mf_mu`` [] and ``mf_weight`` []: the prediction moves that far from the head's own
   towards the MF's ridge fold-in of the support ratings (items it has seen rated); 0 (off) while training. Without ``mf`` the
   per-item buffers are empty ([0, MF_WIDTH], [0]).
+* ``rate_mix`` [2, N_FEATURES]: the rating combiner's coefficients (:mod:`recsys.models.rating_mix`);
+  all zero (off) while training and where validation did not keep it. On, it replaces the fold-in
+  weight and MF fallback for items the MF saw rated: each user's weights of the fold-in and MF terms
+  read from the support.
 
 The choices are made by :mod:`recsys.post_training` (``choose_rank_mix``, ``choose_fold_in_weight``,
-``choose_mf_fallback``, ``choose_trend``).
+``choose_mf_fallback``, ``choose_rating_mix``, ``choose_trend``).
 """
 
 from __future__ import annotations
 
 import torch
+
+from recsys.models.rating_mix import N_FEATURES, support_features, user_weights
 
 MF_WIDTH = 33
 """Columns of the MF fallback's item side: a bias column and up to 32 factors (fewer: zero-padded)."""
@@ -41,6 +47,7 @@ class PathWeights:
     mf_base: torch.Tensor
     mf_reg: torch.Tensor
     mf_weight: torch.Tensor
+    rate_mix: torch.Tensor
 
     def _init_path_weights(self, n_catalogue: int, mf: bool = False) -> None:
         reg = self.register_buffer  # type: ignore[attr-defined]
@@ -55,11 +62,18 @@ class PathWeights:
         reg("mf_reg", torch.ones(MF_WIDTH))
         reg("mf_mu", torch.zeros(()))
         reg("mf_weight", torch.zeros(()))
+        reg("rate_mix", torch.zeros(2, N_FEATURES))
 
     @property
     def mf_active(self) -> bool:
-        """Whether the rating prediction mixes in the MF fallback (its buffers filled, weight above 0)."""
-        return bool(self.mf_design.numel()) and float(self.mf_weight) > 0.0
+        """Whether the rating prediction mixes in the MF fallback (its buffers filled, its weight above 0
+        or the rating combiner on)."""
+        return bool(self.mf_design.numel()) and (float(self.mf_weight) > 0.0 or self.rate_mix_active)
+
+    @property
+    def rate_mix_active(self) -> bool:
+        """Whether the rating combiner is on (its coefficients not all zero)."""
+        return bool(self.rate_mix.any())
 
     def set_mf_fallback(
         self, design: torch.Tensor, base: torch.Tensor, reg: torch.Tensor, mu: float, seen: torch.Tensor
@@ -79,28 +93,50 @@ class PathWeights:
 
     def mf_item_side(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """The MF fallback's part of the item side of catalogue items ``index`` (empty when it is off):
-        ``mf_x`` (its design rows), ``mf_b`` (``mu + b_i``), ``mf_on`` (each item's weight: 0 for items
-        it never saw rated)."""
+        ``mf_x`` (its design rows), ``mf_b`` (``mu + b_i``), ``mf_seen`` (1 for items it saw rated),
+        ``mf_on`` (each item's fallback weight: 0 for items it never saw rated)."""
         if not self.mf_active:
             return {}
-        on = self.mf_weight * self.mf_seen[index]
-        return {"mf_x": self.mf_design[index], "mf_b": self.mf_base[index], "mf_on": on}
+        seen = self.mf_seen[index]
+        return {
+            "mf_x": self.mf_design[index],
+            "mf_b": self.mf_base[index],
+            "mf_seen": seen,
+            "mf_on": self.mf_weight * seen,
+        }
 
     def mf_fold_in(self, s_side: dict, sy: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"fast.mf": x}``: the MF's ridge fold-in of one user's support ratings ``sy`` (mask ``m``),
-        ``argmin_x sum_s m_s (y_s - mu - b_s - [1, q_s].x)^2 + x.diag(mf_reg).x``; empty when it is off."""
+        ``argmin_x sum_s m_s (y_s - mu - b_s - [1, q_s].x)^2 + x.diag(mf_reg).x``; empty when it is off.
+        With the rating combiner on also ``{"fast.rate_a": a_u}``, the user's weights [2] of the fold-in
+        and MF terms (:func:`~recsys.models.rating_mix.user_weights`)."""
         if "mf_x" not in s_side:
             return {}
         x = s_side["mf_x"] * m.unsqueeze(-1)
         a = x.transpose(-1, -2) @ x + torch.diag(self.mf_reg)
         rhs = x.transpose(-1, -2) @ ((sy - s_side["mf_b"]) * m)
-        return {"fast.mf": torch.linalg.solve_ex(a, rhs, check_errors=False).result}
+        fast = {"fast.mf": torch.linalg.solve_ex(a, rhs, check_errors=False).result}
+        if self.rate_mix_active:
+            fast["fast.rate_a"] = user_weights(self.rate_mix, support_features(sy, m, self.mf_mu))
+        return fast
 
-    def mf_mix(self, own: torch.Tensor, p: dict, side: dict) -> torch.Tensor:
-        """The rating prediction ``own`` moved by each item's ``mf_on`` towards the MF's fold-in."""
+    def mf_mix(self, base: torch.Tensor, fold: torch.Tensor, p: dict, side: dict) -> torch.Tensor:
+        """The rating prediction from the item baseline ``base`` and the user's fold-in term ``fold``: the
+        head's own (``base + fold_in_weight * fold``) moved by each item's ``mf_on`` towards the MF's
+        fold-in; with the rating combiner on, ``base + a_u[0] fold + a_u[1] (mf - base)`` for items the
+        MF saw rated (the others keep the head's own)."""
+        own = base + self.fold_in_weight * fold
         if "fast.mf" not in p or "mf_x" not in side:
             return own
-        return own + side["mf_on"] * (side["mf_b"] + side["mf_x"] @ p["fast.mf"] - own)
+        mf = side["mf_b"] + side["mf_x"] @ p["fast.mf"]
+        if "fast.rate_a" in p:
+            a = p["fast.rate_a"]
+            return own + side["mf_seen"] * (a[0] * fold + a[1] * (mf - base) - self.fold_in_weight * fold)
+        return own + side["mf_on"] * (mf - own)
+
+    def set_rate_mix(self, coef: torch.Tensor) -> None:
+        """The rating combiner's coefficients [2, N_FEATURES] (all zero: off)."""
+        self.rate_mix.copy_(coef)
 
     def set_mf_weight(self, weight: float) -> None:
         """How far the rating prediction moves towards the MF fallback's (0: the head's own)."""
