@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys import post_training, training
+from recsys import added_paths, post_training, training
 from recsys.evaluation.ablations import ADDED_PATH_ABLATIONS, check_ablations
 from recsys.meta.scoring import predict_tasks
 from recsys.models import rating_mix
@@ -97,6 +97,17 @@ def test_support_features_under_vmap_match_one_user_and_ignore_padding() -> None
         mu,
     )
     np.testing.assert_allclose(padded, batched[0])
+
+
+def test_supports_longer_than_the_longest_validation_support_read_as_that_long() -> None:
+    """The combiner is fitted on supports of up to 100 ratings (the long validation tasks); a known
+    user's 500 ratings get the size features of 100, not an extrapolation of the size's square."""
+    assert added_paths.LONG_SUPPORT[1] == rating_mix.SIZE_CAP
+    mu = torch.tensor(3.0)
+    ratings = torch.arange(500) % 5 + 1.0
+    long = rating_mix.support_features(ratings, torch.ones(500, dtype=torch.bool), mu)
+    cap = rating_mix.support_features(ratings[:100], torch.ones(100, dtype=torch.bool), mu)
+    np.testing.assert_allclose(long[:3], cap[:3])
 
 
 def test_the_fit_recovers_planted_coefficients() -> None:

@@ -35,6 +35,10 @@ FEATURES = ("constant", "log support size", "its square", "rating spread", "dist
 """What :func:`support_features` returns, in order (how reports name the columns of ``C``)."""
 SIZE_SCALE = math.log1p(20.0)
 """The support size is read as ``log(1 + n) / log(21)``: 1 at 20 ratings (the trained range's end)."""
+SIZE_CAP = 100.0
+"""Supports longer than this are read as this long: the longest validation supports the combiner is
+fitted on (:data:`recsys.added_paths.LONG_SUPPORT`), so a known user with 500 ratings gets the weights
+of a 100-rating support rather than an extrapolation of the size's square."""
 
 
 def support_features(sy: torch.Tensor, m: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
@@ -43,7 +47,7 @@ def support_features(sy: torch.Tensor, m: torch.Tensor, mu: torch.Tensor) -> tor
     under vmap). An empty support gives ``[1, 0, 0, 0, |mu|]``-like values: no evidence."""
     mask = m.to(sy.dtype)
     n = mask.sum()
-    size = torch.log1p(n) / SIZE_SCALE
+    size = torch.log1p(n.clamp_max(SIZE_CAP)) / SIZE_SCALE
     mean = (sy * mask).sum() / n.clamp_min(1.0)
     spread = ((((sy - mean) * mask) ** 2).sum() / n.clamp_min(1.0)).clamp_min(0.0).sqrt()
     return torch.stack([torch.ones_like(n), size, size * size, spread, (mean - mu).abs() * (n > 0)])
