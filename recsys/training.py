@@ -64,7 +64,7 @@ from recsys.models.item_item import fit_item_item
 from recsys.models.item_item_sparse import TopK
 from recsys.models.network import ColdStartNet
 from recsys.utils.collectives import rank0_alone
-from recsys.utils.seeds import ITEM_ITEM, VALIDATION_TASKS, Seeds
+from recsys.utils.seeds import ITEM_ITEM, VALIDATION_TASKS, Seeds, deterministic_algorithms
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +397,10 @@ def meta_train(
         checkpoint_tensors={f"features.{k}": torch.from_numpy(v) for k, v in space.arrays().items()},
         on_epoch_end=callbacks,
     )
-    state = trainer.fit(train_log, val_log, resume_from=checkpoint if resume else None, val_tasks=val_tasks)
+    with deterministic_algorithms(config.train.deterministic):
+        state = trainer.fit(
+            train_log, val_log, resume_from=checkpoint if resume else None, val_tasks=val_tasks
+        )
     learner.to("cpu")
     return state
 
