@@ -167,6 +167,18 @@ def test_a_combiner_fitting_the_noise_of_a_true_start_does_not_clear_it(seed) ->
     assert abs(difference.mean()) < 0.005 and not rating_mix.clears_noise(difference)
 
 
+def test_one_validation_user_keeps_the_start() -> None:
+    """A log with a single validation user: one half of the cross-fit has no ratings to fit on, so that
+    half keeps the start, and nothing clears the noise."""
+    parts, start = _parts(1, COEF, 0.3, seed=5)
+    own = rating_mix.per_user_mae(parts["now"], parts["y"], parts["task"], 1)
+    crossed = post_training.cross_fit_task_mae(parts, np.arange(1), start, seed=0)
+    np.testing.assert_allclose(crossed, own)
+    assert not rating_mix.clears_noise(crossed - own)
+    empty = np.zeros((0, 2 * rating_mix.N_FEATURES))
+    np.testing.assert_array_equal(rating_mix.fit_rating_mix(empty, np.zeros(0), np.zeros(0), start), start)
+
+
 def test_clearing_the_noise_needs_a_mean_below_zero_by_a_standard_error() -> None:
     assert rating_mix.clears_noise(np.array([-0.02, -0.01, -0.03, np.nan, -0.02]))
     assert not rating_mix.clears_noise(np.array([-0.05, 0.05, -0.04, 0.04, -0.01]))

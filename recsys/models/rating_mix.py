@@ -85,7 +85,9 @@ def fit_rating_mix(
     iteratively reweighted least squares) plus ``ridge * |vec(C) - vec(start)|^2`` (relative to the
     weights' sum): the start keeps directions the data do not pin down. ``x`` from :func:`design`, ``y``
     the ratings minus their item baseline, ``weight`` each rating's (1 / its user's query size: the
-    per-user mean the evaluation averages)."""
+    per-user mean the evaluation averages). No ratings: the start."""
+    if not len(y):
+        return start.copy()
     beta0 = start.reshape(-1)
     w = weight / max(float(weight.sum()), 1e-12)
     beta = beta0.copy()
