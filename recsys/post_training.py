@@ -68,8 +68,7 @@ def choose_after_training(
     if wants_fold_in_weight(head, config, space):
         info["fold_in_weight"] = choose_fold_in_weight(learner, space, config, val_log, tasks)
     if wants_mf_fallback(head, space):
-        if mfs is None or not mfs.of(train_log, head.mf_design.shape[0], config.train.seed):
-            mfs = FittedMFs(train_log, head.mf_design.shape[0], config.train.seed)
+        mfs = _training_mfs(mfs, train_log, head, config)
         info["mf_fallback"] = choose_mf_fallback(learner, space, config, train_log, val_log, tasks, mfs)
         if config.model.hybrid.rating_mix:
             info["rating_mix"] = choose_rating_mix(learner, space, config, val_log, tasks, mfs)
@@ -195,9 +194,7 @@ def choose_mf_fallback(
     keep the (MF, weight) of :data:`MF_WEIGHTS` with the lowest validation MAE; weight 0 (the model as
     trained) wins ties. Returns the choice for ``info["mf_fallback"]``."""
     head = learner.head
-    n = head.mf_design.shape[0]
-    if mfs is None or not mfs.of(train_log, n, config.train.seed):
-        mfs = FittedMFs(train_log, n, config.train.seed)
+    mfs = _training_mfs(mfs, train_log, head, config)
     head.set_mf_weight(0.0)
     own = evaluate_rating_tasks(learner, space, val_log, tasks)["mae"]
     best: tuple[float, float, dict[str, Any] | None, BiasedMF | None] = (own, 0.0, None, None)
@@ -223,6 +220,18 @@ def choose_mf_fallback(
         "chosen": chosen,
         "validation_mae": values,
     }
+
+
+def _training_mfs(
+    mfs: FittedMFs | None, train_log: UserLog, head: Head, config: RecommenderConfig
+) -> FittedMFs:
+    """``mfs`` where they are the training log's (the ALS start's), else a fresh set for it."""
+    n = head.mf_design.shape[0]
+    return (
+        mfs
+        if mfs is not None and mfs.of(train_log, n, config.train.seed)
+        else FittedMFs(train_log, n, config.train.seed)
+    )
 
 
 def _set_mf(head: Head, mf: BiasedMF) -> None:
@@ -257,11 +266,7 @@ def rating_parts(
 
     try:
         base = predict(0.0, 0.0)
-        parts = {
-            "fold": predict(1.0, 0.0) - base,
-            "mf": predict(0.0, 1.0) - base,
-            "now": predict(*weights) - base,
-        }
+        parts = {"fold": predict(1.0, 0.0) - base, "mf": predict(0.0, 1.0) - base}
     finally:
         head.set_fold_in_weight(weights[0])
         head.set_mf_weight(weights[1])
@@ -273,12 +278,17 @@ def rating_parts(
         torch.from_numpy(ratings).double(), torch.from_numpy(items >= 0), head.mf_mu.double()
     ).numpy()
     task = np.nonzero(mask)[0]
+    fold, mf = parts["fold"][mask], parts["mf"][mask]
+    seen = head.mf_seen[torch.from_numpy(val_log.items[query])].numpy() > 0
+    w, m = weights  # the head's prediction as it stands (mf_mix): own + m (mf - own) on seen items
     return {
         "task": task,
         "y": val_log.ratings[query] - base[mask],
-        "seen": head.mf_seen[torch.from_numpy(val_log.items[query])].numpy() > 0,
+        "seen": seen,
         "features": features[task],
-        **{name: values[mask] for name, values in parts.items()},
+        "fold": fold,
+        "mf": mf,
+        "now": w * fold + m * seen * (mf - w * fold),
     }
 
 

@@ -5,46 +5,23 @@ and two trainings of one command differed (ML-100k: up to 1e-2 in the weights af
 
 from __future__ import annotations
 
-import copy
-import functools
-
 import torch
 
-from recsys import training
 from recsys.config import RecommenderConfig
 from recsys.data.synthetic import make_synthetic
-from recsys.utils.seeds import VALIDATION_USERS, Seeds, deterministic_algorithms
-
-
-@functools.cache
-def _prepared(deterministic: bool):
-    ds = make_synthetic(n_users=400, n_items=300, n_interactions=24000, seed=5)
-    config = RecommenderConfig.from_dict(
-        {"train": {"epochs": 2, "num_threads": 2, "deterministic": deterministic}}
-    )
-    seeds = Seeds(config.train.seed)
-    data = training.prepare_log(ds.interactions, ds.users, ds.items, config)
-    train, val = training.split_validation(data.interactions, None, config.train, seeds.rng(VALIDATION_USERS))
-    space = training.fit_space(train, data, config.model)
-    train_log, val_log = training.user_logs(train, val, space)
-    info = training.log_info(train_log, val_log)
-    learner = training.build_learner(data.config, space, info["rating_mean"])
-    info |= training.prepare_head(
-        learner, space, train_log, val_log, config, seeds, rating_mean=info["rating_mean"]
-    )
-    tasks = training.validation_tasks_of(val_log, config.train, seeds)
-    return learner, (space, config, info, train_log, val_log, tasks)
+from recsys.recommender import ColdStartRecommender
+from recsys.utils.seeds import deterministic_algorithms
 
 
 def _trained(deterministic: bool) -> dict[str, torch.Tensor]:
-    learner, (space, config, info, train_log, val_log, tasks) = _prepared(deterministic)
-    learner = copy.deepcopy(learner)
+    """A model fitted on 2 threads (the recipe sets torch's thread count: restored after)."""
+    ds = make_synthetic(n_users=400, n_items=300, n_interactions=24000, seed=5)
+    config = {"train": {"epochs": 2, "num_threads": 2, "deterministic": deterministic}}
     threads = torch.get_num_threads()
     try:
-        training.meta_train(learner, space, config, dict(info), train_log, val_log, tasks)
+        return ColdStartRecommender(config).fit_dataset(ds).learner.state_dict()
     finally:
         torch.set_num_threads(threads)
-    return learner.state_dict()
 
 
 def test_two_trainings_on_two_threads_give_identical_weights() -> None:
