@@ -70,7 +70,7 @@ SUITE: tuple[Entry, ...] = (
         shots="1,3,5,10,20",
         seeds=3,
         # the full ablation list on the small log (retrained variants on seed 0 only): each piece's worth
-        ablations="no-adaptation,no-trend,no-als-path,no-classical-item-item,no-rating-combiner,item-item-only,"
+        ablations="no-adaptation,no-trend,no-als-path,no-classical-item-item,no-rating-combiner,no-rating-knn,item-item-only,"
         "encoder-only,5-steps,second-order,meta-sgd,melu,no-item-item,no-als-init,random-query,global-trust",
         needs=("ml-100k",),
         note="943 users, 1,682 items; the dataset the defaults were chosen on (validation users).",
@@ -89,7 +89,7 @@ SUITE: tuple[Entry, ...] = (
         protocols=("temporal", "random"),
         shots="3,5,10",
         seeds=3,
-        ablations="no-als-path,no-classical-item-item,no-rating-combiner",  # re-scored: the added parts' worth
+        ablations="no-als-path,no-classical-item-item,no-rating-combiner,no-rating-knn",  # re-scored: the added parts' worth
         needs=("ml-1m",),
         prepare="ml1m_csv",
         aliases=("ml1m", "ml-1m-csv"),
@@ -103,7 +103,7 @@ SUITE: tuple[Entry, ...] = (
         protocols=("melu",),
         shots="5",  # MeLU's protocol has no K: every rating but the 10 query ones is support
         seeds=3,
-        ablations="no-adaptation,no-trend,no-als-path,no-classical-item-item,no-rating-combiner,item-item-only,"
+        ablations="no-adaptation,no-trend,no-als-path,no-classical-item-item,no-rating-combiner,no-rating-knn,item-item-only,"
         "encoder-only",
         needs=("melu-ml1m",),
         aliases=("melu-ml1m",),

@@ -74,6 +74,9 @@ OPTIONAL_WEIGHTS = (
     "net.head.mf_mu",
     "net.head.mf_weight",
     "net.head.rate_mix",
+    "net.head.rate_knn",
+    "net.head.knn_idx",
+    "net.head.knn_val",
     "net.head.als_factors",
     "net.head.als_gram",
     "net.head.als_reg",
@@ -86,8 +89,14 @@ OPTIONAL_WEIGHTS = (
 )
 """Buffers that models saved before they existed lack; they load as their defaults (no prior)."""
 
-SIZED_WHEN_CHOSEN = {"net.head.als_factors": "factors", "net.head.cf_matrix": "square"}
-"""Buffers of the added classical paths, empty unless validation chose the path: saved either empty or
+SIZED_WHEN_CHOSEN = {
+    "net.head.als_factors": "factors",
+    "net.head.cf_matrix": "square",
+    "net.head.knn_idx": "factors",
+    "net.head.knn_val": "factors",
+}
+"""Buffers of the added classical paths (and the rating item-kNN's lists), empty unless validation
+chose the path: saved either empty or
 sized by the catalogue ([n_items, width] for ``factors``, [n_items, n_items] for ``square``)."""
 
 

@@ -8,8 +8,9 @@ In the order :func:`choose_after_training` runs them:
    item-item fold-in, then the implicit-ALS fold-in), each fit and weight;
 3. :func:`choose_fold_in_weight`: the weight of the rating fold-in (0: the item's baseline alone);
 4. :func:`choose_mf_fallback`: how far the rating prediction moves towards a biased MF's fold-in;
-5. :func:`choose_rating_mix`: the rating combiner, each user's weights of the two fold-ins read from
-   the support (:mod:`recsys.models.rating_mix`), kept where a cross-fit shows a lower MAE;
+5. :func:`choose_rating_mix`: the rating combiner, each user's weights of the two fold-ins and a rating
+   item-kNN read from the support (:mod:`recsys.models.rating_mix`, :mod:`recsys.models.rating_knn`),
+   kept where a cross-fit shows a lower MAE;
 6. :func:`choose_trend`: the trend prior's half-life and weight.
 
 The weights live in the head's buffers (:mod:`recsys.models.path_weights`, :mod:`recsys.models.als_path`)
@@ -32,7 +33,7 @@ from recsys.meta.maml import MetaLearner
 from recsys.meta.scoring import CatalogueCache, predict_tasks
 from recsys.meta.validation import Combine, catalogue_scores, catalogue_values, evaluate_rating_tasks
 from recsys.metrics.task_metrics import support_arrays
-from recsys.models import rating_mix, trend
+from recsys.models import rating_knn, rating_mix, trend
 from recsys.models.classical.mf import BiasedMF, FittedMFs
 from recsys.models.heads import Head
 from recsys.utils.collectives import rank0_alone
@@ -71,7 +72,7 @@ def choose_after_training(
         mfs = _training_mfs(mfs, train_log, head, config)
         info["mf_fallback"] = choose_mf_fallback(learner, space, config, train_log, val_log, tasks, mfs)
         if config.model.hybrid.rating_mix:
-            info["rating_mix"] = choose_rating_mix(learner, space, config, val_log, tasks, mfs)
+            info["rating_mix"] = choose_rating_mix(learner, space, config, train_log, val_log, tasks, mfs)
     if wants_trend(head, config):
         info["trend"] = choose_trend(learner, space, config, train_log, val_log, tasks)
     return info
@@ -250,13 +251,14 @@ def rating_parts(
 ) -> dict[str, np.ndarray]:
     """The rating combiner's inputs, one entry per query rating of ``tasks`` (flat): ``task`` (its task),
     ``y`` (the rating minus the item's baseline), ``fold`` (the head's fold-in term), ``mf`` (the MF
-    fold-in minus the baseline; 0 where the MF never saw the item rated), ``seen``, ``now`` (the
+    fold-in minus the baseline; 0 where the MF never saw the item rated), ``knn`` (the item-kNN term:
+    0 while the head has no neighbour lists), ``seen``, ``now`` (the
     prediction minus the baseline with the fold-in weight and fallback as they stand, the combiner off)
     and ``features`` [n, N_FEATURES] (the task's support, :func:`~recsys.models.rating_mix.support_features`).
     The head is left as it was."""
     head = learner.head
     weights = float(head.fold_in_weight), float(head.mf_weight)
-    coef = head.rate_mix.clone()
+    coef = head.rate_coef.clone()
     head.set_rate_mix(torch.zeros_like(coef))
 
     def predict(fold_in: float, mf: float) -> np.ndarray:
@@ -288,8 +290,29 @@ def rating_parts(
         "features": features[task],
         "fold": fold,
         "mf": mf,
+        "knn": knn_part(head, val_log, tasks),
         "now": w * fold + m * seen * (mf - w * fold),
     }
+
+
+def knn_part(head: Head, log: UserLog, tasks: TaskSet, chunk: int = 256) -> np.ndarray:
+    """The item-kNN term of each query rating of ``tasks`` (flat, as :func:`rating_parts`), by the
+    head's own :meth:`~recsys.models.path_weights.PathWeights.knn_term` (zeros without its lists)."""
+    mask = tasks.query >= 0
+    if not head.knn_idx.numel():
+        return np.zeros(int(mask.sum()))
+    items, ratings = support_arrays(log, tasks)
+    out = np.zeros(tasks.query.shape)
+    with torch.no_grad():
+        for start in range(0, len(tasks), chunk):
+            rows = slice(start, start + chunk)
+            it = torch.from_numpy(items[rows])
+            sy = torch.from_numpy(ratings[rows]).to(head.knn_val)
+            base = head.mf_base[it.clamp_min(0)]
+            terms = torch.vmap(head.knn_term)(it, base, sy, it >= 0)  # [chunk, n_catalogue]
+            query = torch.from_numpy(log.items[np.maximum(tasks.query[rows], 0)])
+            out[rows] = terms.gather(1, query).double().numpy()
+    return out[mask]
 
 
 def cross_fit_task_mae(
@@ -310,24 +333,26 @@ def cross_fit_task_mae(
 
 def _fit(parts: dict[str, np.ndarray], rows: np.ndarray, start: np.ndarray) -> np.ndarray:
     rows = rows & parts["seen"]
-    x = rating_mix.design(parts["features"][rows], parts["fold"][rows], parts["mf"][rows])
+    x = rating_mix.design(*(parts[k][rows] for k in ("features", "fold", "mf", "knn")))
     counts = np.bincount(parts["task"])
     return rating_mix.fit_rating_mix(x, parts["y"][rows], 1.0 / counts[parts["task"][rows]], start)
 
 
 def _combine(parts: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
-    return rating_mix.design(parts["features"], parts["fold"], parts["mf"]) @ coef.reshape(-1)
+    return rating_mix.design(*(parts[k] for k in ("features", "fold", "mf", "knn"))) @ coef.reshape(-1)
 
 
 def choose_rating_mix(
     learner: MetaLearner,
     space: FeatureSpace,
     config: RecommenderConfig,
+    train_log: UserLog,
     val_log: UserLog,
     tasks: TaskSet,
     mfs: FittedMFs,
 ) -> dict[str, Any]:
-    """Step 7.5: fit the rating combiner on the validation tasks plus the long ones
+    """Step 7.5: fit the rating item-kNN's neighbour lists on ``train_log``, then the rating combiner
+    (its three terms) on the validation tasks plus the long ones
     (:func:`~recsys.added_paths.with_long_tasks`) with the MF the fallback chose (each of
     :data:`MF_CANDIDATES` where it chose none), starting from the fold-in weight and fallback as chosen;
     keep the one whose cross-fitted MAE (:func:`cross_fit_task_mae`) is lowest if it is below the start's
@@ -337,6 +362,7 @@ def choose_rating_mix(
     tasks = added_paths.with_long_tasks(val_log, tasks, config)
     start = rating_mix.start_coef(float(head.fold_in_weight), float(head.mf_weight))
     chosen_mf = float(head.mf_weight) > 0
+    head.set_rating_knn(rating_knn.fit_rating_knn(train_log, head.mf_design.shape[0]))
     best: tuple[float, np.ndarray | None, Any, bool] = (np.inf, None, None, False)
     values: dict[str, float] = {}
     own = np.zeros(0)
@@ -354,6 +380,8 @@ def choose_rating_mix(
     mae, coef, params, keep = best
     if keep and params is not None:  # the fallback is off (weight 0): its buffers take the MF kept
         _set_mf(head, mfs.get(**params))
+    if not keep or not coef[2].any():
+        head.set_rating_knn(None)  # the lists are saved with the model only where the term is used
     head.set_rate_mix(torch.from_numpy(coef if keep else np.zeros_like(start)).to(head.rate_mix))
     chosen = "off" if not keep else "on" + (f" (MF {params['factors']} factors)" if params else "")
     log.info(
@@ -366,6 +394,8 @@ def choose_rating_mix(
         "chosen": chosen,
         "coefficients": coef.round(5).tolist() if keep else None,
         "features": list(rating_mix.FEATURES),
+        "parts": list(rating_mix.PARTS),
+        "item_knn_neighbours": rating_knn.NEIGHBOURS,
         "validation_mae_cross_fitted": values,
         "validation_mae_start": round(float(np.nanmean(own)), 5),
         "validation_tasks": len(tasks),

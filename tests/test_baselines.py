@@ -68,6 +68,7 @@ def test_registry_names_grids_and_defaults() -> None:
         "item-knn",
         "ease",
         "trending",
+        "rating-knn",
     }
     for name, cls in BASELINES.items():
         assert cls.name == name and issubclass(cls, Baseline)

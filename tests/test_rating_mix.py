@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from recsys import added_paths, post_training, training
+from recsys.data.tasks import UserLog
 from recsys.evaluation.ablations import ADDED_PATH_ABLATIONS, check_ablations
 from recsys.meta.scoring import predict_tasks
-from recsys.models import rating_mix
+from recsys.models import rating_knn, rating_mix
 from recsys.persistence import load_weights
 from tests.test_mf_fallback import _mf, _predict, _support
-from tests.test_path_weights import _fit, _validation
+from tests.test_path_weights import _ds, _fit, _validation
 
-BUFFERS = ("mf_", "rate_mix", "fold_in_weight")
+BUFFERS = ("mf_", "rate_", "knn_", "fold_in_weight")
 
 
 @pytest.fixture
@@ -28,8 +29,13 @@ def rec():
     saved = {k: v.clone() for k, v in head.state_dict().items() if k.startswith(BUFFERS)}
     post_training._set_mf(head, _mf(rec))
     yield rec
+    head.set_rating_knn(None)
     head.load_state_dict(saved, strict=False)
     rec._cache = None
+
+
+def _training_log(rec) -> UserLog:
+    return UserLog.from_frame(_ds().interactions, rec.space.items)
 
 
 def _planted(n: int, coef: np.ndarray, noise: str, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -43,15 +49,15 @@ def _planted(n: int, coef: np.ndarray, noise: str, seed: int = 0) -> tuple[np.nd
             rng.uniform(0, 1, n),
         ]
     )
-    fold, mf = rng.normal(0, 0.5, n), rng.normal(0, 0.5, n)
-    x = rating_mix.design(features, fold, mf)
+    fold, mf, knn = rng.normal(0, 0.5, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n)
+    x = rating_mix.design(features, fold, mf, knn)
     error = rng.laplace(0, 0.05, n) if noise == "laplace" else np.zeros(n)
     if noise == "outliers":
         error[rng.random(n) < 0.1] = 5.0  # a tenth of the ratings far off, one side
-    return x, x @ coef.reshape(-1) + error, features, fold, mf
+    return x, x @ coef.reshape(-1) + error, features, fold, mf, knn
 
 
-COEF = np.array([[0.9, -0.2, 0.05, 0.1, 0.0], [0.1, 0.3, -0.05, -0.2, 0.2]])
+COEF = np.array([[0.9, -0.2, 0.05, 0.1, 0.0], [0.1, 0.3, -0.05, -0.2, 0.2], [0.4, 0.1, 0.0, -0.1, 0.05]])
 
 
 def test_the_start_reproduces_the_fold_in_weight_and_fallback_exactly(rec) -> None:
@@ -62,7 +68,7 @@ def test_the_start_reproduces_the_fold_in_weight_and_fallback_exactly(rec) -> No
     assert not head.rate_mix_active
     head.set_rate_mix(torch.from_numpy(rating_mix.start_coef(0.75, 0.5)).float())
     np.testing.assert_allclose(_predict(rec, 0.5, items, ratings), before, atol=1e-5)
-    head.set_rate_mix(torch.zeros(2, rating_mix.N_FEATURES))
+    head.set_rate_mix(torch.zeros(3, rating_mix.N_FEATURES))
     assert np.array_equal(_predict(rec, 0.5, items, ratings), before)  # all zero: off
 
 
@@ -71,8 +77,10 @@ def test_the_head_predicts_what_the_fit_combined(rec) -> None:
     set: the fitted model and the served one are the same model."""
     head = rec.learner.head
     log, tasks = _validation(rec)
+    head.set_rating_knn(rating_knn.fit_rating_knn(_training_log(rec), rec.space.n_items))
     parts = post_training.rating_parts(rec.learner, rec.space, log, tasks)
     assert parts["seen"].all() and np.abs(parts["mf"]).max() > 0 and np.abs(parts["fold"]).max() > 0
+    assert np.abs(parts["knn"]).max() > 0.01
     head.set_rate_mix(torch.from_numpy(COEF).float())
     head.set_fold_in_weight(0.0)
     query = tasks.query[tasks.query >= 0]
@@ -112,7 +120,7 @@ def test_supports_longer_than_the_longest_validation_support_read_as_that_long()
 
 def test_the_fit_recovers_planted_coefficients() -> None:
     x, y, *_ = _planted(4000, COEF, "laplace")
-    got = rating_mix.fit_rating_mix(x, y, np.ones(len(y)), np.zeros((2, rating_mix.N_FEATURES)), ridge=1e-6)
+    got = rating_mix.fit_rating_mix(x, y, np.ones(len(y)), np.zeros((3, rating_mix.N_FEATURES)), ridge=1e-6)
     np.testing.assert_allclose(got, COEF, atol=0.03)
 
 
@@ -120,9 +128,9 @@ def test_the_fit_is_least_absolute_deviations_so_one_sided_outliers_do_not_move_
     """A tenth of the ratings 5 stars off, on one side: a least-squares fit's intercept terms would
     shift; the median fit keeps the planted coefficients."""
     x, y, *_ = _planted(4000, COEF, "outliers")
-    got = rating_mix.fit_rating_mix(x, y, np.ones(len(y)), np.zeros((2, rating_mix.N_FEATURES)), ridge=1e-6)
+    got = rating_mix.fit_rating_mix(x, y, np.ones(len(y)), np.zeros((3, rating_mix.N_FEATURES)), ridge=1e-6)
     np.testing.assert_allclose(got, COEF, atol=0.02)
-    squares = np.linalg.lstsq(x, y, rcond=None)[0].reshape(2, -1)
+    squares = np.linalg.lstsq(x, y, rcond=None)[0].reshape(3, -1)
     assert np.abs(squares - COEF).max() > 0.1  # what the median fit is immune to
 
 
@@ -130,19 +138,15 @@ def _parts(
     n_users: int, coef: np.ndarray, noise: float, seed: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     per_user = 10
-    _, _, features, fold, mf = _planted(n_users, coef, "none", seed)
+    _, _, features, fold, mf, knn = _planted(n_users, coef, "none", seed)
     rng = np.random.default_rng(seed + 1)
     task = np.repeat(np.arange(n_users), per_user)
-    fold = fold[task] + rng.normal(0, 0.3, len(task))
-    mf = mf[task] + rng.normal(0, 0.3, len(task))
+    fold, mf, knn = (t[task] + rng.normal(0, 0.3, len(task)) for t in (fold, mf, knn))
     features = features[task]
-    y = rating_mix.design(features, fold, mf) @ coef.reshape(-1) + rng.laplace(0, noise, len(task))
+    y = rating_mix.design(features, fold, mf, knn) @ coef.reshape(-1) + rng.laplace(0, noise, len(task))
     start = rating_mix.start_coef(1.0, 0.0)
-    parts = {"task": task, "y": y, "fold": fold, "mf": mf, "seen": np.ones(len(task), dtype=bool)}
-    parts |= {
-        "features": features,
-        "now": post_training._combine({"features": features, "fold": fold, "mf": mf}, start),
-    }
+    parts = {"task": task, "y": y, "fold": fold, "mf": mf, "knn": knn, "seen": np.ones(len(task), dtype=bool)}
+    parts |= {"features": features, "now": post_training._combine(parts | {"features": features}, start)}
     return parts, start
 
 
@@ -175,7 +179,7 @@ def test_one_validation_user_keeps_the_start() -> None:
     crossed = post_training.cross_fit_task_mae(parts, np.arange(1), start, seed=0)
     np.testing.assert_allclose(crossed, own)
     assert not rating_mix.clears_noise(crossed - own)
-    empty = np.zeros((0, 2 * rating_mix.N_FEATURES))
+    empty = np.zeros((0, 3 * rating_mix.N_FEATURES))
     np.testing.assert_array_equal(rating_mix.fit_rating_mix(empty, np.zeros(0), np.zeros(0), start), start)
 
 
@@ -197,11 +201,16 @@ def test_the_choice_keeps_the_combiner_only_where_the_cross_fit_is_lower(rec, mo
                 rating_mix.per_user_mae(parts["now"], parts["y"], parts["task"], len(users)) + gain
             ),
         )
-        chosen = post_training.choose_rating_mix(rec.learner, rec.space, rec.config, val_log, tasks, mfs)
+        train_log = _training_log(rec)
+        chosen = post_training.choose_rating_mix(
+            rec.learner, rec.space, rec.config, train_log, val_log, tasks, mfs
+        )
         assert (chosen["chosen"] != "off") == on == head.rate_mix_active
         assert (chosen["coefficients"] is not None) == on
+        # the kNN's lists are kept only where the combiner weighs them
+        assert bool(head.knn_idx.numel()) == on == head.rate_knn_active
         if on:
-            np.testing.assert_allclose(head.rate_mix.numpy(), chosen["coefficients"], atol=1e-5)
+            np.testing.assert_allclose(head.rate_coef.numpy(), chosen["coefficients"], atol=1e-5)
 
 
 def test_a_model_file_without_the_combiner_loads_with_it_off(rec) -> None:
@@ -220,7 +229,7 @@ def test_save_and_load_keep_the_combiner(rec, tmp_path) -> None:
     request = {56: 5.0, 18: 4.0, 45: 1.0}
     want = rec.predict(request, [1, 2, 3, 4])
     loaded = ColdStartRecommender.load(rec.save(tmp_path / "m"))
-    np.testing.assert_allclose(loaded.learner.head.rate_mix.numpy(), COEF, atol=1e-6)
+    np.testing.assert_allclose(loaded.learner.head.rate_coef.numpy(), COEF, atol=1e-6)
     np.testing.assert_allclose(loaded.predict(request, [1, 2, 3, 4]), want, atol=1e-5)
 
 

@@ -179,7 +179,9 @@ def test_fit_equals_running_the_steps_in_order(tiny) -> None:
     info["mf_fallback"] = post_training.choose_mf_fallback(
         learner, space, config, train_log, val_log, tasks, mfs
     )
-    info["rating_mix"] = post_training.choose_rating_mix(learner, space, config, val_log, tasks, mfs)
+    info["rating_mix"] = post_training.choose_rating_mix(
+        learner, space, config, train_log, val_log, tasks, mfs
+    )
     info["trend"] = post_training.choose_trend(learner, space, config, train_log, val_log, tasks)
     summary = training.summarise(learner, space, config, train_log, val_log, tasks, state, 0.0)
 

@@ -103,12 +103,18 @@ class UserLog:
         """User rows of raw ids (-1 where absent)."""
         return IdIndex(self.user_ids).lookup(user_ids)
 
-    def to_csr(self, n_items: int, values: Literal["rating", "ones"] = "rating"):
-        """Users x items scipy CSR matrix."""
+    def to_csr(self, n_items: int, values: Literal["rating", "ones", "binary"] = "rating"):
+        """Users x items scipy CSR matrix of the ratings, of ones (a repeated interaction: repeated
+        entries), or ``binary`` (float32, a repeated interaction counts once)."""
         import scipy.sparse as sp
 
         data = self.ratings if values == "rating" else np.ones_like(self.ratings)
-        return sp.csr_matrix((data, self.items, self.indptr), shape=(self.n_users, n_items))
+        m = sp.csr_matrix((data, self.items, self.indptr), shape=(self.n_users, n_items))
+        if values == "binary":
+            m = m.astype(np.float32)
+            m.sum_duplicates()
+            m.data[:] = 1.0
+        return m
 
 
 def rank_within_users(log: UserLog, keys: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:

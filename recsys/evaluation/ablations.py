@@ -57,10 +57,11 @@ ADDED_PATH_ABLATIONS = {
     "no-als-path": ("without ALS path", "als_weight"),
     "no-classical-item-item": ("without classical item-item path", "cf_weight"),
     "no-rating-combiner": ("without rating combiner", "rate_mix"),
+    "no-rating-knn": ("without rating item-kNN", "rate_knn"),
 }
 """Re-scored variants without one of the classical parts added after training: name -> (row label, the
 head's buffer set to 0). Without the rating combiner the rating prediction is the fold-in weight and
-MF fallback as chosen."""
+MF fallback as chosen; without its item-kNN term, the combiner's other two terms as fitted."""
 RANKING_PATH_BUFFERS = ("als_weight", "cf_weight")
 """The added ranking paths' weights (a path ablation sets them to 0)."""
 

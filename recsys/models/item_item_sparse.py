@@ -25,7 +25,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.tasks import UserLog
-from recsys.models.classical.base import _binary_matrix
 
 
 @dataclass
@@ -68,15 +67,18 @@ def topk_rows(m: sp.spmatrix, k: int) -> TopK:
     per_row = max(1, m.nnz // max(n, 1))
     step = max(1, TOPK_CHUNK_ENTRIES // per_row)
     for start in range(0, n, step):
-        _topk_block(m[start : start + step].tocoo(), start, k, idx, val)
+        topk_block(m[start : start + step].tocoo(), start, k, idx, val)
     return TopK(idx, val)
 
 
-def _topk_block(coo: sp.coo_matrix, offset: int, k: int, idx: np.ndarray, val: np.ndarray) -> None:
-    """Fill rows ``offset + coo.row`` of ``idx`` / ``val`` with each row's k largest off-diagonal entries."""
+def topk_block(
+    coo: sp.coo_matrix, offset: int, k: int, idx: np.ndarray, val: np.ndarray, magnitude: bool = False
+) -> None:
+    """Fill rows ``offset + coo.row`` of ``idx`` / ``val`` with each row's k largest off-diagonal entries
+    (``magnitude``: largest ``|value|``, signs kept)."""
     keep = (coo.row + offset != coo.col) & (coo.data != 0)
     rows, cols, vals = coo.row[keep], coo.col[keep], coo.data[keep].astype(np.float32)
-    order = np.lexsort((-vals, rows))  # by row, then largest value first
+    order = np.lexsort((-np.abs(vals) if magnitude else -vals, rows))  # by row, then strongest first
     rows, cols, vals = rows[order], cols[order], vals[order]
     counts = np.bincount(rows, minlength=coo.shape[0])
     rank = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
@@ -89,7 +91,7 @@ def cosine(log: UserLog, n_items: int, k: int) -> sp.csr_matrix:
     """Cosine item-kNN similarities of the binarised log, k + 1 per row (the item itself among them)."""
     from implicit.nearest_neighbours import CosineRecommender  # lazy: implicit is a heavy import
 
-    x = _binary_matrix(log, n_items)
+    x = log.to_csr(n_items, values="binary")
     model = CosineRecommender(K=k + 1, num_threads=0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Method expects CSR input")
@@ -102,7 +104,7 @@ def popular_ease(log: UserLog, n_items: int, p: int, lam: float, k: int) -> sp.c
     largest entries, embedded in the [n_items, n_items] catalogue (other rows and columns empty)."""
     counts = np.bincount(log.items, minlength=n_items)
     pop = np.sort(np.argsort(-counts, kind="stable")[: min(p, n_items)])
-    x = _binary_matrix(log, n_items)[:, pop].astype(np.float64)
+    x = log.to_csr(n_items, values="binary")[:, pop].astype(np.float64)
     gram = np.asarray((x.T @ x).toarray())
     gram[np.diag_indices(len(pop))] += lam
     inv = np.linalg.inv(gram)

@@ -1,22 +1,25 @@
 """The rating combiner: how far one user's rating prediction trusts each base predictor, read from
 the user's support.
 
-Three base predictors of a rating of item ``i``, all fitted on the training users:
+Four base predictors of a rating of item ``i``, all fitted on the training users:
 
 * the item's baseline ``b_i`` (the global mean plus the item's damped offset: a damped item mean);
 * the head's meta-learned ridge fold-in ``b_i + f_ui``;
-* a biased MF's ridge fold-in ``m_ui`` (the MF fallback's buffers, :mod:`recsys.models.path_weights`).
+* a biased MF's ridge fold-in ``m_ui`` (the MF fallback's buffers, :mod:`recsys.models.path_weights`);
+* a rating item-kNN of the support's residuals ``k_ui`` (:mod:`recsys.models.rating_knn`).
 
-For an item the MF saw rated the combined prediction is ``b_i + a_u[0] f_ui + a_u[1] (m_ui - b_i)``
-with the user's weights ``a_u = C g(support)``: a [2, :data:`N_FEATURES`] matrix ``C`` times the
+For an item the MF saw rated the combined prediction is
+``b_i + a_u[0] f_ui + a_u[1] (m_ui - b_i) + a_u[2] k_ui`` with the user's weights ``a_u = C g(support)``:
+a [3, :data:`N_FEATURES`] matrix ``C`` (rows: :data:`PARTS`) times the
 support's features :func:`support_features` (a constant, the number of ratings (log-scaled) and its
 square, the ratings' spread, how far their mean lies from the global mean). How far to trust the
 meta-learned fold-in against the classical one depends on how much, and how typically, the user rated:
 with two ratings the learned prior knows more, with fifty the MF's solve has the evidence. Items the
 MF never saw rated keep the head's own prediction (``b_i`` plus the fold-in at its chosen weight).
 
-The post-training choices it generalises are special cases: ``C = [[w, 0, …], [0, 0, …]]`` is the
-fold-in weight ``w``; ``C = [[(1 - m) w, 0, …], [m, 0, …]]`` adds the MF fallback at weight ``m``. That
+The post-training choices it generalises are special cases: ``C = [[w, 0, …], [0, 0, …], [0, 0, …]]``
+is the fold-in weight ``w``; ``C = [[(1 - m) w, 0, …], [m, 0, …], [0, 0, …]]`` adds the MF fallback at
+weight ``m``. That
 choice is the combiner's start; :func:`fit_rating_mix` fits ``C`` on validation users' query ratings by
 least absolute deviations (the evaluation's per-user MAE), and :mod:`recsys.post_training` keeps it
 only where a cross-fit over two halves of the validation users shows a lower MAE than the start by more
@@ -31,6 +34,8 @@ import numpy as np
 import torch
 
 N_FEATURES = 5
+PARTS = ("fold-in", "MF fold-in", "item-kNN")
+"""The base predictors' terms the combiner weighs, in the order of ``C``'s rows."""
 FEATURES = ("constant", "log support size", "its square", "rating spread", "distance of mean from global")
 """What :func:`support_features` returns, in order (how reports name the columns of ``C``)."""
 SIZE_SCALE = math.log1p(20.0)
@@ -54,22 +59,23 @@ def support_features(sy: torch.Tensor, m: torch.Tensor, mu: torch.Tensor) -> tor
 
 
 def user_weights(coef: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """A user's weights ``a_u`` [2] (fold-in, MF) from ``coef`` [2, N_FEATURES] and the features."""
+    """A user's weights ``a_u`` [len(PARTS)] from ``coef`` [len(PARTS), N_FEATURES] and the features."""
     return coef @ features
 
 
 def start_coef(fold_in_weight: float, mf_weight: float) -> np.ndarray:
     """The ``C`` that reproduces the fold-in weight and MF fallback as chosen (see the module doc)."""
-    coef = np.zeros((2, N_FEATURES))
+    coef = np.zeros((len(PARTS), N_FEATURES))
     coef[0, 0] = (1.0 - mf_weight) * fold_in_weight
     coef[1, 0] = mf_weight
     return coef
 
 
-def design(features: np.ndarray, fold: np.ndarray, mf: np.ndarray) -> np.ndarray:
-    """Rows [n, 2 * N_FEATURES] of the linear model of ``y - b``: each rating's user features times its
-    fold-in term ``f`` and times its MF term ``m - b`` (``features`` [n, N_FEATURES], one row a rating)."""
-    return np.concatenate([features * fold[:, None], features * mf[:, None]], axis=1)
+def design(features: np.ndarray, fold: np.ndarray, mf: np.ndarray, knn: np.ndarray) -> np.ndarray:
+    """Rows [n, len(PARTS) * N_FEATURES] of the linear model of ``y - b``: each rating's user features
+    times its fold-in term ``f``, its MF term ``m - b`` and its kNN term ``k`` (``features``
+    [n, N_FEATURES], one row a rating)."""
+    return np.concatenate([features * t[:, None] for t in (fold, mf, knn)], axis=1)
 
 
 def fit_rating_mix(
@@ -81,7 +87,7 @@ def fit_rating_mix(
     ridge: float = 1e-3,
     iterations: int = 50,
 ) -> np.ndarray:
-    """``C`` [2, N_FEATURES] minimising ``sum weight * |y - x . vec(C)|`` (least absolute deviations by
+    """``C`` [len(PARTS), N_FEATURES] minimising ``sum weight * |y - x . vec(C)|`` (least absolute deviations by
     iteratively reweighted least squares) plus ``ridge * |vec(C) - vec(start)|^2`` (relative to the
     weights' sum): the start keeps directions the data do not pin down. ``x`` from :func:`design`, ``y``
     the ratings minus their item baseline, ``weight`` each rating's (1 / its user's query size: the
@@ -102,7 +108,7 @@ def fit_rating_mix(
             beta = new
             break
         beta = new
-    return beta.reshape(2, N_FEATURES)
+    return beta.reshape(len(PARTS), N_FEATURES)
 
 
 def per_user_mae(pred: np.ndarray, y: np.ndarray, task: np.ndarray, n_tasks: int) -> np.ndarray:

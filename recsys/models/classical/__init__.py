@@ -10,6 +10,7 @@ from recsys.models.classical.means import GlobalMean, ItemMean, Popularity, Tren
 from recsys.models.classical.mf import BiasedMF
 from recsys.models.classical.implicit_als import ImplicitALS
 from recsys.models.classical.item_item import EASE, ItemKNN
+from recsys.models.classical.rating_knn import RatingKNN
 
 # isort: on
 
@@ -24,5 +25,6 @@ __all__ = [
     "ItemMean",
     "Popularity",
     "RankingBaseline",
+    "RatingKNN",
     "Trending",
 ]

@@ -168,10 +168,7 @@ def _support_matrix(items: np.ndarray, mask: np.ndarray, n_items: int) -> sp.csr
 
 def _binary_matrix(log: UserLog, n_items: int) -> sp.csr_matrix:
     """Binary users x items CSR (float32) of the training log; duplicates count once."""
-    m = log.to_csr(n_items, values="ones").astype(np.float32)
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    return m
+    return log.to_csr(n_items, values="binary")
 
 
 def _item_counts(log: UserLog, n_items: int) -> np.ndarray:
