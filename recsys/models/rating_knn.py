@@ -68,6 +68,7 @@ def fit_rating_knn(log: UserLog, n_items: int, k: int = NEIGHBOURS) -> TopK:
     b = sp.csr_matrix((np.ones_like(e), log.items, log.indptr), shape=(log.n_users, n_items))
     m.sum_duplicates()
     b.sum_duplicates()
+    b.data[:] = 1.0  # a user who rated an item twice is one common rater
     norm = np.sqrt(np.asarray(m.multiply(m).sum(0)).ravel())
     mt, bt = m.T.tocsr(), b.T.tocsr()
     # co-rating products of each item (its raters' lengths summed): blocks of about BLOCK_VALUES

@@ -157,9 +157,14 @@ def main() -> None:
     parts["knn"] = variants[10**9]
     start = rating_mix.start_coef(float(head.fold_in_weight), captured["mf_weight"])
     own = rating_mix.per_user_mae(parts["now"], parts["y"], parts["task"], len(tasks))
-    out = {"dataset": name, "protocol": protocol, "chosen": rec.info.get("rating_mix", {}).get("chosen"),
-           "mf_fallback": rec.info.get("mf_fallback", {}).get("chosen"), "tasks": len(tasks),
-           "start": float(np.nanmean(own))}
+    out = {
+        "dataset": name,
+        "protocol": protocol,
+        "chosen": rec.info.get("rating_mix", {}).get("chosen"),
+        "mf_fallback": rec.info.get("mf_fallback", {}).get("chosen"),
+        "tasks": len(tasks),
+        "start": float(np.nanmean(own)),
+    }
     for seed in (0, 1, 2):
         two = cross(parts, tasks.users, start, seed, False)
         three = cross(parts, tasks.users, start, seed, True)
@@ -180,7 +185,11 @@ def main() -> None:
         sel = (sizes >= lo) & (sizes <= hi)
         two = cross(parts, tasks.users, start, 0, False)
         three = cross(parts, tasks.users, start, 0, True)
-        out[f"support {lo}-{hi}"] = [int(sel.sum()), float(np.nanmean(two[sel])), float(np.nanmean(three[sel]))]
+        out[f"support {lo}-{hi}"] = [
+            int(sel.sum()),
+            float(np.nanmean(two[sel])),
+            float(np.nanmean(three[sel])),
+        ]
     print(json.dumps(out, indent=1))
 
 
