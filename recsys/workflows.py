@@ -72,6 +72,25 @@ def default_protocol(ds: Dataset) -> str:
     return "temporal" if ds.has_timestamps else "random"
 
 
+PROTOCOL_ORDERS = {"temporal": "temporal", "random": "random"}
+"""The validation tasks' support order under each holdout protocol that has one: the order of the
+protocol's own new-user tasks (:func:`protocol_validation`)."""
+
+
+def protocol_validation(config: RecommenderConfig, protocol: str | None) -> RecommenderConfig:
+    """``config`` with its validation tasks drawn as the holdout ``protocol`` draws its new users' tasks
+    (``temporal``: a support of first ratings by time, the latest as query; ``random``: random
+    ratings), where ``train.validation_order`` is ``auto``. Under a holdout the model is being
+    evaluated, and the baselines it is compared with are tuned on the protocol's own tasks
+    (:meth:`recsys.evaluation.runner.Evaluation.tuning_tasks`): the meta-learner's choices (best epoch,
+    the choices after training) get the same. Without a holdout (``none``, the production default) or
+    with another protocol (``melu``) the config is returned as it is (``auto``: the training order)."""
+    order = PROTOCOL_ORDERS.get(protocol or "none")
+    if order is None or config.train.validation_order != "auto":
+        return config
+    return config.replace(train={"validation_order": order})
+
+
 def train_model(
     ds: Dataset,
     config: RecommenderConfig,
@@ -82,7 +101,8 @@ def train_model(
     resume: bool = False,
     callbacks: list | None = None,
 ) -> tuple[ColdStartRecommender, ProtocolSplit | None]:
-    """Train on the training users of ``protocol`` (``none``: every user, validation carved out).
+    """Train on the training users of ``protocol`` (``none``: every user, validation carved out); under
+    a holdout protocol the validation tasks follow it (:func:`protocol_validation`).
 
     The model records the protocol, seed and a fingerprint of the held-out new users, so evaluation
     can tell when a model has seen them.
@@ -90,6 +110,7 @@ def train_model(
     seed = config.train.seed if seed is None else seed
     if seed != config.train.seed:
         config = config.replace(train={"seed": seed})
+    config = protocol_validation(config, protocol)
     rec = ColdStartRecommender(config)
     split = None
     if protocol and protocol != "none":

@@ -269,3 +269,38 @@ def test_unknown_ablation_names_are_an_error_not_silently_skipped(synthetic_smal
     with pytest.raises(SpecError, match=r"unknown ablation\(s\) 'no-trnd'; known: no-adaptation"):
         Evaluation(synthetic_small, EvalSettings(ablations=["no-trend", "no-trnd"]))
     Evaluation(synthetic_small, EvalSettings(ablations=["no-trend", "global-trust"]))  # known: fine
+
+
+@pytest.mark.parametrize(
+    ("protocol", "given", "expected"),
+    [
+        ("temporal", "auto", "temporal"),
+        ("random", "auto", "random"),
+        ("none", "auto", "auto"),
+        (None, "auto", "auto"),
+        ("melu", "auto", "auto"),
+        ("temporal", "random", "random"),
+        ("random", "temporal", "temporal"),
+    ],
+)
+def test_validation_tasks_follow_the_holdout_protocol_unless_the_config_says_otherwise(
+    protocol, given, expected
+) -> None:
+    from recsys.config import RecommenderConfig
+    from recsys.workflows import protocol_validation
+
+    cfg = RecommenderConfig().override(**{"train.validation_order": given})
+    assert protocol_validation(cfg, protocol).train.validation_order == expected
+
+
+def test_a_model_trained_under_the_temporal_holdout_records_temporal_validation_tasks(
+    synthetic_small,
+) -> None:
+    from recsys.config import RecommenderConfig
+    from recsys.workflows import train_model
+
+    cfg = RecommenderConfig().override(**{"train.epochs": 1, "model.embedding_dim": 4, "model.hidden": (8,)})
+    rec, _ = train_model(synthetic_small, cfg, protocol="temporal", seed=0)
+    assert rec.config.train.validation_order == "temporal"
+    production, _ = train_model(synthetic_small, cfg, protocol="none", seed=0)
+    assert production.config.train.validation_order == "auto"

@@ -242,7 +242,10 @@ class TrainConfig(_Section):
     validation_query: int = 10
     """Query size of validation tasks."""
     validation_order: Literal["auto", "random", "temporal"] = "auto"
-    """Support order of validation tasks; ``auto``: the training order."""
+    """Support order of validation tasks; ``auto``: the training order, except when training under a
+    holdout protocol (``recsys evaluate``, ``recsys train --holdout temporal|random``): that protocol's
+    order, as its new users' tasks and the baselines' tuning tasks are drawn
+    (:func:`recsys.workflows.protocol_validation`)."""
     patience: int = 10
     """Stop after this many epochs without validation improvement (0: never stop early)."""
     select_metric: Literal["auto", "mae", "recall@20", "ndcg@10", "mae-ndcg"] = "auto"
