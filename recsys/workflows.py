@@ -12,7 +12,7 @@ import polars as pl
 from recsys.config import RecommenderConfig
 from recsys.data.dataset import Dataset, load_dataset, load_files
 from recsys.data.log_checks import check_trainable
-from recsys.data.protocols import ProtocolSplit, split_protocol
+from recsys.data.protocols import ProtocolSplit, split_protocol, task_order
 from recsys.data.schema import USER
 from recsys.errors import SpecError
 from recsys.recommender import ColdStartRecommender
@@ -72,20 +72,16 @@ def default_protocol(ds: Dataset) -> str:
     return "temporal" if ds.has_timestamps else "random"
 
 
-PROTOCOL_ORDERS = {"temporal": "temporal", "random": "random"}
-"""The validation tasks' support order under each holdout protocol that has one: the order of the
-protocol's own new-user tasks (:func:`protocol_validation`)."""
-
-
 def protocol_validation(config: RecommenderConfig, protocol: str | None) -> RecommenderConfig:
-    """``config`` with its validation tasks drawn as the holdout ``protocol`` draws its new users' tasks
-    (``temporal``: a support of first ratings by time, the latest as query; ``random``: random
-    ratings), where ``train.validation_order`` is ``auto``. Under a holdout the model is being
-    evaluated, and the baselines it is compared with are tuned on the protocol's own tasks
+    """``config`` with its validation tasks drawn in the order the holdout ``protocol`` draws its new
+    users' tasks (:func:`~recsys.data.protocols.task_order`: ``temporal``, a support of first ratings
+    by time and the latest as query; ``random`` under ``random`` and ``melu``), where
+    ``train.validation_order`` is ``auto``. Under a holdout the model is being evaluated, and the
+    baselines it is compared with are tuned on tasks of that order
     (:meth:`recsys.evaluation.runner.Evaluation.tuning_tasks`): the meta-learner's choices (best epoch,
-    the choices after training) get the same. Without a holdout (``none``, the production default) or
-    with another protocol (``melu``) the config is returned as it is (``auto``: the training order)."""
-    order = PROTOCOL_ORDERS.get(protocol or "none")
+    the choices after training) get the same. Without a holdout (``none``, the production default) the
+    config is returned as it is (``auto``: the training order)."""
+    order = task_order(protocol)
     if order is None or config.train.validation_order != "auto":
         return config
     return config.replace(train={"validation_order": order})

@@ -278,7 +278,7 @@ def test_unknown_ablation_names_are_an_error_not_silently_skipped(synthetic_smal
         ("random", "auto", "random"),
         ("none", "auto", "auto"),
         (None, "auto", "auto"),
-        ("melu", "auto", "auto"),
+        ("melu", "auto", "random"),
         ("temporal", "random", "random"),
         ("random", "temporal", "temporal"),
     ],

@@ -111,6 +111,17 @@ def split_protocol(
     return ProtocolSplit(protocol, seed, train, validation, {"new_users": test}, cutoff)
 
 
+def task_order(protocol: str | None) -> str | None:
+    """The support order of ``protocol``'s new-user tasks (:func:`new_user_tasks`): ``temporal`` (the first
+    ratings by time, the latest as query) or ``random`` (``random`` and ``melu``); None for no holdout
+    (``none``). Validation tasks that stand in for a protocol's new users are drawn in this order: the
+    baselines' tuning tasks and, under ``train.validation_order = "auto"``, the meta-learner's
+    (:func:`recsys.workflows.protocol_validation`)."""
+    if protocol in (None, "none"):
+        return None
+    return "temporal" if protocol == "temporal" else "random"
+
+
 def new_user_tasks(protocol: str, log: UserLog, k: int | None, *, seed: int = 0, draw: int = 0) -> TaskSet:
     """The evaluation tasks of new users in ``log`` for support size ``k`` (melu: all but the query).
 

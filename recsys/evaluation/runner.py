@@ -27,6 +27,7 @@ from recsys.data.protocols import (
     ProtocolSplit,
     new_user_tasks,
     split_protocol,
+    task_order,
 )
 from recsys.data.schema import USER
 from recsys.data.tasks import UserLog
@@ -225,7 +226,7 @@ class Evaluation:
         grid = cls.grid_for(train_log, self.ds.implicit)
         if not grid or val_log is None or val_log.n_users == 0:
             return {}
-        tune_protocol = "temporal" if protocol == "temporal" else "random"
+        tune_protocol = task_order(protocol) or "random"
         tasks = new_user_tasks(tune_protocol, val_log, self.s.tune_shots, seed=seed)
         if len(tasks) == 0:
             return {}
