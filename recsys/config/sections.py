@@ -243,8 +243,8 @@ class TrainConfig(_Section):
     """Query size of validation tasks."""
     validation_order: Literal["auto", "random", "temporal"] = "auto"
     """Support order of validation tasks; ``auto``: the training order, except when training under a
-    holdout protocol (``recsys evaluate``, ``recsys train --holdout temporal|random``): that protocol's
-    order, as its new users' tasks and the baselines' tuning tasks are drawn
+    holdout protocol (``recsys evaluate``, ``recsys train --holdout ...``): that protocol's order
+    (random under ``melu``), as its new users' tasks and the baselines' tuning tasks are drawn
     (:func:`recsys.workflows.protocol_validation`)."""
     patience: int = 10
     """Stop after this many epochs without validation improvement (0: never stop early)."""
