@@ -87,9 +87,10 @@ def fit_rating_mix(
     ridge: float = 1e-3,
     iterations: int = 50,
 ) -> np.ndarray:
-    """``C`` [len(PARTS), N_FEATURES] minimising ``sum weight * |y - x . vec(C)|`` (least absolute deviations by
-    iteratively reweighted least squares) plus ``ridge * |vec(C) - vec(start)|^2`` (relative to the
-    weights' sum): the start keeps directions the data do not pin down. ``x`` from :func:`design`, ``y``
+    """``C`` (shaped like ``start``: [len(PARTS), N_FEATURES] for :func:`design`'s columns) minimising
+    ``sum weight * |y - x . vec(C)|`` (least absolute deviations by iteratively reweighted least
+    squares) plus ``ridge * |vec(C) - vec(start)|^2`` (relative to the weights' sum): the start keeps
+    directions the data do not pin down. ``x`` from :func:`design`, ``y``
     the ratings minus their item baseline, ``weight`` each rating's (1 / its user's query size: the
     per-user mean the evaluation averages). No ratings: the start."""
     if not len(y):
@@ -108,7 +109,7 @@ def fit_rating_mix(
             beta = new
             break
         beta = new
-    return beta.reshape(len(PARTS), N_FEATURES)
+    return beta.reshape(start.shape)
 
 
 def per_user_mae(pred: np.ndarray, y: np.ndarray, task: np.ndarray, n_tasks: int) -> np.ndarray:

@@ -92,20 +92,6 @@ def design(parts, item) -> np.ndarray:
     return np.concatenate([x, *extra], axis=1)
 
 
-def lad(x, y, weight, beta0, ridge=1e-3):
-    """:func:`recsys.models.rating_mix.fit_rating_mix` for any number of columns."""
-    w = weight / weight.sum()
-    beta = beta0.copy()
-    for _ in range(50):
-        v = w / np.maximum(np.abs(y - x @ beta), 1e-3)
-        a = (x * v[:, None]).T @ x + ridge * v.sum() * np.eye(len(beta0))
-        new = np.linalg.solve(a, (x * v[:, None]).T @ y + ridge * v.sum() * beta0)
-        if np.max(np.abs(new - beta)) < 1e-6:
-            return new
-        beta = new
-    return beta
-
-
 def cross(parts, users, start, seed, item):
     halves = np.random.default_rng(seed).permutation(np.unique(users))
     held = np.isin(users[parts["task"]], halves[: len(halves) // 2])
@@ -115,7 +101,8 @@ def cross(parts, users, start, seed, item):
     counts = np.bincount(parts["task"])
     for fit_on in (~held, held):
         rows = fit_on & parts["seen"]
-        beta = lad(x[rows], parts["y"][rows], 1.0 / counts[parts["task"][rows]], beta0)
+        weight = 1.0 / counts[parts["task"][rows]]
+        beta = rating_mix.fit_rating_mix(x[rows], parts["y"][rows], weight, beta0)
         apply = ~fit_on & parts["seen"]
         pred[apply] = (x @ beta)[apply]
     return rating_mix.per_user_mae(pred, parts["y"], parts["task"], len(users))
