@@ -65,6 +65,7 @@ item is hidden (:func:`recsys.catalogue.set_available`)."""
 OPTIONAL_WEIGHTS = (
     "net.head.trend",
     "net.head.trend_weight",
+    "net.head.trend_decay",
     "net.head.rank_mix",
     "net.head.fold_in_weight",
     "net.head.mf_design",

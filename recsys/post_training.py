@@ -11,7 +11,7 @@ In the order :func:`choose_after_training` runs them:
 5. :func:`choose_rating_mix`: the rating combiner, each user's weights of the two fold-ins and a rating
    item-kNN read from the support (:mod:`recsys.models.rating_mix`, :mod:`recsys.models.rating_knn`),
    kept where a cross-fit shows a lower MAE;
-6. :func:`choose_trend`: the trend prior's half-life and weight.
+6. :func:`choose_trend`: the trend prior's half-life, weight and its decay with the support's size.
 
 The weights live in the head's buffers (:mod:`recsys.models.path_weights`, :mod:`recsys.models.als_path`)
 and are saved with the model.
@@ -428,12 +428,13 @@ def choose_trend(
     tasks: TaskSet,
 ) -> dict[str, Any]:
     """Step 7.6: pick the trend prior's half-life, positives (:func:`trend_logs`) and weight (weight 0:
-    none) on the validation users' catalogue Recall@20 + nDCG@10, and set it on the head. Returns the
-    choice for ``info["trend"]``."""
+    none) on the validation users' catalogue Recall@20 + nDCG@10, then, for the best prior, its weight's
+    decay with the support's size (:data:`~recsys.models.trend.DECAYS`; decay 0 and no prior stay
+    candidates, and win ties), and set it on the head. Returns the choice for ``info["trend"]``."""
     head = learner.head
     n = space.n_items
     none = np.zeros(n, dtype=np.float32)
-    # the prior adds weight * prior[item] to every user's ranking scores: score once without it
+    # the prior adds weight(n) * prior[item] to every user's ranking scores: score once without it
     head.set_trend(torch.from_numpy(none), 0.0)
     logs = trend_logs(train_log, space, config)
     priors = {
@@ -443,39 +444,46 @@ def choose_trend(
     }
     cache = CatalogueCache(learner, space, torch.device("cpu"))
     tensors = {key: torch.from_numpy(prior) for key, prior in priors.items()}
-    candidates: dict[Any, Combine] = {"off": lambda p, out: out.copy_(p[0])} | {
-        (key, weight): (
-            lambda p, out, prior=prior, weight=weight: torch.add(p[0], prior, alpha=weight, out=out)
-        )
-        for key, prior in tensors.items()
-        for weight in trend.WEIGHTS
-    }
-    quality = catalogue_values(
-        lambda chunk: [catalogue_scores(learner, space, val_log, chunk, cache=cache)],
-        candidates,
-        space,
-        val_log,
-        tasks,
-        config.meta.rank_threshold,
+
+    def score(chunk: TaskSet) -> list[np.ndarray]:  # the model's scores and each task's support size
+        sizes = chunk.support_sizes[:, None].astype(np.float32)
+        return [catalogue_scores(learner, space, val_log, chunk, cache=cache), sizes]
+
+    def add(prior: torch.Tensor, weight: float, decay: float) -> Combine:
+        if not decay:
+            return lambda p, out: torch.add(p[0], prior, alpha=weight, out=out)
+        w, d = torch.tensor(weight), torch.tensor(decay)
+        return lambda p, out: torch.addcmul(p[0], trend.user_weight(w, d, p[1]), prior, out=out)
+
+    def run(candidates: dict[Any, Combine]) -> dict[Any, float]:
+        quality = catalogue_values(score, candidates, space, val_log, tasks, config.meta.rank_threshold)
+        return {key: q["recall@20"] + q["cat_ndcg@10"] for key, q in quality.items()}
+
+    values = run(
+        {"off": lambda p, out: out.copy_(p[0])}
+        | {(key, w, 0.0): add(t, w, 0.0) for key, t in tensors.items() for w in trend.WEIGHTS}
     )
-    values = {key: q["recall@20"] + q["cat_ndcg@10"] for key, q in quality.items()}
-    baseline = values.pop("off")
-    best: tuple[float, Any, float] = (baseline, (None, "all"), 0.0)
-    for (key, weight), score in values.items():  # in order: the first of equal values wins
-        if score > best[0]:
-            best = (score, key, weight)
-    score, (half_life, positives), weight = best
-    head.set_trend(torch.from_numpy(priors[(half_life, positives)] if weight else none), weight)
-    chosen = trend.describe(half_life, weight) + (
+    top = max(tensors, key=lambda key: max(values[(key, w, 0.0)] for w in trend.WEIGHTS))
+    decays = [d for d in trend.DECAYS if d]
+    values |= run({(top, w, d): add(tensors[top], w, d) for d in decays for w in trend.WEIGHTS})
+    baseline = values["off"]
+    best = max(values, key=lambda key: (values[key], key == "off"))  # equal values: the first, or off
+    (half_life, positives), weight, decay = best if best != "off" else ((None, "all"), 0.0, 0.0)
+    head.set_trend(torch.from_numpy(priors[(half_life, positives)] if weight else none), weight, decay)
+    chosen = trend.describe(half_life, weight, decay) + (
         f" ({positives} positives)" if weight and len(logs) > 1 else ""
     )
-    log.info("trend prior: %s (validation Recall@20 + nDCG@10 %.4f, without %.4f)", chosen, score, baseline)
+    best_value = values[best]
+    log.info(
+        "trend prior: %s (validation Recall@20 + nDCG@10 %.4f, without %.4f)", chosen, best_value, baseline
+    )
     return {
         "half_life_days": half_life,
         "positives": positives,
         "weight": weight,
+        "decay": decay,
         "chosen": chosen,
-        "validation_recall20_plus_ndcg10": round(score, 5),
+        "validation_recall20_plus_ndcg10": round(best_value, 5),
         "validation_without": round(baseline, 5),
         # the prior of an item without training interactions: what items added later get
         "no_interactions": trend.no_interactions_value(logs[positives], n, half_life) if weight else 0.0,

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.errors import SpecError
+from recsys.models import trend
 from recsys.models.als_path import AlsPath
 from recsys.models.capabilities import HeadCapabilities
 from recsys.models.cf_path import ClassicalItemItem
@@ -151,8 +152,8 @@ class Head(nn.Module, abc.ABC):
         :meth:`init_fast` (only called when :attr:`item_item_active`)."""
         raise NotImplementedError(f"head {self.name!r} has no item-item matrix")
 
-    def set_trend(self, prior: torch.Tensor, weight: float) -> None:
-        """The popularity prior [n_catalogue] and its weight in the ranking scores (``trend_prior`` heads)."""
+    def set_trend(self, prior: torch.Tensor, weight: float, decay: float = 0.0) -> None:
+        """The popularity prior [n_catalogue], its ranking weight and decay (:mod:`recsys.models.trend`)."""
 
 
 HEADS: dict[str, type[Head]] = {}
@@ -450,6 +451,8 @@ class HybridHead(ItemItemBlend, PathWeights, AlsPath, ClassicalItemItem, Head):
         fast = {"fast.w": w, "fast.z": z}
         for fold_in in (self.mf_fold_in, self.als_fold_in, self.cf_fold_in):  # the classical paths
             fast |= fold_in(s_side, sy, m)
+        if self.trend.numel():  # the prior's weight for this user's support size
+            fast["fast.trend_w"] = trend.user_weight(self.trend_weight, self.trend_decay, m.sum())
         if self.item_item_active:
             scores = blend(s_side, self.item_item_weights(p, z, sy, sm), self.item_item_catalogue)
             if scores is not None:
@@ -492,5 +495,5 @@ class HybridHead(ItemItemBlend, PathWeights, AlsPath, ClassicalItemItem, Head):
             parts["item_item"] = mix[1] * p["ii_scale"] * p["fast.ii"][side["idx"]]
         parts |= self.als_part(p, side) | self.cf_part(p, side)
         if "idx" in side and self.trend.numel():
-            parts["trend"] = self.trend_weight * self.trend[side["idx"]]
+            parts["trend"] = p.get("fast.trend_w", self.trend_weight) * self.trend[side["idx"]]
         return parts

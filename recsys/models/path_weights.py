@@ -4,8 +4,10 @@ A head mixes in :class:`PathWeights` and calls :meth:`PathWeights._init_path_wei
 constructor; the buffers are saved with the model (files saved before a buffer existed load with its
 default: :data:`recsys.persistence.OPTIONAL_WEIGHTS`):
 
-* ``trend`` [n_catalogue] and ``trend_weight`` []: a time-decayed popularity prior
-  (:mod:`recsys.models.trend`) added to the ranking scores; weight 0 (no prior) while training;
+* ``trend`` [n_catalogue], ``trend_weight`` [] and ``trend_decay`` []: a time-decayed popularity prior
+  (:mod:`recsys.models.trend`) added to the ranking scores at a weight that shrinks with the support's
+  size by ``trend_decay`` (:func:`recsys.models.trend.user_weight`; 0: the same for every user);
+  weight 0 (no prior) while training;
 * ``rank_mix`` [2]: the weights of the ranking paths ``[support encoder, item-item]``, (1, 1) while
   training, so the model can fall back to either path alone where the other does not help;
 * ``fold_in_weight`` []: the weight of the user's fold-in term in the rating prediction, 1 while
@@ -44,6 +46,7 @@ class PathWeights:
 
     trend: torch.Tensor
     trend_weight: torch.Tensor
+    trend_decay: torch.Tensor
     rank_mix: torch.Tensor
     fold_in_weight: torch.Tensor
 
@@ -60,6 +63,7 @@ class PathWeights:
         reg = self.register_buffer  # type: ignore[attr-defined]
         reg("trend", torch.zeros(n_catalogue))
         reg("trend_weight", torch.zeros(()))
+        reg("trend_decay", torch.zeros(()))
         reg("rank_mix", torch.ones(2))
         reg("fold_in_weight", torch.ones(()))
         n = n_catalogue if mf else 0
@@ -193,9 +197,10 @@ class PathWeights:
         """How far the rating prediction moves towards the MF fallback's (0: the head's own)."""
         self.mf_weight.fill_(weight)
 
-    def set_trend(self, prior: torch.Tensor, weight: float) -> None:
+    def set_trend(self, prior: torch.Tensor, weight: float, decay: float = 0.0) -> None:
         self.trend.copy_(prior)
         self.trend_weight.fill_(weight)
+        self.trend_decay.fill_(decay)
 
     def set_fold_in_weight(self, weight: float) -> None:
         """Weight of the user's fold-in term in the rating prediction (see ``fold_in_weight``)."""
