@@ -316,30 +316,38 @@ def knn_part(head: Head, log: UserLog, tasks: TaskSet, chunk: int = 256) -> np.n
 
 
 def cross_fit_task_mae(
-    parts: dict[str, np.ndarray], users: np.ndarray, start: np.ndarray, seed: int
+    parts: dict[str, np.ndarray], users: np.ndarray, start: np.ndarray, seed: int, x: np.ndarray | None = None
 ) -> np.ndarray:
     """Each task's MAE [n_tasks] when each half of the validation ``users`` (the tasks' users) is
     predicted by a combiner fitted on the other half: an estimate free of the fit's own noise, to
-    compare with the start's (:func:`~recsys.models.rating_mix.clears_noise`)."""
+    compare with the start's (:func:`~recsys.models.rating_mix.clears_noise`). ``x``: each rating's
+    design row (default :func:`_design`; an experiment may add columns, ``start`` shaped to match)."""
+    x = _design(parts) if x is None else x
     halves = np.random.default_rng(seed).permutation(np.unique(users))
     held = np.isin(users[parts["task"]], halves[: len(halves) // 2])
     pred = parts["now"].copy()
     for fit_on in (~held, held):
-        coef = _fit(parts, fit_on, start)
+        coef = _fit(parts, fit_on, start, x)
         apply = ~fit_on & parts["seen"]
-        pred[apply] = _combine(parts, coef)[apply]
+        pred[apply] = (x @ coef.reshape(-1))[apply]
     return rating_mix.per_user_mae(pred, parts["y"], parts["task"], len(users))
 
 
-def _fit(parts: dict[str, np.ndarray], rows: np.ndarray, start: np.ndarray) -> np.ndarray:
+def _design(parts: dict[str, np.ndarray]) -> np.ndarray:
+    return rating_mix.design(*(parts[k] for k in ("features", "fold", "mf", "knn")))
+
+
+def _fit(
+    parts: dict[str, np.ndarray], rows: np.ndarray, start: np.ndarray, x: np.ndarray | None = None
+) -> np.ndarray:
     rows = rows & parts["seen"]
-    x = rating_mix.design(*(parts[k][rows] for k in ("features", "fold", "mf", "knn")))
+    x = (_design(parts) if x is None else x)[rows]
     counts = np.bincount(parts["task"])
     return rating_mix.fit_rating_mix(x, parts["y"][rows], 1.0 / counts[parts["task"][rows]], start)
 
 
 def _combine(parts: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
-    return rating_mix.design(*(parts[k] for k in ("features", "fold", "mf", "knn"))) @ coef.reshape(-1)
+    return _design(parts) @ coef.reshape(-1)
 
 
 def choose_rating_mix(

@@ -93,19 +93,11 @@ def design(parts, item) -> np.ndarray:
 
 
 def cross(parts, users, start, seed, item):
-    halves = np.random.default_rng(seed).permutation(np.unique(users))
-    held = np.isin(users[parts["task"]], halves[: len(halves) // 2])
-    pred = parts["now"].copy()
+    """The combiner's own cross-fit (:func:`recsys.post_training.cross_fit_task_mae`) with the
+    variant's columns, their coefficients starting at 0."""
     x = design(parts, item)
     beta0 = np.concatenate([start.reshape(-1), np.zeros(x.shape[1] - start.size)])
-    counts = np.bincount(parts["task"])
-    for fit_on in (~held, held):
-        rows = fit_on & parts["seen"]
-        weight = 1.0 / counts[parts["task"][rows]]
-        beta = rating_mix.fit_rating_mix(x[rows], parts["y"][rows], weight, beta0)
-        apply = ~fit_on & parts["seen"]
-        pred[apply] = (x @ beta)[apply]
-    return rating_mix.per_user_mae(pred, parts["y"], parts["task"], len(users))
+    return post_training.cross_fit_task_mae(parts, users, beta0, seed, x=x)
 
 
 def main() -> None:
