@@ -52,6 +52,7 @@ def capture(learner, space, config, train_log, val_log, tasks, mfs=None):
 post_training.choose_after_training = capture
 
 MODE = {"cf": "liked", "ii": "all"}
+THRESHOLD = [4.0]  # the relevance threshold, set from the config in main()
 original_cf, original_ii = CFPath.cf_fold_in, heads.HybridHead.item_item_weights
 
 
@@ -68,7 +69,6 @@ def item_item_weights(self, p, z, sy, sm):
     return w * (sy >= THRESHOLD[0]).to(w.dtype) if MODE["ii"] == "liked" else w
 
 
-THRESHOLD = [4.0]
 CFPath.cf_fold_in = cf_fold_in
 heads.HybridHead.item_item_weights = item_item_weights
 

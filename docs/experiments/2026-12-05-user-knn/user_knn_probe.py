@@ -87,11 +87,7 @@ def user_knn_terms(train_log, parts, *, power=1.0, shrink=2.0, lam=1.0):
     num_q = np.asarray(num[task, qi]).ravel()
     den_q = np.asarray(den[task, qi]).ravel()
     # the term relative to the head's item baseline (parts["y"] is the rating minus it)
-    return num_q / (den_q + lam) + (b[qi] - (parts_rating(parts) - parts["y"]))
-
-
-def parts_rating(parts):
-    return parts["rating"]
+    return num_q / (den_q + lam) + (b[qi] - (parts["rating"] - parts["y"]))
 
 
 def main() -> None:
