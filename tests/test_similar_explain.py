@@ -124,6 +124,20 @@ def test_top_contributor_is_the_support_item_with_the_largest_item_item_term() -
         assert min(gates) > 0 and np.allclose(gates, gates[0], rtol=1e-4)
 
 
+@pytest.mark.parametrize(("rate", "negative"), [((1.0, 0.0), set()), ((0.2, 1.0), {45, 14})])
+def test_a_learned_rating_weight_can_make_disliked_support_items_negatives(rate, negative) -> None:
+    # issue 21 asks that low support ratings can enter the ranking as negatives: the blend's rating
+    # weight ii_rate[0] + ii_rate[1] (r - mu) is learned and unbounded, so training may make them so
+    rec, b = planted(hybrid())
+    rec.learner.head.set_item_item(torch.from_numpy(np.abs(b)))  # every row adds where its weight is > 0
+    with torch.no_grad():
+        rec.learner.head.ii_rate.copy_(torch.tensor(rate))
+    rec._cache = None
+    e = rec.explain(RATINGS, 3, top=len(RATINGS))
+    below = {s["item_id"] for s in e["support"] if s["contribution"] < 0}
+    assert below == negative  # rated 1 and 2 (the mean is about 3.9): subtracted; 4 and 5 added
+
+
 def test_a_rating_only_head_explains_with_its_predicted_rating_and_no_contributions() -> None:
     rec = rating_only()
     (item, score), *_ = rec.recommend(RATINGS, n=3)
