@@ -315,41 +315,6 @@ def knn_part(head: Head, log: UserLog, tasks: TaskSet, chunk: int = 256) -> np.n
     return out[mask]
 
 
-def cross_fit_task_mae(
-    parts: dict[str, np.ndarray], users: np.ndarray, start: np.ndarray, seed: int, x: np.ndarray | None = None
-) -> np.ndarray:
-    """Each task's MAE [n_tasks] when each half of the validation ``users`` (the tasks' users) is
-    predicted by a combiner fitted on the other half: an estimate free of the fit's own noise, to
-    compare with the start's (:func:`~recsys.models.rating_mix.clears_noise`). ``x``: each rating's
-    design row (default :func:`_design`; an experiment may add columns, ``start`` shaped to match)."""
-    x = _design(parts) if x is None else x
-    halves = np.random.default_rng(seed).permutation(np.unique(users))
-    held = np.isin(users[parts["task"]], halves[: len(halves) // 2])
-    pred = parts["now"].copy()
-    for fit_on in (~held, held):
-        coef = _fit(parts, fit_on, start, x)
-        apply = ~fit_on & parts["seen"]
-        pred[apply] = (x @ coef.reshape(-1))[apply]
-    return rating_mix.per_user_mae(pred, parts["y"], parts["task"], len(users))
-
-
-def _design(parts: dict[str, np.ndarray]) -> np.ndarray:
-    return rating_mix.design(*(parts[k] for k in ("features", "fold", "mf", "knn")))
-
-
-def _fit(
-    parts: dict[str, np.ndarray], rows: np.ndarray, start: np.ndarray, x: np.ndarray | None = None
-) -> np.ndarray:
-    rows = rows & parts["seen"]
-    x = (_design(parts) if x is None else x)[rows]
-    counts = np.bincount(parts["task"])
-    return rating_mix.fit_rating_mix(x, parts["y"][rows], 1.0 / counts[parts["task"][rows]], start)
-
-
-def _combine(parts: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
-    return _design(parts) @ coef.reshape(-1)
-
-
 def choose_rating_mix(
     learner: MetaLearner,
     space: FeatureSpace,
@@ -363,9 +328,9 @@ def choose_rating_mix(
     (its three terms) on the validation tasks plus the long ones
     (:func:`~recsys.added_paths.with_long_tasks`) with the MF the fallback chose (each of
     :data:`MF_CANDIDATES` where it chose none), starting from the fold-in weight and fallback as chosen;
-    keep the one whose cross-fitted MAE (:func:`cross_fit_task_mae`) is lowest if it is below the start's
-    by more than the noise (:func:`~recsys.models.rating_mix.clears_noise`), refitted on every
-    validation user. Returns the choice for ``info["rating_mix"]``."""
+    keep the one whose cross-fitted MAE (:func:`~recsys.models.rating_mix.cross_fit_task_mae`) is lowest
+    if it is below the start's by more than the noise (:func:`~recsys.models.rating_mix.clears_noise`),
+    refitted on every validation user. Returns the choice for ``info["rating_mix"]``."""
     head = learner.head
     tasks = added_paths.with_long_tasks(val_log, tasks, config)
     start = rating_mix.start_coef(float(head.fold_in_weight), float(head.mf_weight))
@@ -379,12 +344,17 @@ def choose_rating_mix(
             _set_mf(head, mfs.get(**params))
         parts = rating_parts(learner, space, val_log, tasks)
         own = rating_mix.per_user_mae(parts["now"], parts["y"], parts["task"], len(tasks))
-        crossed = cross_fit_task_mae(parts, tasks.users, start, config.train.seed)
+        crossed = rating_mix.cross_fit_task_mae(parts, tasks.users, start, config.train.seed)
         mae = float(np.nanmean(crossed))
         values["as chosen" if params is None else f"{params['factors']} factors"] = round(mae, 5)
         if mae < best[0]:
             every = np.ones(len(parts["y"]), dtype=bool)
-            best = (mae, _fit(parts, every, start), params, rating_mix.clears_noise(crossed - own))
+            best = (
+                mae,
+                rating_mix.fit_parts(parts, every, start),
+                params,
+                rating_mix.clears_noise(crossed - own),
+            )
     mae, coef, params, keep = best
     if keep and params is not None:  # the fallback is off (weight 0): its buffers take the MF kept
         _set_mf(head, mfs.get(**params))

@@ -86,7 +86,7 @@ def test_the_head_predicts_what_the_fit_combined(rec) -> None:
     query = tasks.query[tasks.query >= 0]
     item_baseline = log.ratings[query] - parts["y"]
     predicted = predict_tasks(rec.learner, rec.space, log, tasks)[tasks.query >= 0]
-    np.testing.assert_allclose(predicted - item_baseline, post_training._combine(parts, COEF), atol=2e-4)
+    np.testing.assert_allclose(predicted - item_baseline, rating_mix.combine_parts(parts, COEF), atol=2e-4)
 
 
 def test_support_features_under_vmap_match_one_user_and_ignore_padding() -> None:
@@ -146,13 +146,13 @@ def _parts(
     y = rating_mix.design(features, fold, mf, knn) @ coef.reshape(-1) + rng.laplace(0, noise, len(task))
     start = rating_mix.start_coef(1.0, 0.0)
     parts = {"task": task, "y": y, "fold": fold, "mf": mf, "knn": knn, "seen": np.ones(len(task), dtype=bool)}
-    parts |= {"features": features, "now": post_training._combine(parts | {"features": features}, start)}
+    parts |= {"features": features, "now": rating_mix.combine_parts(parts | {"features": features}, start)}
     return parts, start
 
 
 def _difference(parts: dict[str, np.ndarray], start: np.ndarray) -> np.ndarray:
     own = rating_mix.per_user_mae(parts["now"], parts["y"], parts["task"], 300)
-    return post_training.cross_fit_task_mae(parts, np.arange(300), start, seed=0) - own
+    return rating_mix.cross_fit_task_mae(parts, np.arange(300), start, seed=0) - own
 
 
 def test_the_cross_fit_beats_the_start_where_support_features_matter() -> None:
@@ -176,7 +176,7 @@ def test_one_validation_user_keeps_the_start() -> None:
     half keeps the start, and nothing clears the noise."""
     parts, start = _parts(1, COEF, 0.3, seed=5)
     own = rating_mix.per_user_mae(parts["now"], parts["y"], parts["task"], 1)
-    crossed = post_training.cross_fit_task_mae(parts, np.arange(1), start, seed=0)
+    crossed = rating_mix.cross_fit_task_mae(parts, np.arange(1), start, seed=0)
     np.testing.assert_allclose(crossed, own)
     assert not rating_mix.clears_noise(crossed - own)
     empty = np.zeros((0, 3 * rating_mix.N_FEATURES))
@@ -195,7 +195,7 @@ def test_the_choice_keeps_the_combiner_only_where_the_cross_fit_is_lower(rec, mo
     mfs = post_training.FittedMFs(val_log, head.mf_design.shape[0], 0)
     for gain, on in ((-0.05, True), (+0.05, False)):
         monkeypatch.setattr(
-            post_training,
+            rating_mix,
             "cross_fit_task_mae",
             lambda parts, users, start, seed, gain=gain: (
                 rating_mix.per_user_mae(parts["now"], parts["y"], parts["task"], len(users)) + gain

@@ -22,8 +22,13 @@ is the fold-in weight ``w``; ``C = [[(1 - m) w, 0, …], [m, 0, …], [0, 0, …
 weight ``m``. That
 choice is the combiner's start; :func:`fit_rating_mix` fits ``C`` on validation users' query ratings by
 least absolute deviations (the evaluation's per-user MAE), and :mod:`recsys.post_training` keeps it
-only where a cross-fit over two halves of the validation users shows a lower MAE than the start by more
-than the noise (:func:`clears_noise`).
+only where a cross-fit over two halves of the validation users (:func:`cross_fit_task_mae`) shows a
+lower MAE than the start by more than the noise (:func:`clears_noise`).
+
+The fit and the cross-fit read ``parts``, the combiner's inputs one entry per validation query rating
+(:func:`recsys.post_training.rating_parts`): ``task`` (its task), ``y`` (the rating minus the item's
+baseline), ``features`` [n, N_FEATURES], the terms ``fold``, ``mf``, ``knn``, ``seen`` (the MF saw the
+item rated) and ``now`` (the prediction minus the baseline with the combiner off).
 """
 
 from __future__ import annotations
@@ -134,3 +139,52 @@ def clears_noise(difference: np.ndarray) -> bool:
     if len(d) < 2:
         return False
     return bool(d.mean() + MARGIN_SE * d.std(ddof=1) / np.sqrt(len(d)) < 0)
+
+
+def parts_design(parts: dict[str, np.ndarray]) -> np.ndarray:
+    """:func:`design` of every rating of ``parts`` (see the module)."""
+    return design(*(parts[k] for k in ("features", "fold", "mf", "knn")))
+
+
+def fit_parts(
+    parts: dict[str, np.ndarray], rows: np.ndarray, start: np.ndarray, x: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`fit_rating_mix` on the ratings ``rows`` of ``parts`` whose item the MF saw rated, each
+    weighted 1 / its task's query size; ``x``: each rating's design row (default :func:`parts_design`)."""
+    rows = rows & parts["seen"]
+    x = (parts_design(parts) if x is None else x)[rows]
+    counts = np.bincount(parts["task"])
+    return fit_rating_mix(x, parts["y"][rows], 1.0 / counts[parts["task"][rows]], start)
+
+
+def combine_parts(parts: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
+    """The combiner's term (prediction minus the item baseline) of every rating of ``parts`` under ``coef``."""
+    return parts_design(parts) @ coef.reshape(-1)
+
+
+def cross_fit_predictions(
+    parts: dict[str, np.ndarray], users: np.ndarray, start: np.ndarray, seed: int, x: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each rating's prediction minus its item baseline when each half of the validation ``users`` (the
+    tasks' users; halves drawn from ``seed``) is predicted by a combiner fitted on the other half (items
+    the MF never saw keep ``now``), and whether each rating's user is in the first half. ``x``: each
+    rating's design row (default :func:`parts_design`; an experiment may add columns, ``start`` shaped
+    to match)."""
+    x = parts_design(parts) if x is None else x
+    halves = np.random.default_rng(seed).permutation(np.unique(users))
+    held = np.isin(users[parts["task"]], halves[: len(halves) // 2])
+    pred = parts["now"].copy()
+    for fit_on in (~held, held):
+        coef = fit_parts(parts, fit_on, start, x)
+        apply = ~fit_on & parts["seen"]
+        pred[apply] = (x @ coef.reshape(-1))[apply]
+    return pred, held
+
+
+def cross_fit_task_mae(
+    parts: dict[str, np.ndarray], users: np.ndarray, start: np.ndarray, seed: int, x: np.ndarray | None = None
+) -> np.ndarray:
+    """Each task's MAE [n_tasks] under :func:`cross_fit_predictions`: an estimate free of the fit's own
+    noise, to compare with the start's (:func:`clears_noise`)."""
+    pred, _ = cross_fit_predictions(parts, users, start, seed, x)
+    return per_user_mae(pred, parts["y"], parts["task"], len(users))

@@ -58,17 +58,10 @@ post_training.rating_parts = capture_parts
 
 
 def combiner_prediction(parts, users, start, seed):
-    """The combiner's cross-fitted absolute prediction per query rating (as ``cross_fit_task_mae``)."""
-    x = post_training._design(parts)
-    halves = np.random.default_rng(seed).permutation(np.unique(users))
-    held = np.isin(users[parts["task"]], halves[: len(halves) // 2])
-    pred = parts["now"].copy()
-    for fit_on in (~held, held):
-        coef = post_training._fit(parts, fit_on, start, x)
-        apply = ~fit_on & parts["seen"]
-        pred[apply] = (x @ coef.reshape(-1))[apply]
-    base = parts["rating"] - parts["y"]
-    return base + pred, held
+    """The combiner's cross-fitted absolute prediction per query rating (``cross_fit_predictions``) and
+    which ratings' users are in the first half."""
+    pred, held = rating_mix.cross_fit_predictions(parts, users, start, seed)
+    return parts["rating"] - parts["y"] + pred, held
 
 
 def weighted_median(y, w):

@@ -137,7 +137,7 @@ def cross(parts, users, start, seed, three):
             beta = fit3(parts, fit_on, np.concatenate([start, np.zeros((1, start.shape[1]))]))
             x = design3(parts["features"], parts["fold"], parts["mf"], parts["knn"])
         else:
-            beta = post_training._fit(parts, fit_on, start).reshape(-1)
+            beta = rating_mix.fit_parts(parts, fit_on, start).reshape(-1)
             x = rating_mix.design(parts["features"], parts["fold"], parts["mf"])
         pred[apply] = (x @ beta)[apply]
     return rating_mix.per_user_mae(pred, parts["y"], parts["task"], len(users))

@@ -75,11 +75,11 @@ def design(parts, names) -> np.ndarray:
 
 
 def cross(parts, users, start, seed, names):
-    """The combiner's own cross-fit (:func:`recsys.post_training.cross_fit_task_mae`) with the
+    """The combiner's own cross-fit (:func:`recsys.models.rating_mix.cross_fit_task_mae`) with the
     variant's columns, their coefficients starting at 0."""
     x = design(parts, names)
     beta0 = np.concatenate([start.reshape(-1), np.zeros(x.shape[1] - start.size)])
-    return post_training.cross_fit_task_mae(parts, users, beta0, seed, x=x)
+    return rating_mix.cross_fit_task_mae(parts, users, beta0, seed, x=x)
 
 
 def main() -> None:

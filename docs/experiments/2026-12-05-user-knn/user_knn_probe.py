@@ -103,7 +103,7 @@ def main() -> None:
         "p1 shrink5 lam0.1": dict(power=1.0, shrink=5.0, lam=0.1),
         "p2.5 shrink2 lam0.1": dict(power=2.5, shrink=2.0, lam=0.1),
     }
-    x0 = post_training._design(parts)
+    x0 = rating_mix.parts_design(parts)
     for variant, kw in variants.items():
         term = user_knn_terms(train_log, parts, **kw)
         term = np.where(parts["seen"], term, 0.0)
@@ -111,8 +111,8 @@ def main() -> None:
         beta0 = np.concatenate([start.reshape(-1), np.zeros(rating_mix.N_FEATURES)])
         row = {"term sd": round(float(term.std()), 4), "corr with y": round(float(np.corrcoef(term, parts["y"])[0, 1]), 4)}
         for seed in (0, 1, 2):
-            base = post_training.cross_fit_task_mae(parts, users, start, seed)
-            more = post_training.cross_fit_task_mae(parts, users, beta0, seed, x=x)
+            base = rating_mix.cross_fit_task_mae(parts, users, start, seed)
+            more = rating_mix.cross_fit_task_mae(parts, users, beta0, seed, x=x)
             d = (more - base)[np.isfinite(more - base)]
             row[f"split {seed}"] = {"combiner": round(float(np.nanmean(base)), 5),
                                     "+user-kNN - combiner": [round(float(d.mean()), 5), round(float(d.std(ddof=1) / np.sqrt(len(d))), 5)]}
