@@ -139,3 +139,33 @@ def test_splits_temporal_random_and_validation_from_train(synthetic_small) -> No
     parts = [set(r1.train), set(r1.validation), set(r1.test)]
     assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
     assert sum(map(len, parts)) == inter["user_id"].n_unique()
+
+
+@pytest.mark.parametrize("order", ["temporal", "random"])
+def test_validation_tasks_never_have_an_empty_support(order) -> None:
+    """Regression: a validation user with 2-5 ratings used to get a task with no support (the query's
+    five came first), so model selection averaged in zero-shot tasks no K-shot user brings (14 of 604
+    ML-1M temporal validation users). Users too short for the smallest support plus five query ratings
+    are left out; the others keep at least ``support_min`` support and five query ratings."""
+    from recsys.config import TrainConfig
+    from recsys.data.ids import IdIndex
+    from recsys.meta.validation import validation_tasks
+
+    counts = [2, 3, 5, 6, 7, 12, 40]
+    frame = pl.DataFrame(
+        {
+            "user_id": np.repeat(np.arange(len(counts)), counts),
+            "item_id": np.concatenate([np.arange(c) for c in counts]),
+            "rating": 4.0,
+            "timestamp": np.concatenate([np.arange(c) for c in counts]),
+        }
+    )
+    log = UserLog.from_frame(frame, IdIndex(pl.Series(np.arange(40))))
+    cfg = TrainConfig(support_min=1, support_max=20, validation_order=order)
+    tasks = validation_tasks(log, cfg, np.random.default_rng(0))
+    assert sorted(tasks.users.tolist()) == [3, 4, 5, 6]  # 6+ ratings: one support + five query
+    n_support, n_query = (tasks.support >= 0).sum(1), (tasks.query >= 0).sum(1)
+    assert (n_support >= 1).all() and (n_query >= 5).all()
+    fixed = validation_tasks(log, TrainConfig(validation_support=3), np.random.default_rng(0))
+    assert sorted(fixed.users.tolist()) == [5, 6]  # 3 support + 5 query needs 8 ratings
+    assert ((fixed.support >= 0).sum(1) == 3).all()

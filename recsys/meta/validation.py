@@ -21,10 +21,15 @@ from recsys.models.scorer import Scores
 def validation_tasks(log: UserLog, cfg: TrainConfig, rng: np.random.Generator) -> TaskSet:
     """Fixed validation tasks: a support drawn from ``rng`` (``validation_support`` ratings, or sizes
     drawn like the training supports) and a query of up to ``validation_query`` others, for every
-    validation user with enough ratings. Training draws them from the ``validation-tasks`` stream of
-    :class:`recsys.utils.seeds.Seeds` (see :func:`recsys.meta.trainer.MetaTrainer.fit`)."""
+    validation user with enough ratings: the smallest support plus a query of at least 5 (a user with
+    fewer would get an empty support, and a task with no support is not one of the K-shot tasks being
+    selected for). A drawn support larger than a user's ratings allow shrinks so that the query keeps
+    5. Training draws them from the ``validation-tasks`` stream of :class:`recsys.utils.seeds.Seeds`
+    (see :func:`recsys.meta.trainer.MetaTrainer.fit`)."""
     fixed = cfg.validation_support
-    eligible = np.nonzero(log.counts > (fixed if fixed is not None else cfg.support_min))[0]
+    min_query = min(cfg.validation_query, 5)
+    smallest = fixed if fixed is not None else cfg.support_min
+    eligible = np.nonzero(log.counts >= max(smallest, 1) + min_query)[0]
     return sample_tasks(
         log,
         eligible,
@@ -34,7 +39,7 @@ def validation_tasks(log: UserLog, cfg: TrainConfig, rng: np.random.Generator) -
         support_order=cfg.support_order if cfg.validation_order == "auto" else cfg.validation_order,
         query_order=cfg.query_order,
         log_uniform=cfg.support_distribution == "log-uniform",
-        min_query=min(cfg.validation_query, 5),
+        min_query=min_query,
     )
 
 
