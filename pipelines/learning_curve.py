@@ -149,14 +149,19 @@ def summary(out: Path, full: Path | None = None) -> str:
         sizes.append((FULL_USERS, full))
     rows, verdicts = [], {}
     created: dict[int, str] = {}
+    reports = {n: json.loads((folder / "report.json").read_text()) for n, folder in sizes}
+    # the suite's full-log part may run more K than the cuts: the curve compares the cuts' K only
+    curve_ks = {row["k"] for n, r in reports.items() if n != FULL_USERS for row in comparisons(r)}
     for n, folder in sizes:
-        report = json.loads((folder / "report.json").read_text())
+        report = reports[n]
         created[n] = report.get("created", "?")
         timing = _timing(folder)
         split = (next(iter(report.get("splits", {}).values()), None) or [{}])[0]
         train_users = split.get("train_users", "?")
         wall = f"{timing['seconds'] / 60:.0f} min" if "seconds" in timing else "–"
         for row in comparisons(report):
+            if n == FULL_USERS and curve_ks and row["k"] not in curve_ks:
+                continue
             verdicts.setdefault(n, []).append(row["verdict"])
             rows.append(
                 f"| {n:,} | {train_users} | {row['users']} | {row['k']} | {row['metric']} | {_cell(row['meta'])} "

@@ -46,11 +46,11 @@ def test_asking_for_more_users_than_the_log_has_is_an_error(log_folder, tmp_path
         cut_log(log_folder, tmp_path / "cut", 41)
 
 
-def _report(meta_mae: float, diff: tuple[float, float, float]) -> dict:
+def _report(meta_mae: float, diff: tuple[float, float, float], k: str = "5") -> dict:
     def cell(m: float) -> dict:
         return {"mean": m, "low": m - 0.01, "high": m + 0.01}
 
-    common = {"protocol": "random", "scenario": "new_users", "k": "5", "users": 60, "tasks": 60}
+    common = {"protocol": "random", "scenario": "new_users", "k": k, "users": 60, "tasks": 60}
     return {
         "splits": {"random": [{"train_users": 240}]},
         "methods": {"meta-learner": {"kind": "meta-learner"}, "item-mean": {"kind": "baseline"}},
@@ -83,3 +83,21 @@ def test_the_crossover_is_the_smallest_size_from_which_the_default_is_never_behi
     assert "300: 0 of 1, 1,000: 0 of 1, 3,000: 1 of 1" in text
     (tmp_path / "users-3000" / "report.json").write_text(json.dumps(_report(0.83, plan[300][1])))
     assert "none within the sizes run: at the largest, the default is behind" in summary(tmp_path)
+
+
+def test_the_full_log_row_compares_only_the_support_sizes_the_cuts_ran(tmp_path) -> None:
+    """The suite's full-log part runs K = 1 to 20, the cuts K = 3, 5, 10 (here 5): a full-log K the cuts
+    did not run is not in the table, nor in the crossover."""
+    (tmp_path / "users-300").mkdir()
+    (tmp_path / "users-300" / "report.json").write_text(json.dumps(_report(0.78, (-0.02, -0.03, -0.01))))
+    full = tmp_path / "full"
+    full.mkdir()
+    both = _report(0.78, (-0.02, -0.03, -0.01))
+    only_full = _report(0.83, (0.03, 0.02, 0.04), k="1")
+    both["results"] += only_full["results"]
+    both["paired"] += only_full["paired"]
+    (full / "report.json").write_text(json.dumps(both))
+    text = summary(tmp_path, full)
+    assert "| 6,040 | 240 | 60 | 5 | MAE |" in text
+    assert "| 6,040 | 240 | 60 | 1 |" not in text
+    assert "from 300 users on, the default is behind no fair baseline" in text
