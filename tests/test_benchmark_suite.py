@@ -318,3 +318,16 @@ def test_the_ablation_table_counts_the_K_where_a_variant_is_resolved_worse_and_m
     (unpaired,) = ablation_rows(fake_report())  # the old report: plain differences of means, no counts
     assert not unpaired["paired"] and unpaired["metrics"]["nDCG@10"]["mean"] == pytest.approx(0.9 - 0.49)
     assert unpaired["metrics"]["nDCG@10"]["worse"] is None
+
+
+def test_a_parts_machine_record_names_the_cpu_and_torchs_kernel_level() -> None:
+    """Runs of one part on different machines may train slightly different weights (torch's float
+    kernels can differ by CPU) and flip near-tied validation choices: the timing record names the CPU
+    and the kernel level, so two runs can be told apart."""
+    import torch
+
+    from pipelines.benchmark import _machine
+
+    machine = _machine()
+    assert isinstance(machine["cpu"], str) and machine["cpu"]
+    assert machine["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
