@@ -368,10 +368,15 @@ def prepare_head(
 # ---- 6. meta-training --------------------------------------------------------------------------------
 def validation_tasks_of(val_log: UserLog | None, cfg: TrainConfig, seeds: Seeds) -> TaskSet | None:
     """The fixed validation tasks (model selection, trend choice, summary) from the ``validation-tasks``
-    stream; None without validation users."""
+    stream; None without validation users or when none of them can give a task (every one has a single
+    rating): training then goes on as without validation users."""
     if val_log is None or not val_log.n_users:
         return None
-    return validation_tasks(val_log, cfg, seeds.rng(VALIDATION_TASKS))
+    tasks = validation_tasks(val_log, cfg, seeds.rng(VALIDATION_TASKS))
+    if not len(tasks):
+        log.warning("validation: no validation user has 2 ratings, so there are no validation tasks")
+        return None
+    return tasks
 
 
 def meta_train(

@@ -169,3 +169,37 @@ def test_validation_tasks_never_have_an_empty_support(order) -> None:
     fixed = validation_tasks(log, TrainConfig(validation_support=3), np.random.default_rng(0))
     assert sorted(fixed.users.tolist()) == [5, 6]  # 3 support + 5 query needs 8 ratings
     assert ((fixed.support >= 0).sum(1) == 3).all()
+
+
+def _short_log(counts: list[int]) -> UserLog:
+    from recsys.data.ids import IdIndex
+
+    frame = pl.DataFrame(
+        {
+            "user_id": np.repeat(np.arange(len(counts)), counts),
+            "item_id": np.concatenate([np.arange(c) for c in counts]),
+            "rating": 4.0,
+            "timestamp": np.concatenate([np.arange(c) for c in counts]),
+        }
+    )
+    return UserLog.from_frame(frame, IdIndex(pl.Series(np.arange(max(counts)))))
+
+
+def test_validation_users_with_short_histories_only_keep_a_support_and_a_shorter_query() -> None:
+    """Where no validation user has the smallest support plus five ratings (a log of short histories),
+    leaving them all out would leave training without validation: each user with two ratings or more
+    gives a task of at least one support and at least one query rating instead."""
+    from recsys.config import TrainConfig
+    from recsys.meta.validation import validation_tasks
+
+    tasks = validation_tasks(_short_log([1, 2, 3, 5]), TrainConfig(), np.random.default_rng(0))
+    assert sorted(tasks.users.tolist()) == [1, 2, 3]
+    assert ((tasks.support >= 0).sum(1) >= 1).all() and ((tasks.query >= 0).sum(1) >= 1).all()
+
+
+def test_validation_users_with_a_single_rating_give_no_tasks_and_training_goes_on_without() -> None:
+    from recsys.config import TrainConfig
+    from recsys.training import validation_tasks_of
+    from recsys.utils.seeds import Seeds
+
+    assert validation_tasks_of(_short_log([1, 1, 1]), TrainConfig(), Seeds(0)) is None

@@ -312,6 +312,8 @@ class MetaTrainer:
             val_tasks = None
         elif val_tasks is None:
             val_tasks = validation_tasks(val_log, cfg, Seeds(cfg.seed).rng(VALIDATION_TASKS))
+        if val_tasks is not None and not len(val_tasks):
+            val_tasks = None  # no validation user can give a task: train as without validation users
         consecutive_bad = 0
         n_epochs, n_tasks = cfg.planned_epochs(len(train_users)), len(train_users)
         if n_epochs < cfg.epochs:

@@ -22,14 +22,19 @@ def validation_tasks(log: UserLog, cfg: TrainConfig, rng: np.random.Generator) -
     """Fixed validation tasks: a support drawn from ``rng`` (``validation_support`` ratings, or sizes
     drawn like the training supports) and a query of up to ``validation_query`` others, for every
     validation user with enough ratings: the smallest support plus a query of at least 5 (a user with
-    fewer would get an empty support, and a task with no support is not one of the K-shot tasks being
+    fewer used to get an empty support, and a task with no support is not one of the K-shot tasks being
     selected for). A drawn support larger than a user's ratings allow shrinks so that the query keeps
-    5. Training draws them from the ``validation-tasks`` stream of :class:`recsys.utils.seeds.Seeds`
-    (see :func:`recsys.meta.trainer.MetaTrainer.fit`)."""
+    5. Where no validation user has that many (a log of very short histories), every user with at least
+    one rating beyond the smallest support gives a task whose query keeps at least 1 rating; no task
+    (an empty set) where none has even that. Training draws them from the ``validation-tasks`` stream
+    of :class:`recsys.utils.seeds.Seeds` (see :func:`recsys.meta.trainer.MetaTrainer.fit`)."""
     fixed = cfg.validation_support
+    smallest = max(fixed if fixed is not None else cfg.support_min, 1)
     min_query = min(cfg.validation_query, 5)
-    smallest = fixed if fixed is not None else cfg.support_min
-    eligible = np.nonzero(log.counts >= max(smallest, 1) + min_query)[0]
+    eligible = np.nonzero(log.counts >= smallest + min_query)[0]
+    if len(eligible) == 0:  # short histories only: keep the support, shrink the query
+        min_query = 1
+        eligible = np.nonzero(log.counts >= smallest + 1)[0]
     return sample_tasks(
         log,
         eligible,
