@@ -310,10 +310,8 @@ class MetaTrainer:
             raise TrainingError(f"no training user has at least {cfg.min_user_ratings} ratings")
         if val_log is None or not val_log.n_users:
             val_tasks = None
-        elif val_tasks is None:
-            val_tasks = validation_tasks(val_log, cfg, Seeds(cfg.seed).rng(VALIDATION_TASKS))
-        if val_tasks is not None and not len(val_tasks):
-            val_tasks = None  # no validation user can give a task: train as without validation users
+        elif val_tasks is None:  # an empty set (no user can give a task) trains as without validation
+            val_tasks = validation_tasks(val_log, cfg, Seeds(cfg.seed).rng(VALIDATION_TASKS)) or None
         consecutive_bad = 0
         n_epochs, n_tasks = cfg.planned_epochs(len(train_users)), len(train_users)
         if n_epochs < cfg.epochs:
