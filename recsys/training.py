@@ -374,7 +374,7 @@ def validation_tasks_of(val_log: UserLog | None, cfg: TrainConfig, seeds: Seeds)
         return None
     tasks = validation_tasks(val_log, cfg, seeds.rng(VALIDATION_TASKS))
     if not len(tasks):
-        log.warning("validation: no validation user has 2 ratings, so there are no validation tasks")
+        log.warning("validation: no validation user has ratings for both a support and a query")
         return None
     return tasks
 
