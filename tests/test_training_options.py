@@ -112,3 +112,16 @@ def test_weight_average_is_what_training_validates_and_keeps(synthetic_small, mo
     name = "net.head.prior.0.weight"
     torch.testing.assert_close(kept[name], seen["average"][name])
     assert not torch.allclose(kept[name], seen["live"][name])
+
+
+def test_validation_users_with_a_single_rating_each_train_as_without_validation(data) -> None:
+    """No validation user can give a task (one rating each): the trainer trains as without validation
+    users (no ``val_`` figures, no best-epoch choice on an empty set) rather than averaging over none."""
+    import numpy as np
+
+    _, log = data
+    first = np.zeros(len(log.items), dtype=bool)
+    first[log.indptr[:-1][np.diff(log.indptr) > 0]] = True  # each user's first rating only
+    trainer = _trainer(data, epochs=1)
+    state = trainer.fit(log, log.keep(first))
+    assert state.history and not any(key.startswith("val_") for key in state.history[-1])
