@@ -6,10 +6,15 @@ import numpy as np
 import polars as pl
 import pytest
 
+from recsys.config import TrainConfig
+from recsys.data.ids import IdIndex
 from recsys.data.splits import split_users
 from recsys.data.tasks import UserLog, iterate_batches, sample_tasks
 from recsys.features.space import FeatureSpace
 from recsys.meta.batches import build_batch
+from recsys.meta.validation import validation_tasks
+from recsys.training import validation_tasks_of
+from recsys.utils.seeds import Seeds
 
 
 @pytest.fixture(scope="module")
@@ -141,39 +146,8 @@ def test_splits_temporal_random_and_validation_from_train(synthetic_small) -> No
     assert sum(map(len, parts)) == inter["user_id"].n_unique()
 
 
-@pytest.mark.parametrize("order", ["temporal", "random"])
-def test_validation_tasks_never_have_an_empty_support(order) -> None:
-    """Regression: a validation user with 2-5 ratings used to get a task with no support (the query's
-    five came first), so model selection averaged in zero-shot tasks no K-shot user brings (14 of 604
-    ML-1M temporal validation users). Users too short for the smallest support plus five query ratings
-    are left out; the others keep at least ``support_min`` support and five query ratings."""
-    from recsys.config import TrainConfig
-    from recsys.data.ids import IdIndex
-    from recsys.meta.validation import validation_tasks
-
-    counts = [2, 3, 5, 6, 7, 12, 40]
-    frame = pl.DataFrame(
-        {
-            "user_id": np.repeat(np.arange(len(counts)), counts),
-            "item_id": np.concatenate([np.arange(c) for c in counts]),
-            "rating": 4.0,
-            "timestamp": np.concatenate([np.arange(c) for c in counts]),
-        }
-    )
-    log = UserLog.from_frame(frame, IdIndex(pl.Series(np.arange(40))))
-    cfg = TrainConfig(support_min=1, support_max=20, validation_order=order)
-    tasks = validation_tasks(log, cfg, np.random.default_rng(0))
-    assert sorted(tasks.users.tolist()) == [3, 4, 5, 6]  # 6+ ratings: one support + five query
-    n_support, n_query = (tasks.support >= 0).sum(1), (tasks.query >= 0).sum(1)
-    assert (n_support >= 1).all() and (n_query >= 5).all()
-    fixed = validation_tasks(log, TrainConfig(validation_support=3), np.random.default_rng(0))
-    assert sorted(fixed.users.tolist()) == [5, 6]  # 3 support + 5 query needs 8 ratings
-    assert ((fixed.support >= 0).sum(1) == 3).all()
-
-
 def _short_log(counts: list[int]) -> UserLog:
-    from recsys.data.ids import IdIndex
-
+    """User ``u`` rates items 0 .. counts[u] - 1, in that order, all 4.0."""
     frame = pl.DataFrame(
         {
             "user_id": np.repeat(np.arange(len(counts)), counts),
@@ -185,12 +159,28 @@ def _short_log(counts: list[int]) -> UserLog:
     return UserLog.from_frame(frame, IdIndex(pl.Series(np.arange(max(counts)))))
 
 
+@pytest.mark.parametrize("order", ["temporal", "random"])
+def test_validation_tasks_never_have_an_empty_support(order) -> None:
+    """Regression: a validation user with 2-5 ratings used to get a task with no support (the query's
+    five came first), so model selection averaged in zero-shot tasks no K-shot user brings (14 of 604
+    ML-1M temporal validation users). Users too short for the smallest support plus five query ratings
+    are left out; the others keep at least ``support_min`` support and five query ratings."""
+
+    log = _short_log([2, 3, 5, 6, 7, 12, 40])
+    cfg = TrainConfig(support_min=1, support_max=20, validation_order=order)
+    tasks = validation_tasks(log, cfg, np.random.default_rng(0))
+    assert sorted(tasks.users.tolist()) == [3, 4, 5, 6]  # 6+ ratings: one support + five query
+    n_support, n_query = (tasks.support >= 0).sum(1), (tasks.query >= 0).sum(1)
+    assert (n_support >= 1).all() and (n_query >= 5).all()
+    fixed = validation_tasks(log, TrainConfig(validation_support=3), np.random.default_rng(0))
+    assert sorted(fixed.users.tolist()) == [5, 6]  # 3 support + 5 query needs 8 ratings
+    assert ((fixed.support >= 0).sum(1) == 3).all()
+
+
 def test_validation_users_with_short_histories_only_keep_a_support_and_a_shorter_query() -> None:
     """Where no validation user has the smallest support plus five ratings (a log of short histories),
     leaving them all out would leave training without validation: each user with two ratings or more
     gives a task of at least one support and at least one query rating instead."""
-    from recsys.config import TrainConfig
-    from recsys.meta.validation import validation_tasks
 
     tasks = validation_tasks(_short_log([1, 2, 3, 5]), TrainConfig(), np.random.default_rng(0))
     assert sorted(tasks.users.tolist()) == [1, 2, 3]
@@ -198,8 +188,5 @@ def test_validation_users_with_short_histories_only_keep_a_support_and_a_shorter
 
 
 def test_validation_users_with_a_single_rating_give_no_tasks_and_training_goes_on_without() -> None:
-    from recsys.config import TrainConfig
-    from recsys.training import validation_tasks_of
-    from recsys.utils.seeds import Seeds
 
     assert validation_tasks_of(_short_log([1, 1, 1]), TrainConfig(), Seeds(0)) is None
