@@ -12,13 +12,19 @@ In order:
 Both are chosen the same way (:func:`choose_addition`): the model's ranking scores on the validation
 users' tasks (with what was chosen before), each candidate fit's scores alone, and the candidates
 ``model + weight * ratio * fit`` for the weights :data:`WEIGHTS`, where ``ratio`` is the model's score
-spread over the fit's (on the first chunk of tasks), so the weights mean the same on every log. The best
+spread over the fit's (on the first chunk of validation tasks), so the weights mean the same on every log. The best
 Recall@20 + nDCG@10 on the validation tasks (supports of ``train.support_min`` to ``support_max``
 ratings, the trained range) chooses the fit and its weight, the model without the path ("off") winning
-ties. The weight of supports above 20 ratings (:mod:`recsys.models.support_bands`) is chosen apart, for
-that fit (any fit where the path is off for short supports), on :func:`long_tasks`: supports of 21-100
-ratings of the validation users who have them, so a user who brings 50 ratings gets the weight chosen
-for users like them rather than the one chosen for 5-rating supports.
+ties. The weights of the other support-size bands (:mod:`recsys.models.support_bands`) are chosen apart,
+for that fit (any fit where the path is off so far):
+
+* supports of 1-2 ratings on :func:`short_tasks` (one per validation user), moving away from the trained
+  range's choice only where the paired per-user difference clears the noise
+  (:func:`~recsys.models.rating_mix.clears_noise`): the ALS path helps Gowalla's one-item supports and
+  hurts from three on, while a free choice on small bands fitted ML-100k's noise;
+* supports above 20 ratings on :func:`long_tasks` (21-100 ratings of the validation users who have
+  them), so a user who brings 50 ratings gets the weight chosen for users like them rather than the one
+  chosen for 5-rating supports.
 """
 
 from __future__ import annotations
@@ -39,8 +45,9 @@ from recsys.meta.validation import Combine, catalogue_scores, catalogue_task_val
 from recsys.models.als_path import ALS_WIDTH
 from recsys.models.classical import BASELINES, ImplicitALS
 from recsys.models.heads import Head
-from recsys.models.support_bands import BAND_NAMES, N_BANDS, bands_of
-from recsys.utils.seeds import LONG_VALIDATION_TASKS, Seeds
+from recsys.models.rating_mix import clears_noise
+from recsys.models.support_bands import BAND_NAMES, N_BANDS
+from recsys.utils.seeds import LONG_VALIDATION_TASKS, SHORT_VALIDATION_TASKS, Seeds
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +77,13 @@ def choose_addition(
     tasks: TaskSet,
     weight: torch.Tensor,
     fits: list[Callable[[], None]],
-) -> tuple[Any, dict[str, dict[str, float]]]:
+) -> tuple[Any, dict[str, Any]]:
     """Choose one added path's fit and its weight in each support-size band (see the module): ``weight``
-    is the path's weight buffer [N_BANDS], ``fits[k]()`` sets candidate ``k`` on the head; ``tasks``:
-    the validation tasks followed by :func:`long_tasks`. Leaves the best set (every band 0 where "off"
-    wins); returns it ("off" or (fit index, weights in spread units, one per band)) and every
-    candidate's validation value in each band."""
+    is the path's weight buffer [N_BANDS], ``fits[k]()`` sets candidate ``k`` on the head; ``tasks``: the
+    validation tasks (:func:`short_tasks` and :func:`long_tasks` are added here). Leaves the best set
+    (every band 0 where "off" wins); returns it ("off" or (fit index, weights in spread units, one per
+    band)) and the report's values: every candidate's validation value on each band's tasks and the
+    number of those tasks."""
     head = learner.head
     mix = head.rank_mix.tolist()
     others = [b for b in (head.als_weight, head.cf_weight) if b is not weight]
@@ -97,9 +105,8 @@ def choose_addition(
             use(k)
             cache = caches.setdefault(k, CatalogueCache(learner, space, torch.device("cpu")))
             paths.append(catalogue_scores(learner, space, val_log, chunk, cache=cache))
-        if not ratios:  # the weights' unit, from the first chunk's supports of the trained range
-            rows = bands_of(chunk.support_sizes) == 0
-            rows = rows if rows.any() else slice(None)
+        if not ratios:  # the weights' unit, from the first chunk's validation tasks (the trained range)
+            rows = slice(0, len(tasks)) if len(tasks) else slice(None)
             spread = [float(p[rows].std()) for p in paths]
             ratios.extend(spread[0] / max(s, 1e-12) for s in spread[1:])
         return paths
@@ -107,28 +114,43 @@ def choose_addition(
     def add(k: int, w: float) -> Combine:
         return lambda p, out: torch.add(p[0], p[k], alpha=w * ratios[k - 1], out=out)
 
+    short, long = short_tasks(val_log, config), long_tasks(val_log, config)
+    part = np.repeat([1, 0, 2], [len(tasks), len(short), len(long)])  # each task's band of choice
     candidates: dict[Any, Combine] = {"off": lambda p, out: out.copy_(p[0])}
     candidates |= {(k, w): add(k, w) for k in range(1, len(fits) + 1) for w in WEIGHTS}
-    per = catalogue_task_values(score, candidates, space, val_log, tasks, config.meta.rank_threshold)
+    all_tasks = concat_tasks(concat_tasks(tasks, short), long)
+    per = catalogue_task_values(score, candidates, space, val_log, all_tasks, config.meta.rank_threshold)
     per_task = {key: q["recall@20"] + q["cat_ndcg@10"] for key, q in per.items()}
-    long = bands_of(tasks.support_sizes) > 0
-    values = {BAND_NAMES[0]: {key: _mean(v[~long]) for key, v in per_task.items()}}
-    best = _best(values[BAND_NAMES[0]])
-    if long.any():  # the fit chosen above (any, where it was off) and its weight on the long supports
-        keys = [key for key in per_task if best == "off" or key == "off" or key[0] == best[0]]
-        values[BAND_NAMES[1]] = {key: _mean(per_task[key][long]) for key in keys}
-        best_long = _best(values[BAND_NAMES[1]])
-    else:  # no validation user has that many ratings: the trained range's choice
-        best_long = best
+    values: dict[str, dict[Any, float]] = {TRAINED: {key: _mean(v[part == 1]) for key, v in per_task.items()}}
+    best = _best(values[TRAINED])
+    chosen = {1: best}
+    for band in (0, 2):  # the fit chosen so far (any, while every band is off) and its weight in the band
+        if not (part == band).any():  # no validation user has supports of that size: the trained range's
+            chosen[band] = best
+            continue
+        fit = next((b[0] for b in chosen.values() if b != "off"), None)
+        keys = [key for key in per_task if fit is None or key == "off" or key[0] == fit]
+        values[BAND_NAMES[band]] = {key: _mean(per_task[key][part == band]) for key in keys}
+        chosen[band] = _best(values[BAND_NAMES[band]])
+        if band == 0:  # the short band keeps the trained range's choice unless its tasks show better
+            behind = per_task[best][part == 0] - per_task[chosen[0]][part == 0]  # beyond noise
+            chosen[0] = chosen[0] if clears_noise(behind) else best
     use(0)
-    report = {band: {str(key): round(v, 5) for key, v in vals.items()} for band, vals in values.items()}
-    if best == best_long == "off":
+    report = {
+        "values": {band: {str(key): round(v, 5) for key, v in vals.items()} for band, vals in values.items()},
+        "tasks": {BAND_NAMES[b]: int((part == b).sum()) for b in range(N_BANDS)},
+    }
+    if all(b == "off" for b in chosen.values()):
         return "off", report
-    k = best[0] if best != "off" else best_long[0]
+    k = next(b[0] for b in chosen.values() if b != "off")
     fits[k - 1]()
-    chosen = tuple(0.0 if b == "off" else b[1] for b in (best, best_long))
-    weight.copy_(torch.tensor([w * ratios[k - 1] for w in chosen]))
-    return (k, chosen), report
+    weights = tuple(0.0 if chosen[b] == "off" else chosen[b][1] for b in range(N_BANDS))
+    weight.copy_(torch.tensor([w * ratios[k - 1] for w in weights]))
+    return (k, weights), report
+
+
+TRAINED = "1-20"
+"""The report's name of the trained range's validation tasks (the middle band's weight and the fit)."""
 
 
 def _best(values: dict[Any, float]) -> Any:
@@ -142,31 +164,49 @@ def _mean(values: np.ndarray) -> float:
     return float(finite.mean()) if len(finite) else -np.inf
 
 
+SHORT_SUPPORT = (1, 2)
+"""Support sizes of :func:`short_tasks` (drawn uniformly)."""
 LONG_SUPPORT = (21, 100)
 """Support sizes of :func:`long_tasks` (drawn log-uniformly; at most all but the query)."""
-LONG_TASKS = 1000
-"""The most validation users :func:`long_tasks` takes (a random subset beyond that)."""
+BAND_TASKS = 1000
+"""The most validation users :func:`short_tasks` and :func:`long_tasks` take (a random subset beyond)."""
+
+
+def short_tasks(val_log: UserLog, config: RecommenderConfig) -> TaskSet:
+    """Validation tasks with supports in the first band (:data:`SHORT_SUPPORT`), one per validation user
+    with at least the band's upper end plus the query (up to :data:`BAND_TASKS` of them), from the
+    ``short-validation-tasks`` stream of the training seed."""
+    return _band_tasks(val_log, config, SHORT_SUPPORT, SHORT_VALIDATION_TASKS, log_uniform=False)
 
 
 def long_tasks(val_log: UserLog, config: RecommenderConfig) -> TaskSet:
-    """Validation tasks with supports in the last band (:data:`LONG_SUPPORT`): for each validation user
-    with more ratings than its lower end plus the query (up to :data:`LONG_TASKS` of them), drawn as the
-    validation tasks are (their order, their query), from the ``long-validation-tasks`` stream of the
-    training seed. None qualify on a log of short users: no tasks."""
+    """Validation tasks with supports in the last band (:data:`LONG_SUPPORT`), one per validation user
+    with more ratings than its lower end plus the query (up to :data:`BAND_TASKS` of them), from the
+    ``long-validation-tasks`` stream of the training seed. None qualify on a log of short users."""
+    return _band_tasks(val_log, config, LONG_SUPPORT, LONG_VALIDATION_TASKS, log_uniform=True)
+
+
+def _band_tasks(
+    val_log: UserLog, config: RecommenderConfig, sizes: tuple[int, int], stream: str, log_uniform: bool
+) -> TaskSet:
+    """Validation users' tasks with supports of ``sizes`` ratings, drawn as the validation tasks are
+    (their order, their query) from the seed's ``stream``; users need ``sizes[0]`` (log-uniform draws)
+    or ``sizes[1]`` ratings besides the query."""
     cfg = config.train
-    rng = Seeds(cfg.seed).rng(LONG_VALIDATION_TASKS)
-    eligible = np.nonzero(val_log.counts >= LONG_SUPPORT[0] + cfg.validation_query)[0]
-    if len(eligible) > LONG_TASKS:
-        eligible = np.sort(rng.choice(eligible, LONG_TASKS, replace=False))
+    rng = Seeds(cfg.seed).rng(stream)
+    need = (sizes[0] if log_uniform else sizes[1]) + cfg.validation_query
+    eligible = np.nonzero(val_log.counts >= need)[0]
+    if len(eligible) > BAND_TASKS:
+        eligible = np.sort(rng.choice(eligible, BAND_TASKS, replace=False))
     return sample_tasks(
         val_log,
         eligible,
         rng,
-        support_size=LONG_SUPPORT,
+        support_size=sizes,
         query_size=cfg.validation_query,
         support_order=cfg.support_order if cfg.validation_order == "auto" else cfg.validation_order,
         query_order=cfg.query_order,
-        log_uniform=True,
+        log_uniform=log_uniform,
         min_query=cfg.validation_query,
     )
 
@@ -183,30 +223,35 @@ def _positives(space: FeatureSpace, config: RecommenderConfig) -> tuple[str, flo
     return ("all", None) if space.implicit or threshold is None else ("liked", threshold)
 
 
-def _report(
-    name: str, chosen: str, values: dict[str, dict[str, float]], weight: torch.Tensor, tasks: TaskSet
-) -> dict[str, Any]:
-    short, long = values[BAND_NAMES[0]], values.get(BAND_NAMES[1], {})
+def _report(name: str, chosen: str, report: dict[str, Any], weight: torch.Tensor) -> dict[str, Any]:
+    values = report["values"]
+    trained = values[TRAINED]
+
+    def band(name: str) -> str:
+        vals = values.get(name)
+        return f"{max(vals.values()):.4f}, without {vals['off']:.4f}" if vals else "no validation user"
+
     log.info(
-        "%s: %s (validation Recall@20 + nDCG@10, supports 1-20: %.4f, without %.4f; above 20: %s)",
+        "%s: %s (validation Recall@20 + nDCG@10, supports 1-20: %.4f, without %.4f; 1-2: %s; above 20: %s)",
         name,
         chosen,
-        max(short.values()),
-        short["off"],
-        f"{max(long.values()):.4f}, without {long['off']:.4f}" if long else "no validation user",
+        max(trained.values()),
+        trained["off"],
+        band(BAND_NAMES[0]),
+        band(BAND_NAMES[-1]),
     )
-    sizes = np.bincount(bands_of(tasks.support_sizes), minlength=N_BANDS)
     return {
         "chosen": chosen,
         "weight": dict(zip(BAND_NAMES, weight.tolist(), strict=True)),
-        "validation_tasks": dict(zip(BAND_NAMES, sizes.tolist(), strict=True)),
-        "validation_recall20_plus_ndcg10": short,
-        "validation_recall20_plus_ndcg10_long_supports": long,
+        "validation_tasks": report["tasks"],
+        "validation_recall20_plus_ndcg10": trained,
+        "validation_recall20_plus_ndcg10_short_supports": values.get(BAND_NAMES[0], {}),
+        "validation_recall20_plus_ndcg10_long_supports": values.get(BAND_NAMES[-1], {}),
     }
 
 
 def _describe(best: Any) -> str:
-    """`` x w1/w2 (support 1-20/21+)``: each band's weight (in spread units) of a chosen fit."""
+    """`` x w1/w2/w3 (support 1-2/3-20/21+)``: each band's weight (in spread units) of a chosen fit."""
     return " x " + "/".join(f"{w:g}" for w in best[1]) + f" (support {'/'.join(BAND_NAMES)})"
 
 
@@ -241,15 +286,14 @@ def choose_cf_path(
             matrix = BASELINES["item-knn"](K=int(value), **params).fit(train_log, n).similarity.toarray()
         tensors.append(torch.from_numpy(np.asarray(matrix, dtype=np.float32)))
     fits = [lambda t=t: head.set_cf(t, threshold) for t in tensors]
-    tasks = with_long_tasks(val_log, tasks, config)
-    best, values = choose_addition(learner, space, config, val_log, tasks, head.cf_weight, fits)
+    best, report = choose_addition(learner, space, config, val_log, tasks, head.cf_weight, fits)
     if best == "off":
         head.drop_cf()
     chosen = (
         "off" if best == "off" else f"{CF_FITS[best[0] - 1][0]}:{CF_FITS[best[0] - 1][1]:g}{_describe(best)}"
     )
     name = "classical item-item path"
-    return _report(name, f"{chosen} ({positives} positives)", values, head.cf_weight, tasks)
+    return _report(name, f"{chosen} ({positives} positives)", report, head.cf_weight)
 
 
 # ---- the implicit-ALS path -------------------------------------------------------------------------
@@ -278,12 +322,11 @@ def choose_als_path(
             factors = _fit_als(train_log, space.n_items, config.train.seed, positives, t, p)
             fits.append(lambda f=factors, a=p["alpha"], t=t: head.set_als(f, 20.0, a, t))
             names.append(f"{positives} positives, alpha {p['alpha']:g}")
-    tasks = with_long_tasks(val_log, tasks, config)
-    best, values = choose_addition(learner, space, config, val_log, tasks, head.als_weight, fits)
+    best, report = choose_addition(learner, space, config, val_log, tasks, head.als_weight, fits)
     if best == "off":
         head.drop_als()
     chosen = "off" if best == "off" else f"{names[best[0] - 1]},{_describe(best)}"
-    return _report("ALS ranking path", chosen, values, head.als_weight, tasks)
+    return _report("ALS ranking path", chosen, report, head.als_weight)
 
 
 def _fit_als(

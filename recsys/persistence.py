@@ -33,6 +33,7 @@ from recsys.features.space import ITEM_ID_FIELD, FeatureSpace, check_feature_arr
 from recsys.known_users import USER_LOG_FILE, KnownUsers
 from recsys.meta.maml import MetaLearner
 from recsys.models.network import ColdStartNet
+from recsys.models.support_bands import SAVED_EDGES, widen
 from recsys.training import FitSummary
 from recsys.utils.checkpoint import load_tensors, save_tensors
 from recsys.utils.io import (
@@ -103,7 +104,7 @@ sized by the catalogue ([n_items, width] for ``factors``, [n_items, n_items] for
 
 BANDED = ("net.head.als_weight", "net.head.cf_weight")
 """Weights kept per support-size band (:mod:`recsys.models.support_bands`); files saved when they were
-one number ([]) load it into every band."""
+one number ([]), or with fewer bands, load each band from the saved one holding it (``widen``)."""
 
 
 def _sized_shapes(key: str, empty: tuple[int, ...], n_items: int) -> set[tuple[int, ...]]:
@@ -349,7 +350,7 @@ def check_shapes(
         and not (
             k in SIZED_WHEN_CHOSEN and tuple(state[k].shape) in _sized_shapes(k, expected[k], space.n_items)
         )
-        and not (k in BANDED and state[k].dim() == 0)
+        and not (k in BANDED and state[k].dim() <= 1 and state[k].numel() in SAVED_EDGES)
     ]
     if missing or extra or wrong:
         parts = [f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else ""]
@@ -360,16 +361,14 @@ def check_shapes(
 def load_weights(learner: MetaLearner, state: dict[str, torch.Tensor]) -> None:
     """Load saved weights; :data:`OPTIONAL_WEIGHTS` a file lacks keep their defaults; a
     :data:`SIZED_WHEN_CHOSEN` buffer takes the saved one's size; a :data:`BANDED` one saved as one
-    number goes to every band."""
+    number or with fewer bands is widened to the current bands."""
     for key in SIZED_WHEN_CHOSEN.keys() & state.keys():
         module_name, _, name = key.rpartition(".")
         module = learner.get_submodule(module_name)
         if module.get_buffer(name).shape != state[key].shape:
             setattr(module, name, torch.zeros_like(state[key], device=module.get_buffer(name).device))
     defaults = learner.state_dict()
-    state = state | {
-        k: state[k].expand(defaults[k].shape) for k in BANDED if k in state and state[k].dim() == 0
-    }
+    state = state | {k: widen(state[k]).to(defaults[k]) for k in BANDED if k in state}
     state = {k: defaults[k] for k in OPTIONAL_WEIGHTS if k in defaults and k not in state} | state
     learner.load_state_dict(state)
 

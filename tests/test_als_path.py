@@ -94,7 +94,7 @@ def test_fit_records_the_choice_and_it_is_the_best_validation_value() -> None:
     values = chosen["validation_recall20_plus_ndcg10"]
     assert "off" in values and len(values) == 1 + 2 * 2 * len(added_paths.WEIGHTS)
     short = max(values, key=lambda k: (values[k], k == "off"))
-    assert (short == "off") == (chosen["weight"]["1-20"] == 0.0)
+    assert (short == "off") == (chosen["weight"]["3-20"] == 0.0)
     assert (chosen["chosen"] == "off") == (not any(chosen["weight"].values()))
     assert list(chosen["weight"]) == list(BAND_NAMES)
     assert rec.learner.head.als_weight.tolist() == pytest.approx(list(chosen["weight"].values()))
@@ -104,7 +104,8 @@ def planted(model: str, path: str, buffer: str):
     """Planted catalogue scores of the added-path choice: while the head's ``buffer`` (the path's weight)
     is 0 the model's, else the path's; each ``"perfect"`` (every task's relevant items on top: the
     user's others rated 4 or more; the rest 0), ``"noise"`` (normal noise), ``"perfect-long"`` (perfect for supports above 20 ratings, noise for
-    the others) or ``"perfect-short"`` (the reverse)."""
+    the others), ``"perfect-short"`` (the reverse), ``"perfect-1-2"`` (perfect for supports of 1-2
+    ratings, noise for the others) or ``"perfect-3+"`` (the reverse)."""
     rng = np.random.default_rng(0)
 
     def kind(name: str, log, chunk, n_items: int) -> np.ndarray:
@@ -117,6 +118,9 @@ def planted(model: str, path: str, buffer: str):
         long = (chunk.support_sizes > 20)[:, None]
         if name in ("perfect-long", "perfect-short"):
             return np.where(long == (name == "perfect-long"), perfect, noise).astype(np.float32)
+        if name in ("perfect-1-2", "perfect-3+"):
+            one_two = (chunk.support_sizes <= 2)[:, None]
+            return np.where(one_two == (name == "perfect-1-2"), perfect, noise).astype(np.float32)
         return (perfect if name == "perfect" else noise).astype(np.float32)
 
     def scores(learner, space, log, chunk, **kw):

@@ -78,7 +78,7 @@ def test_fit_records_the_choice_and_it_is_the_best_validation_value() -> None:
     values = chosen["validation_recall20_plus_ndcg10"]
     assert len(values) == 1 + len(added_paths.CF_FITS) * len(added_paths.WEIGHTS)
     best = max(values, key=lambda k: (values[k], k == "off"))
-    assert (best == "off") == (chosen["weight"]["1-20"] == 0.0)
+    assert (best == "off") == (chosen["weight"]["3-20"] == 0.0)
     assert chosen["chosen"].startswith("off") == (not any(chosen["weight"].values()))
     assert rec.learner.head.cf_weight.tolist() == pytest.approx(list(chosen["weight"].values()))
 

@@ -51,6 +51,8 @@ VALIDATION_TASKS = "validation-tasks"
 """The fixed support/query split of the validation users (model selection, trend choice, summary)."""
 LONG_VALIDATION_TASKS = "long-validation-tasks"
 """The validation tasks with long supports on which the added paths' last band is chosen."""
+SHORT_VALIDATION_TASKS = "short-validation-tasks"
+"""The validation tasks with one- and two-rating supports on which the added paths' first band is chosen."""
 ITEM_ITEM = "item-item"
 """The validation tasks on which the item-item blend's kind is chosen."""
 
