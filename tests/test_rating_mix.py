@@ -189,6 +189,12 @@ def test_clearing_the_noise_needs_a_mean_below_zero_by_a_standard_error() -> Non
     assert not rating_mix.clears_noise(np.array([-0.5, np.nan]))  # one task: no spread to judge
 
 
+def test_a_wider_margin_asks_for_more_standard_errors() -> None:
+    d = np.array([-0.05, 0.01, -0.04, 0.0, -0.02, -0.03])  # mean -0.0217, standard error 0.0095
+    assert rating_mix.clears_noise(d) and rating_mix.clears_noise(d, 2.0)
+    assert not rating_mix.clears_noise(d, 2.5)
+
+
 def test_the_choice_keeps_the_combiner_only_where_the_cross_fit_is_lower(rec, monkeypatch) -> None:
     head = rec.learner.head
     val_log, tasks = _validation(rec)

@@ -141,7 +141,7 @@ def test_a_path_that_only_helps_one_and_two_rating_supports_is_weighted_there(re
 
 
 def test_the_short_band_keeps_the_trained_ranges_weight_unless_it_clears_the_noise(rec, monkeypatch) -> None:
-    monkeypatch.setattr(added_paths, "clears_noise", lambda difference: False)
+    monkeypatch.setattr(added_paths, "clears_noise", lambda difference, margin_se: False)
     chosen = choose_planted(rec, monkeypatch, "perfect-3+", "perfect-1-2")
     assert chosen["weight"]["1-2"] == chosen["weight"]["3-20"]
     short = chosen["validation_recall20_plus_ndcg10_short_supports"]

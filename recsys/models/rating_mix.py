@@ -132,13 +132,14 @@ start's for the combiner to be kept: a combiner fitted to ratings the start alre
 noise, and its cross-fit can still come out a hair lower."""
 
 
-def clears_noise(difference: np.ndarray) -> bool:
-    """Whether per-task MAE differences (combiner minus start; NaN: a task without ratings) are below 0
-    by more than :data:`MARGIN_SE` standard errors of their mean."""
+def clears_noise(difference: np.ndarray, margin_se: float = MARGIN_SE) -> bool:
+    """Whether per-task differences (candidate minus start, lower is better; NaN: a task without
+    ratings) are below 0 by more than ``margin_se`` (default :data:`MARGIN_SE`) standard errors of their
+    mean."""
     d = difference[np.isfinite(difference)]
     if len(d) < 2:
         return False
-    return bool(d.mean() + MARGIN_SE * d.std(ddof=1) / np.sqrt(len(d)) < 0)
+    return bool(d.mean() + margin_se * d.std(ddof=1) / np.sqrt(len(d)) < 0)
 
 
 def parts_design(parts: dict[str, np.ndarray]) -> np.ndarray:
