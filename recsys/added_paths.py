@@ -69,6 +69,17 @@ CF_FITS = (
 feedback)."""
 
 
+SHORT_BAND_MARGIN_SE = 1.96
+"""How many standard errors (of the mean paired per-user difference on :func:`short_tasks`) the short
+band's best candidate must beat the trained range's choice by to be taken (its 95 % interval above 0): the
+best of up to 13 candidates on a few validation users clears one standard error easily (ML-100k
+temporal's 94 moved it in 3 of 3 trainings, for no resolved gain on its test users); the suite's other
+logs choose the same under either margin (``docs/experiments/2026-12-06-short-band``)."""
+
+TRAINED = "1-20"
+"""The report's name of the trained range's validation tasks (the middle band's weight and the fit)."""
+
+
 def choose_addition(
     learner: MetaLearner,
     space: FeatureSpace,
@@ -128,7 +139,7 @@ def choose_addition(
         if not (part == band).any():  # no validation user has supports of that size: the trained range's
             chosen[band] = best
             continue
-        fit = next((b[0] for b in chosen.values() if b != "off"), None)
+        fit = _first_fit(chosen)
         keys = [key for key in per_task if fit is None or key == "off" or key[0] == fit]
         values[BAND_NAMES[band]] = {key: _mean(per_task[key][part == band]) for key in keys}
         chosen[band] = _best(values[BAND_NAMES[band]])
@@ -140,24 +151,18 @@ def choose_addition(
         "values": {band: {str(key): round(v, 5) for key, v in vals.items()} for band, vals in values.items()},
         "tasks": {BAND_NAMES[b]: int((part == b).sum()) for b in range(N_BANDS)},
     }
-    if all(b == "off" for b in chosen.values()):
+    k = _first_fit(chosen)
+    if k is None:
         return "off", report
-    k = next(b[0] for b in chosen.values() if b != "off")
     fits[k - 1]()
     weights = tuple(0.0 if chosen[b] == "off" else chosen[b][1] for b in range(N_BANDS))
     weight.copy_(torch.tensor([w * ratios[k - 1] for w in weights]))
     return (k, weights), report
 
 
-SHORT_BAND_MARGIN_SE = 1.96
-"""How many standard errors (of the mean paired per-user difference on :func:`short_tasks`) the short
-band's best candidate must beat the trained range's choice by to be taken (its 95 % interval above 0): the
-best of up to 13 candidates on a few validation users clears one standard error easily (ML-100k
-temporal's 94 moved it in 3 of 3 trainings, for no resolved gain on its test users); the suite's other
-logs choose the same under either margin (``docs/experiments/2026-12-06-short-band``)."""
-
-TRAINED = "1-20"
-"""The report's name of the trained range's validation tasks (the middle band's weight and the fit)."""
+def _first_fit(chosen: dict[int, Any]) -> int | None:
+    """The fit of the first band (in choosing order) whose choice is not "off"; None while all are."""
+    return next((b[0] for b in chosen.values() if b != "off"), None)
 
 
 def _best(values: dict[Any, float]) -> Any:
@@ -234,8 +239,8 @@ def _report(name: str, chosen: str, report: dict[str, Any], weight: torch.Tensor
     values = report["values"]
     trained = values[TRAINED]
 
-    def band(name: str) -> str:
-        vals = values.get(name)
+    def band(label: str) -> str:
+        vals = values.get(label)
         return f"{max(vals.values()):.4f}, without {vals['off']:.4f}" if vals else "no validation user"
 
     log.info(

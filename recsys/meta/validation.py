@@ -22,7 +22,7 @@ def validation_tasks(log: UserLog, cfg: TrainConfig, rng: np.random.Generator) -
     """Fixed validation tasks: a support drawn from ``rng`` (``validation_support`` ratings, or sizes
     drawn like the training supports) and a query of up to ``validation_query`` others, for every
     validation user with enough ratings: the smallest support plus a query of at least 5 (a user with
-    fewer used to get an empty support, and a task with no support is not one of the K-shot tasks being
+    fewer would get an empty support, and a task with no support is not one of the K-shot tasks being
     selected for). A drawn support larger than a user's ratings allow shrinks so that the query keeps
     5. Where no validation user has that many (a log of very short histories), every user with at least
     one rating beyond the smallest support gives a task whose query keeps at least 1 rating; no task
