@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -237,42 +236,12 @@ PREPARE: dict[str, Callable[[Path], None]] = {"ml1m_csv": _prepare_ml1m_csv}
 
 
 def _machine() -> dict[str, object]:
-    """What ran a part: with the CPU's model and the vector code torch's kernels use on it, since float
-    results (and near-tied validation choices) can differ between machines whose kernels differ."""
-    import importlib.metadata as md
+    """What ran a part (:func:`recsys.utils.machine.numeric_environment`): the CPU's model and the kernels
+    and BLAS code torch and numpy use on it, since float results (and near-tied validation choices) can
+    differ between machines whose kernels differ."""
+    from recsys.utils.machine import numeric_environment  # imports torch: only when a part is recorded
 
-    try:
-        torch_version = md.version("torch")
-    except md.PackageNotFoundError:  # pragma: no cover
-        torch_version = None
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": _cpu_model(),
-        "cpu_capability": _cpu_capability(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch_version,
-    }
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` where there is one, else :func:`platform.processor`)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _cpu_capability() -> str | None:
-    """torch's CPU kernel level here (``AVX2``, ``AVX512``, ...); None without torch."""
-    try:
-        import torch  # heavy: only when a part's timing is recorded
-    except ImportError:  # pragma: no cover
-        return None
-    return str(torch.backends.cpu.get_cpu_capability())
+    return numeric_environment()
 
 
 def _update_timing(path: Path, protocol: str, record: dict) -> None:

@@ -4,6 +4,7 @@ table and README section from existing reports). No test runs the suite itself."
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -329,5 +330,6 @@ def test_a_parts_machine_record_names_the_cpu_and_torchs_kernel_level() -> None:
     from pipelines.benchmark import _machine
 
     machine = _machine()
-    assert isinstance(machine["cpu"], str) and machine["cpu"]
-    assert machine["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
+    assert isinstance(machine["cpu"]["name"], str) and machine["cpu"]["name"]
+    assert machine["torch_cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
+    assert machine["cpus"] == os.cpu_count()  # what the summary's wall-time note reads

@@ -5,7 +5,6 @@ distribution of per-user error)."""
 from __future__ import annotations
 
 import math
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import numpy as np
 
 from recsys.evaluation.runner import CATALOGUE_METRICS, QUERY_METRICS, RATING_METRICS, Evaluation
 from recsys.utils.io import atomic_write_json, atomic_write_text
+from recsys.utils.machine import describe, numeric_environment
 from recsys.version import __version__
 
 LOWER_IS_BETTER = {"mae", "rmse"}
@@ -34,8 +34,6 @@ LABELS = {
 
 
 def build_report(ev: Evaluation, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    import torch
-
     return {
         "dataset": ev.ds.name,
         "feedback": "implicit" if ev.ds.implicit else "explicit",
@@ -49,11 +47,7 @@ def build_report(ev: Evaluation, extra: dict[str, Any] | None = None) -> dict[st
         "model_choices": dict(getattr(ev, "model_choices", {})),
         "methods": getattr(ev, "methods_meta", {}),
         "timings_seconds": {k: round(v, 2) for k, v in ev.timings.items()},
-        "environment": {
-            "recsys": __version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "environment": {"recsys": __version__} | numeric_environment(),
         "results": ev.results(),
         "paired": ev.paired(),
         "paired_ablations": ev.paired_ablations(),
@@ -165,6 +159,8 @@ def markdown(report: dict[str, Any]) -> str:
             "",
         ]
     lines += ["## Time", ""] + [f"- {k}: {v:.1f} s" for k, v in report["timings_seconds"].items()] + [""]
+    if report.get("environment"):  # float results can differ between machines (recsys.utils.machine)
+        lines += [f"Machine: {describe(report['environment'])}.", ""]
     return "\n".join(lines)
 
 
