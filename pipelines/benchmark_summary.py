@@ -245,10 +245,16 @@ def wall(seconds: float) -> str:
 
 
 def _machine_note(timing: dict) -> str:
-    """Where a part ran: CPU cores and the load average when it started (a shared machine is slower)."""
+    """Where a part ran: CPU cores, torch's kernel level (other kernels train another ranking side, as
+    another seed would: ``docs/experiments/2026-12-06-cross-machine``) and the load average when it
+    started (a shared machine is slower). Older records name the level ``cpu_capability``."""
     notes = []
-    if timing.get("machine", {}).get("cpus"):
-        notes.append(f"{timing['machine']['cpus']} CPU cores")
+    machine = timing.get("machine", {})
+    if machine.get("cpus"):
+        notes.append(f"{machine['cpus']} CPU cores")
+    kernels = machine.get("torch_cpu_capability") or machine.get("cpu_capability")
+    if kernels:
+        notes.append(f"{kernels} kernels")
     if timing.get("load_average_at_start"):
         notes.append(f"load {timing['load_average_at_start'][0]:.1f} at start")
     if timing.get("load_average_at_end"):
@@ -307,7 +313,9 @@ def _where(row: dict) -> str:
 HOW_TO_READ = (
     "How to read the tables: each cell is the mean over distinct test users with its 95% bootstrap "
     "interval over those users `[low, high]` (and `sd`, the spread of the per-seed means across training "
-    "seeds, where several seeds ran). **Best fair baseline**: of the report's baselines (each tuned on "
+    "seeds, where several seeds ran: the training noise the intervals over users leave out; a CPU with "
+    "other vector kernels trains the ranking side as other seeds would, so a verdict whose interval ends "
+    "near 0 may differ there). **Best fair baseline**: of the report's baselines (each tuned on "
     "validation users only), the one with the best mean of that metric *on the test users* — chosen "
     "after the fact, which favours the baselines. **Verdict**: *behind* when some baseline's interval "
     "lies entirely on the better side of the meta-learner's, *ahead* when the meta-learner's interval "

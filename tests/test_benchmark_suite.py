@@ -63,7 +63,7 @@ def write_fake_suite(out: Path, report: dict | None = None) -> None:
     folder.mkdir(parents=True)
     (folder / "report.json").write_text(json.dumps(report or fake_report()))
     timing = {"parts": {"random": {"seconds": 583.4, "command": "recsys evaluate --dataset ml-100k", "exit_code": 0,
-                                   "machine": {"cpus": 2}}}}  # fmt: skip
+                                   "machine": {"cpus": 2, "torch_cpu_capability": "AVX2"}}}}  # fmt: skip
     (out / "ml-100k" / "timing.json").write_text(json.dumps(timing))
 
 
@@ -112,7 +112,7 @@ def test_summary_says_behind_where_the_meta_learner_is_behind_and_lists_parts_no
     text = (out / "README.md").read_text()
     mae = next(line for line in text.splitlines() if "| MAE |" in line)
     assert "**behind**" in mae and "mf-als" in mae and "0.800 [0.790, 0.810] sd 0.002" in mae
-    assert "9 min 43 s (2 CPU cores)" in text and "(ml-100k/random/report.md)" in text
+    assert "9 min 43 s (2 CPU cores, AVX2 kernels)" in text and "(ml-100k/random/report.md)" in text
     assert "**not the suite's settings**" in text  # K = 5, 1 seed: not the suite's K = 1…20, 3 seeds
     for part in benchmark.all_parts():
         if part.name != "ml-100k/random":
