@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+import torch
 
 from recsys.config import RecommenderConfig
 from recsys.data.synthetic import make_synthetic, write_synthetic
@@ -110,6 +111,9 @@ def test_run_records_config_data_epochs_and_artifacts(store) -> None:
     assert m["val_mae_adapted"] == pytest.approx(store.rec.summary.mae_adapted)
     files = {f.path for f in store.client.list_artifacts(store.tr.run_id, "recsys")}
     assert {"recsys/config.json", "recsys/features.json", "recsys/history.json"} <= files
+    # the machine that trained it: another CPU's kernels train another ranking side
+    assert "recsys/machine.json" in files
+    assert tags["recsys.torch_kernels"] == str(torch.backends.cpu.get_cpu_capability())
 
 
 def test_registered_version_and_model_uris_load_the_same_recommender(store) -> None:

@@ -61,6 +61,7 @@ from recsys.utils.locations import (
     local_artifact_root,
     resolve_tracking_uri,
 )
+from recsys.utils.machine import numeric_environment
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +293,8 @@ class Tracker:
             self.log_artifacts(path, artifact_path)
 
     def log_training(self, rec: Any, seconds: float | None = None) -> None:
-        """Final validation-user figures, training info and the model's config/encoders as artifacts."""
+        """Final validation-user figures, training info, the machine (``recsys/machine.json``,
+        :func:`recsys.utils.machine.numeric_environment`) and the model's config/encoders as artifacts."""
         if not self.active:
             return
         s = rec.summary
@@ -318,6 +320,10 @@ class Tracker:
         )
         if holdout.get("fingerprint"):
             self.set_tags({"recsys.holdout_fingerprint": holdout["fingerprint"]})
+        # the machine: another CPU's kernels train the ranking side as another seed would
+        machine = numeric_environment()
+        self.set_tags({"recsys.torch_kernels": machine["torch_cpu_capability"]})
+        self.log_dict(machine, "machine.json", "recsys")
         with tempfile.TemporaryDirectory(prefix="recsys-mlflow-") as tmp:
             folder = rec.save(Path(tmp) / MODEL_SUBDIR)
             files = Path(tmp) / "files"
