@@ -27,12 +27,20 @@ KERNEL_ENV = (
 """Environment variables that choose the kernels or the thread counts of torch, MKL and OpenBLAS."""
 
 
+CPUINFO_KEYS = {
+    "model name": "name",
+    "vendor_id": "vendor",
+    "cpu family": "family",
+    "model": "model",
+    "stepping": "stepping",
+}
+"""The ``/proc/cpuinfo`` fields :func:`cpu_model` keeps, and the names it gives them."""
+
+
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     """The CPU's model name and, where ``cpuinfo`` gives them, its vendor, family, model and stepping
     (a virtual machine often names every Intel CPU "Intel(R) Xeon(R) Processor"; the model number tells
     two generations apart). Elsewhere the name is :func:`platform.processor`."""
-    keys = {"model name": "name", "vendor_id": "vendor", "cpu family": "family", "model": "model"}
-    keys["stepping"] = "stepping"
     found: dict[str, str] = {}
     try:
         for line in cpuinfo.read_text().splitlines():
@@ -40,8 +48,8 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
             key = key.strip()
             if not key:  # the first processor's block ends at the first empty line
                 break
-            if key in keys:
-                found.setdefault(keys[key], value.strip())
+            if key in CPUINFO_KEYS:
+                found.setdefault(CPUINFO_KEYS[key], value.strip())
     except OSError:
         pass
     return found or {"name": platform.processor() or "unknown"}
