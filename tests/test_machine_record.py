@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from recsys.utils.machine import KERNEL_ENV, cpu_model, describe, numeric_environment
+from recsys.utils.machine import KERNEL_ENV, cpu_model, describe, native_libraries, numeric_environment
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -65,3 +65,16 @@ def test_an_older_record_is_described_with_what_it_has() -> None:
         ],
     }
     assert describe(record) == "X (family 6, model 85, stepping 7); BLAS openblas Haswell"
+
+
+def test_a_failing_library_listing_leaves_the_libraries_out_instead_of_failing_the_report(
+    monkeypatch,
+) -> None:
+    import threadpoolctl
+
+    def broken() -> list:
+        raise RuntimeError("dlopen failed")
+
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", broken)
+    assert native_libraries() == []
+    assert numeric_environment()["native_libraries"] == []

@@ -9,6 +9,7 @@ near-tied validation choice can flip (``docs/experiments/2026-12-06-cross-machin
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 from pathlib import Path
@@ -25,6 +26,8 @@ KERNEL_ENV = (
     "OPENBLAS_NUM_THREADS",
 )
 """Environment variables that choose the kernels or the thread counts of torch, MKL and OpenBLAS."""
+
+log = logging.getLogger(__name__)
 
 
 CPUINFO_KEYS = {
@@ -50,7 +53,7 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
                 break
             if key in CPUINFO_KEYS:
                 found.setdefault(CPUINFO_KEYS[key], value.strip())
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         pass
     return found or {"name": platform.processor() or "unknown"}
 
@@ -58,13 +61,18 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
 def native_libraries() -> list[dict[str, Any]]:
     """The BLAS and OpenMP libraries loaded in this process (numpy's and scipy's OpenBLAS, torch's
     OpenMP) with their version, threads and the CPU code they chose (OpenBLAS's ``architecture``), from
-    threadpoolctl where it is installed (``implicit`` brings it); empty without it."""
+    threadpoolctl where it is installed (``implicit`` brings it); empty without it or where it fails."""
     try:
         from threadpoolctl import threadpool_info  # optional: implicit's dependency, not ours
     except ImportError:  # pragma: no cover
         return []
+    try:
+        libraries = threadpool_info()
+    except Exception as err:  # a record must never stop the report it belongs to
+        log.warning("could not list the loaded BLAS/OpenMP libraries: %s", err)
+        return []
     keep = ("internal_api", "prefix", "version", "architecture", "num_threads")
-    return [{k: lib[k] for k in keep if lib.get(k) is not None} for lib in threadpool_info()]
+    return [{k: lib[k] for k in keep if lib.get(k) is not None} for lib in libraries]
 
 
 def numeric_environment() -> dict[str, Any]:
