@@ -37,16 +37,8 @@ def train(seed: int) -> ColdStartRecommender:
     users = ds.users
     if users is not None:
         users = users.filter(pl.col(USER).is_in(split.train[USER].unique().implode()))
-    return ColdStartRecommender(config).fit(
-        split.train,
-        users,
-        ds.items,
-        user_fields=ds.spec.user_fields,
-        item_fields=ds.spec.item_fields,
-        title_field=ds.spec.title_field,
-        rating_scale=ds.rating_scale,
-        validation_users=split.validation_users,
-    )
+    training = replace(ds, interactions=split.train, users=users)
+    return ColdStartRecommender(config).fit_dataset(training, validation_users=split.validation_users)
 
 
 def standardised(x: np.ndarray) -> np.ndarray:
