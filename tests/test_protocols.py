@@ -113,6 +113,22 @@ def test_melu_protocol(melu_dir: Path) -> None:
     assert not np.array_equal(tasks.query, other.query)  # several query draws
 
 
+def test_melu_validation_users_have_as_many_warm_ratings_as_new_users_are_tested_with(melu_dir: Path) -> None:
+    """Validation users stand in for new users: only warm users with 13 to 100 warm ratings (the
+    protocol's filter of new users), as many as the validation fraction asks of all warm users; the
+    others train."""
+    ds = load_dataset("melu-ml1m", data_root=melu_dir)
+    sp = split_protocol(ds, "melu", seed=0, validation_fraction=0.2)
+    counts = sp.train.group_by("user_id").len()
+    val = counts.filter(pl.col("user_id").is_in(sp.validation_users.implode()))
+    assert val.height == len(sp.validation_users) == round(0.2 * counts.height)
+    assert val["len"].is_between(13, 100).all()
+    short = counts.filter(pl.col("len") < 13)["user_id"]
+    assert len(short) and not short.is_in(sp.validation_users.implode()).any()  # they train
+    again = split_protocol(ds, "melu", seed=0, validation_fraction=0.2).validation_users
+    assert again.to_list() == sp.validation_users.to_list()
+
+
 def test_model_trained_on_a_split_records_its_fingerprint(synthetic_small) -> None:
     from recsys.config import RecommenderConfig
     from recsys.workflows import train_model

@@ -36,13 +36,17 @@ def split_users(
     test_fraction: float = 0.2,
     validation_fraction: float = 0.1,
     seed: int = 0,
+    validation_ratings: tuple[int, int] | None = None,
 ) -> UserSplit:
     """Split users for cold-start evaluation.
 
     ``temporal``: the ``test_fraction`` of users who joined last (by first rating) are new users; the
     validation users are the latest joiners among the rest. ``random``: seeded random parts. ``melu``:
     MeLU's published states (``warm_state`` trains, ``user_cold_state`` tests), validation drawn from
-    the warm users. ``validation_fraction`` is a fraction of all users taken from the training part.
+    the warm users; with ``validation_ratings = (lo, hi)`` only from those with ``lo`` to ``hi`` warm
+    ratings (the protocol's new users' range), as many as the fraction asks of all warm users where
+    enough have that many. ``validation_fraction`` is a fraction of all users taken from the training
+    part.
     """
     if not 0 <= test_fraction < 1 or not 0 <= validation_fraction < 1 - test_fraction:
         raise SpecError(f"bad split fractions test={test_fraction}, validation={validation_fraction}")
@@ -52,11 +56,15 @@ def split_users(
             raise SpecError("the melu split needs MeLU's data (a 'state' column); load the melu-ml1m dataset")
         warm = interactions.filter(pl.col("state") == "warm_state")[USER].unique().sort()
         test = interactions.filter(pl.col("state") == "user_cold_state")[USER].unique().sort()
-        n_val = round(validation_fraction * len(warm))
-        perm = rng.permutation(len(warm))
-        val = warm.gather(np.sort(perm[:n_val]))
-        train = warm.gather(np.sort(perm[n_val:]))
-        return UserSplit(train, val, test, method)
+        pool = np.arange(len(warm))
+        if validation_ratings is not None:
+            counts = interactions.filter(pl.col("state") == "warm_state").group_by(USER).len()
+            counts = warm.to_frame().join(counts, on=USER, how="left")["len"].to_numpy()
+            pool = np.nonzero((counts >= validation_ratings[0]) & (counts <= validation_ratings[1]))[0]
+        n_val = min(round(validation_fraction * len(warm)), len(pool))
+        is_val = np.zeros(len(warm), dtype=bool)
+        is_val[pool[rng.permutation(len(pool))[:n_val]]] = True
+        return UserSplit(warm.filter(~is_val), warm.filter(is_val), test, method)
     if method == "temporal":
         if TIMESTAMP not in interactions.columns:
             raise SpecError("the temporal split needs timestamps; use method='random'")
