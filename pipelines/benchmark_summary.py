@@ -114,7 +114,7 @@ def comparisons(report: dict) -> list[dict[str, Any]]:
                 continue
             fair = [r for r in group if _is_baseline(report, r["method"]) and _ok(r.get(key))]
             if meta[key]["high"] == 0 and all(r[key]["high"] == 0 for r in fair):
-                continue  # 0 for every method (e.g. catalogue metrics of MeLU's new-item scenarios)
+                continue  # 0 for every method (e.g. MeLU's new-item catalogue metrics in older reports)
             best = (min if lower else max)(fair, key=lambda r: r[key]["mean"]) if fair else None
             names = {r["method"] for r in fair}
             diffs = [d for d in paired.get((protocol, scenario, k, key), []) if d["baseline"] in names]
@@ -327,8 +327,9 @@ HOW_TO_READ = (
     "that exclude 0, else *level (paired interval includes 0)*). Reports written before the paired "
     "differences existed show `–` there and keep the per-method verdict. Lower MAE is better; higher "
     "query nDCG@3 (MeLU's metric: the query items ranked by predicted score), Recall@20 and nDCG@10 "
-    "(the whole catalogue ranked) are better. A metric that is 0 for every method (the catalogue "
-    "metrics of MeLU's new-item scenarios) is left out."
+    "(the whole catalogue ranked) are better. A metric that is 0 for every method is left out; "
+    "on MeLU's new-item scenarios the catalogue metrics are near 0 for every method (the query items "
+    "are items no training user rated)."
 )
 
 
