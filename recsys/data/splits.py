@@ -54,12 +54,11 @@ def split_users(
     if method == "melu":
         if "state" not in interactions.columns:
             raise SpecError("the melu split needs MeLU's data (a 'state' column); load the melu-ml1m dataset")
-        warm = interactions.filter(pl.col("state") == "warm_state")[USER].unique().sort()
+        per_user = interactions.filter(pl.col("state") == "warm_state").group_by(USER).len().sort(USER)
+        warm, counts = per_user[USER], per_user["len"].to_numpy()  # each warm user's warm ratings
         test = interactions.filter(pl.col("state") == "user_cold_state")[USER].unique().sort()
         pool = np.arange(len(warm))
         if validation_ratings is not None:
-            counts = interactions.filter(pl.col("state") == "warm_state").group_by(USER).len()
-            counts = warm.to_frame().join(counts, on=USER, how="left")["len"].to_numpy()
             pool = np.nonzero((counts >= validation_ratings[0]) & (counts <= validation_ratings[1]))[0]
         n_val = min(round(validation_fraction * len(warm)), len(pool))
         is_val = np.zeros(len(warm), dtype=bool)
