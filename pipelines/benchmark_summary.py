@@ -3,7 +3,8 @@ the ``benchmark-summary`` markers), built from the reports under ``docs/benchmar
 
 For every part of the suite it says whether it has run (with which settings, when, and its wall time)
 or not; for every part that has, one row per protocol / scenario, K and metric (MAE, Recall@20,
-nDCG@10): the meta-learner, the best fair baseline and a verdict.
+nDCG@10): the meta-learner, the best fair baseline and a verdict; above them, issue 21's targets, each
+met or not with the figure reached (``pipelines.benchmark_targets``).
 
 * **Best fair baseline**: among the report's baselines (every method of kind ``baseline``: tuned on
   validation users, never on test users), the one with the best mean of that metric on the report's
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.benchmark_targets import PartRows, targets_table
 from recsys.evaluation.ablations import SEED0_LABEL, reference_of
 
 if TYPE_CHECKING:
@@ -136,6 +138,7 @@ def comparisons(report: dict) -> list[dict[str, Any]]:
                     "best_method": best["method"] if best else None,
                     "difference": to_best,
                     "verdict": decided,
+                    "behind": decided == BEHIND,
                 }
             )
     return rows
@@ -405,7 +408,14 @@ def render(statuses: list[PartStatus], link: str = "", heading: str = "##") -> s
             settings = _settings_text(e.shots, e.seeds, e.ablations, st.part.protocol) + " (suite)"
             state, took, ref = st.state, "–", "–"
         lines.append(f"| {e.title}: {st.part.protocol} | {state} | {settings} | {took} | {ref} |")
-    lines += ["", HOW_TO_READ, ""]
+    targets = targets_table(
+        [
+            PartRows(f"{st.part.entry.title}: {st.part.protocol}", st.part.entry.name,
+                     comparisons(st.report) if st.report else None)
+            for st in statuses
+        ]
+    )  # fmt: skip
+    lines += ["", *([*targets, ""] if targets else []), HOW_TO_READ, ""]
     for st in statuses:
         if st.report is None:
             continue
