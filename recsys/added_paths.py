@@ -29,6 +29,7 @@ for that fit (any fit where the path is off so far):
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -53,9 +54,12 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 """Candidate weights of an added path, in units of the model's score spread over the path's."""
-ALS_FITS = ({"alpha": 1.0}, {"alpha": 4.0})
-"""Candidate fits of the ALS path (64 factors, penalty 20, as the ``implicit-als`` baseline's defaults),
-each with every rating and, for explicit ratings, the liked ones as positives."""
+_ALS_GRID = {key: values for key, values in ImplicitALS.grid.items() if key != "positives"}
+ALS_FITS = tuple(dict(zip(_ALS_GRID, v, strict=True)) for v in itertools.product(*_ALS_GRID.values()))
+"""Candidate fits of the ALS path: the ``implicit-als`` baseline's grid (factors, penalty, confidence;
+at most :data:`ALS_WIDTH` factors), each with every rating and, for explicit ratings, the liked ones as
+positives — the tuning the baseline gets (until 2026-12-06 only its confidences, at 64 factors and
+penalty 20, while the baseline chose 32 factors on every ML-1M and MeLU training)."""
 CF_FITS = (
     ("ease", 500.0),
     ("ease", 2000.0),
@@ -332,8 +336,10 @@ def choose_als_path(
     for positives, t in kinds:
         for p in ALS_FITS:
             factors = _fit_als(train_log, space.n_items, config.train.seed, positives, t, p)
-            fits.append(lambda f=factors, a=p["alpha"], t=t: head.set_als(f, 20.0, a, t))
-            names.append(f"{positives} positives, alpha {p['alpha']:g}")
+            fits.append(lambda f=factors, p=p, t=t: head.set_als(f, p["regularization"], p["alpha"], t))
+            names.append(
+                f"{positives} positives, {p['factors']} factors, penalty {p['regularization']:g}, alpha {p['alpha']:g}"
+            )
     best, report = choose_addition(learner, space, config, val_log, tasks, head.als_weight, fits)
     if best == "off":
         head.drop_als()
@@ -346,7 +352,7 @@ def _fit_als(
 ) -> torch.Tensor:
     """The item factors [n_items, ALS_WIDTH] of implicit ALS fitted on ``log_``'s positives."""
     kwargs = {"threshold": threshold} if threshold is not None else {}
-    als = ImplicitALS(seed=seed, factors=ALS_WIDTH, positives=positives, **kwargs, **params).fit(
-        log_, n_items
-    )
+    if params["factors"] > ALS_WIDTH:
+        raise ValueError(f"the ALS path holds at most {ALS_WIDTH} factors, not {params['factors']}")
+    als = ImplicitALS(seed=seed, positives=positives, **kwargs, **params).fit(log_, n_items)
     return torch.from_numpy(als.item_factors)

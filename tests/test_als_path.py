@@ -7,6 +7,7 @@ load with it off; items added later get no factors."""
 from __future__ import annotations
 
 import copy
+import itertools
 
 import numpy as np
 import pytest
@@ -92,7 +93,7 @@ def test_fit_records_the_choice_and_it_is_the_best_validation_value() -> None:
     rec = _fit()
     chosen = rec.info["als_path"]
     values = chosen["validation_recall20_plus_ndcg10"]
-    assert "off" in values and len(values) == 1 + 2 * 2 * len(added_paths.WEIGHTS)
+    assert "off" in values and len(values) == 1 + 2 * len(added_paths.ALS_FITS) * len(added_paths.WEIGHTS)
     short = max(values, key=lambda k: (values[k], k == "off"))
     assert (short == "off") == (chosen["weight"]["3-20"] == 0.0)
     assert (chosen["chosen"] == "off") == (not any(chosen["weight"].values()))
@@ -200,3 +201,12 @@ def test_a_new_head_holds_finite_als_buffers() -> None:
     must be finite (the crash test checks them)."""
     head = training.build_learner(_fit().config, _fit().space, 3.5).head
     assert all(torch.isfinite(b).all() for name, b in head.named_buffers() if name.startswith("als_"))
+
+
+def test_the_paths_candidate_fits_are_the_implicit_als_baselines_grid() -> None:
+    """The same tuning effort as the baseline the path is compared with (it chose 32 factors on every
+    ML-1M and MeLU training while the path was held at 64)."""
+    grid = {k: v for k, v in ImplicitALS.grid.items() if k != "positives"}
+    expected = {tuple(sorted(zip(grid, v, strict=True))) for v in itertools.product(*grid.values())}
+    assert {tuple(sorted(p.items())) for p in added_paths.ALS_FITS} == expected
+    assert all(p["factors"] <= added_paths.ALS_WIDTH for p in added_paths.ALS_FITS)
