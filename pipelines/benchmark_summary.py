@@ -413,7 +413,8 @@ def render(statuses: list[PartStatus], link: str = "", heading: str = "##") -> s
             PartRows(f"{st.part.entry.title}: {st.part.protocol}", st.part.entry.name,
                      comparisons(st.report) if st.report else None)
             for st in statuses
-        ]
+        ],
+        link,
     )  # fmt: skip
     lines += ["", *([*targets, ""] if targets else []), HOW_TO_READ, ""]
     for st in statuses:

@@ -136,8 +136,10 @@ def target_rows(parts: list[PartRows]) -> list[dict[str, str]]:
     return out
 
 
-def targets_table(parts: list[PartRows]) -> list[str]:
-    """The targets as markdown lines: a sentence saying how many are met, then the table."""
+def targets_table(parts: list[PartRows], link: str = "") -> list[str]:
+    """The targets as markdown lines: a sentence saying how many are met (with a link to
+    ``targets.md``, what was tried for those not met; ``link`` is the prefix to ``docs/benchmarks/``
+    from where the lines are shown), then the table."""
     rows = target_rows(parts)
     if not rows:
         return []
@@ -145,7 +147,7 @@ def targets_table(parts: list[PartRows]) -> list[str]:
     lines = [
         f"**Issue 21's targets** ({met} of {len(rows)} met; from the reports below, test users; the "
         "ahead targets compare the meta-learner with the best fair baseline at each K, in % of that "
-        "baseline's mean, and average over K):",
+        f"baseline's mean, and average over K; what was tried for each one not met: [targets.md]({link}targets.md)):",
         "",
         "| target | part | figure | verdict |",
         "|---|---|---|---|",

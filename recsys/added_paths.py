@@ -6,8 +6,8 @@ In order:
 1. :func:`choose_cf_path`: a classical item-item fold-in on the liked ratings
    (:mod:`recsys.models.cf_path`): EASE at four strengths or cosine item-kNN at two neighbourhood sizes,
    fitted on the training users' positives;
-2. :func:`choose_als_path`: the implicit-ALS fold-in (:mod:`recsys.models.als_path`), its confidence
-   and positives.
+2. :func:`choose_als_path`: the implicit-ALS fold-in (:mod:`recsys.models.als_path`): its factors,
+   penalty and confidence (the ``implicit-als`` baseline's grid) and positives.
 
 Both are chosen the same way (:func:`choose_addition`): the model's ranking scores on the validation
 users' tasks (with what was chosen before), each candidate fit's scores alone, and the candidates

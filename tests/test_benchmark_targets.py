@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pipelines.benchmark_summary import comparisons, write_summaries
@@ -96,3 +97,19 @@ def test_the_summary_counts_the_targets_met_from_the_reports(tmp_path: Path) -> 
     lines = targets_table([PartRows("MovieLens-100k: random", "ml-100k", comparisons(report))])
     assert "(0 of 1 met" in lines[0]
     assert lines[-1] in text and "K = 5 MAE" in lines[-1] and NOT_MET in lines[-1]
+
+
+def test_the_table_links_what_was_tried_from_the_readme_and_from_the_summary_alike(tmp_path: Path) -> None:
+    out = tmp_path / "docs" / "benchmarks"
+    write_fake_suite(out)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- benchmark-summary:start -->\n<!-- benchmark-summary:end -->\n")
+    write_summaries(out, readme)
+    assert "[targets.md](docs/benchmarks/targets.md)" in readme.read_text()
+    assert "[targets.md](targets.md)" in (out / "README.md").read_text()
+
+
+def test_every_record_the_targets_page_cites_exists() -> None:
+    page = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "targets.md"
+    links = re.findall(r"\]\(([^)#]+)\)", page.read_text())
+    assert links and all((page.parent / link).exists() for link in links), links
