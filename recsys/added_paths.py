@@ -80,6 +80,12 @@ best of up to 13 candidates on a few validation users clears one standard error 
 temporal's 94 moved it in 3 of 3 trainings, for no resolved gain on its test users); the suite's other
 logs choose the same under either margin (``docs/experiments/2026-12-06-short-band``)."""
 
+FITS_AT_ONCE = 4
+"""How many candidate fits :func:`choose_addition` scores together (each a [chunk, n_items] array and a
+catalogue cache beside the model's): the ALS path's 16 fits at once took 2.2 GB of scores a chunk and
+failed a 100,000-item catalogue's 6 GB address-space cap. The values do not depend on the grouping; the
+model's scores are recomputed once a group."""
+
 TRAINED = "1-20"
 """The report's name of the trained range's validation tasks (the middle band's weight and the fit)."""
 
@@ -103,8 +109,6 @@ def choose_addition(
     mix = head.rank_mix.tolist()
     others = [b for b in (head.als_weight, head.cf_weight) if b is not weight]
     kept = [b.clone() for b in others]
-    caches: dict[int, CatalogueCache] = {}
-    ratios: list[float] = []
 
     def use(k: int) -> None:  # k = 0: the model as chosen so far, without the path; else fit k alone
         head.set_rank_mix(*(mix if k == 0 else (0.0, 0.0)))
@@ -114,27 +118,10 @@ def choose_addition(
         if k:
             fits[k - 1]()
 
-    def score(chunk: TaskSet) -> list[np.ndarray]:
-        paths = []
-        for k in range(len(fits) + 1):
-            use(k)
-            cache = caches.setdefault(k, CatalogueCache(learner, space, torch.device("cpu")))
-            paths.append(catalogue_scores(learner, space, val_log, chunk, cache=cache))
-        if not ratios:  # the weights' unit, from the first chunk's validation tasks (the trained range)
-            rows = slice(0, len(tasks)) if len(tasks) else slice(None)
-            spread = [float(p[rows].std()) for p in paths]
-            ratios.extend(spread[0] / max(s, 1e-12) for s in spread[1:])
-        return paths
-
-    def add(k: int, w: float) -> Combine:
-        return lambda p, out: torch.add(p[0], p[k], alpha=w * ratios[k - 1], out=out)
-
     short, long = short_tasks(val_log, config), long_tasks(val_log, config)
     part = np.repeat([1, 0, 2], [len(tasks), len(short), len(long)])  # each task's band of choice
-    candidates: dict[Any, Combine] = {"off": lambda p, out: out.copy_(p[0])}
-    candidates |= {(k, w): add(k, w) for k in range(1, len(fits) + 1) for w in WEIGHTS}
     all_tasks = concat_tasks(concat_tasks(tasks, short), long)
-    per = catalogue_task_values(score, candidates, space, val_log, all_tasks, config.meta.rank_threshold)
+    per, ratios = _candidate_values(learner, space, config, val_log, all_tasks, len(tasks), use, len(fits))
     per_task = {key: q["recall@20"] + q["cat_ndcg@10"] for key, q in per.items()}
     values: dict[str, dict[Any, float]] = {TRAINED: {key: _mean(v[part == 1]) for key, v in per_task.items()}}
     best = _best(values[TRAINED])
@@ -162,6 +149,61 @@ def choose_addition(
     weights = tuple(0.0 if chosen[b] == "off" else chosen[b][1] for b in range(N_BANDS))
     weight.copy_(torch.tensor([w * ratios[k - 1] for w in weights]))
     return (k, weights), report
+
+
+def _candidate_values(
+    learner: MetaLearner,
+    space: FeatureSpace,
+    config: RecommenderConfig,
+    val_log: UserLog,
+    all_tasks: TaskSet,
+    n_trained: int,
+    use: Callable[[int], None],
+    n_fits: int,
+) -> tuple[dict[Any, dict[str, np.ndarray]], list[float]]:
+    """Each candidate's per-task validation values ("off" and ``(fit k, weight w)``: the model plus ``w``
+    times fit ``k``'s scores in units of the model's score spread over the fit's) and those units, one
+    per fit, from the first chunk's first ``n_trained`` tasks (the trained range). ``use(k)`` sets the
+    head to the model (0) or to fit ``k`` alone. Fits are scored :data:`FITS_AT_ONCE` at a time beside
+    the model, whose catalogue cache serves every group."""
+    caches: dict[int, CatalogueCache] = {}
+    ratios = [0.0] * n_fits
+
+    def scorer(group: list[int]) -> Callable[[TaskSet], list[np.ndarray]]:
+        """Each chunk's scores of the model (path 0) and of the group's fits alone, in that order."""
+        first = [True]
+
+        def score(chunk: TaskSet) -> list[np.ndarray]:
+            paths = []
+            for k in (0, *group):
+                use(k)
+                if k not in caches:
+                    caches[k] = CatalogueCache(learner, space, torch.device("cpu"))
+                paths.append(catalogue_scores(learner, space, val_log, chunk, cache=caches[k]))
+            if first[0]:  # the weights' unit, from the first chunk's validation tasks (the trained range)
+                first[0] = False
+                rows = slice(0, n_trained) if n_trained else slice(None)
+                spread = [float(p[rows].std()) for p in paths]
+                for k, s in zip(group, spread[1:], strict=True):
+                    ratios[k - 1] = spread[0] / max(s, 1e-12)
+            return paths
+
+        return score
+
+    def add(position: int, k: int, w: float) -> Combine:
+        return lambda p, out: torch.add(p[0], p[position], alpha=w * ratios[k - 1], out=out)
+
+    per: dict[Any, dict[str, np.ndarray]] = {}
+    for start in range(0, max(n_fits, 1), FITS_AT_ONCE):
+        group = list(range(start + 1, min(n_fits, start + FITS_AT_ONCE) + 1))
+        candidates: dict[Any, Combine] = {"off": lambda p, out: out.copy_(p[0])} if start == 0 else {}
+        candidates |= {(k, w): add(i + 1, k, w) for i, k in enumerate(group) for w in WEIGHTS}
+        per |= catalogue_task_values(
+            scorer(group), candidates, space, val_log, all_tasks, config.meta.rank_threshold
+        )
+        for k in group:
+            caches.pop(k, None)
+    return per, ratios
 
 
 def _first_fit(chosen: dict[int, Any]) -> int | None:

@@ -210,3 +210,29 @@ def test_the_paths_candidate_fits_are_the_implicit_als_baselines_grid() -> None:
     expected = {tuple(sorted(zip(grid, v, strict=True))) for v in itertools.product(*grid.values())}
     assert {tuple(sorted(p.items())) for p in added_paths.ALS_FITS} == expected
     assert all(p["factors"] <= added_paths.ALS_WIDTH for p in added_paths.ALS_FITS)
+
+
+@pytest.mark.parametrize("at_once", [1, 3])
+def test_scoring_the_fits_in_groups_chooses_exactly_what_scoring_them_all_at_once_does(
+    monkeypatch, at_once
+) -> None:
+    """Regression (a 100,000-item catalogue over its 6 GB address-space cap once the path had 16 fits):
+    fits are scored a few at a time beside the model, and every candidate's validation value, the choice
+    and the weights are the same as with every fit at once."""
+    rec = _fit()
+    val_log, tasks = _validation(rec)
+    train_log = UserLog.from_frame(_ds().interactions, rec.space.items)
+    head = rec.learner.head
+    state = {k: v.clone() for k, v in head.state_dict().items()}
+
+    def choose(n: int) -> tuple[dict, list[float]]:
+        head.load_state_dict(state, strict=False)
+        monkeypatch.setattr(added_paths, "FITS_AT_ONCE", n)
+        report = added_paths.choose_als_path(rec.learner, rec.space, rec.config, train_log, val_log, tasks)
+        return report, head.als_weight.tolist()
+
+    together, grouped = choose(len(added_paths.ALS_FITS) * 2), choose(at_once)
+    assert grouped == together
+    assert len(together[0]["validation_recall20_plus_ndcg10"]) == 1 + 2 * len(added_paths.ALS_FITS) * len(
+        added_paths.WEIGHTS
+    )

@@ -80,17 +80,25 @@ def test_fit_with_als_init_records_how_many_items_it_initialised(synthetic_small
 def test_als_start_ranks_a_drifting_log_better_than_a_random_start() -> None:
     """Each user of this log rates 10 of the 12 items around their join date; ALS factors already
     place neighbouring items together, so after 3 epochs the validation users' catalogue ranking
-    (Recall@20 + nDCG@10, out of 2) is better than from a random start: 1.758 vs 1.697 (1.795 vs 1.739
-    on the log's seed 1); the margin asked for is half of that. When written it was 1.71 vs 1.34, with 15
-    of the 40 validation users (their items mostly past the training catalogue's end) given tasks with
-    an empty support; validation tasks now leave such users out, and most of the gap was theirs."""
+    (Recall@20 + nDCG@10, out of 2) is better than from a random start: 1.758 vs 1.590 (1.794 vs 1.619
+    on the log's seed 1); the margin asked for is half of that. The added classical paths are off: the
+    model's own ranking is what the start changes, and the ALS ranking path, tuned over the implicit-als
+    baseline's grid since 2026-12-06, makes up most of a random start's loss on this log (1.813 vs 1.799
+    with the paths). When written it was 1.71 vs 1.34, with 15 of the 40 validation users (their items
+    mostly past the training catalogue's end) given tasks with an empty support; validation tasks now
+    leave such users out."""
     from tests.test_trend import _drifting_log, _fit
 
     frame, validation = _drifting_log()
+    paths_off = {
+        "model.hybrid.trend": True,
+        "model.hybrid.als_path": False,
+        "model.hybrid.classical_item_item": False,
+    }
     quality = {
-        init: _fit(frame, validation, **{"model.item_id_init": init, "model.hybrid.trend": True}).info[
-            "trend"
-        ]["validation_without"]
+        init: _fit(frame, validation, **{"model.item_id_init": init} | paths_off).info["trend"][
+            "validation_without"
+        ]
         for init in ("als", "random")
     }
-    assert quality["als"] > quality["random"] + 0.03
+    assert quality["als"] > quality["random"] + 0.08
