@@ -113,3 +113,14 @@ def test_every_record_the_targets_page_cites_exists() -> None:
     page = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "targets.md"
     links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text())
     assert links and all((page.parent / link).exists() for link in links), links
+
+
+def test_every_part_the_targets_name_is_a_suite_entry_with_that_scenario() -> None:
+    """A renamed suite entry would otherwise drop its targets from the table without a word."""
+    from pipelines.benchmark import SUITE
+    from pipelines.benchmark_targets import AHEAD_WHERE, LEVELS
+
+    names = {e.name: e for e in SUITE}
+    assert set(AHEAD_WHERE) <= set(names)
+    assert {entry for entry, _, _ in LEVELS} <= set(names)
+    assert all(AHEAD_WHERE[entry] == scenario for entry, scenario, _ in LEVELS)
