@@ -6,8 +6,8 @@ In order:
 1. :func:`choose_cf_path`: a classical item-item fold-in on the liked ratings
    (:mod:`recsys.models.cf_path`): EASE at four strengths or cosine item-kNN at two neighbourhood sizes,
    fitted on the training users' positives;
-2. :func:`choose_als_path`: the implicit-ALS fold-in (:mod:`recsys.models.als_path`): its factors,
-   penalty and confidence (the ``implicit-als`` baseline's grid) and positives.
+2. :func:`choose_als_path`: the implicit-ALS fold-in (:mod:`recsys.models.als_path`), its confidence
+   and positives.
 
 Both are chosen the same way (:func:`choose_addition`): the model's ranking scores on the validation
 users' tasks (with what was chosen before), each candidate fit's scores alone, and the candidates
@@ -29,7 +29,6 @@ for that fit (any fit where the path is off so far):
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -54,12 +53,11 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 """Candidate weights of an added path, in units of the model's score spread over the path's."""
-_ALS_GRID = {key: values for key, values in ImplicitALS.grid.items() if key != "positives"}
-ALS_FITS = tuple(dict(zip(_ALS_GRID, v, strict=True)) for v in itertools.product(*_ALS_GRID.values()))
-"""Candidate fits of the ALS path: the ``implicit-als`` baseline's grid (factors, penalty, confidence;
-at most :data:`ALS_WIDTH` factors), each with every rating and, for explicit ratings, the liked ones as
-positives — the tuning the baseline gets (until 2026-12-06 only its confidences, at 64 factors and
-penalty 20, while the baseline chose 32 factors on every ML-1M and MeLU training)."""
+ALS_FITS = ({"alpha": 1.0}, {"alpha": 4.0})
+"""Candidate fits of the ALS path (64 factors, penalty 20, as the ``implicit-als`` baseline's defaults),
+each with every rating and, for explicit ratings, the liked ones as positives. The baseline's whole grid
+(32 or 64 factors, penalty 5 or 20) was tried on 2026-12-06 and not kept: no suite part gained, and it
+fitted four times as many ALS models (``docs/experiments/2026-12-06-als-grid``)."""
 CF_FITS = (
     ("ease", 500.0),
     ("ease", 2000.0),
@@ -81,10 +79,11 @@ temporal's 94 moved it in 3 of 3 trainings, for no resolved gain on its test use
 logs choose the same under either margin (``docs/experiments/2026-12-06-short-band``)."""
 
 FITS_AT_ONCE = 4
-"""How many candidate fits :func:`choose_addition` scores together (each a [chunk, n_items] array and a
-catalogue cache beside the model's): the ALS path's 16 fits at once took 2.2 GB of scores a chunk and
-failed a 100,000-item catalogue's 6 GB address-space cap. The values do not depend on the grouping; the
-model's scores are recomputed once a group."""
+"""How many candidate fits :func:`choose_addition` scores together (each a [chunk, n_items] array of up
+to 128 MB and a catalogue cache beside the model's), so memory does not grow with the number of fits:
+16 ALS fits at once (a grid tried on 2026-12-06) took 2.2 GB of scores a chunk and failed a
+100,000-item catalogue's 6 GB address-space cap. The values do not depend on the grouping; the model's
+scores are recomputed once a group (twice for the classical item-item path's 6 fits)."""
 
 TRAINED = "1-20"
 """The report's name of the trained range's validation tasks (the middle band's weight and the fit)."""
@@ -378,10 +377,8 @@ def choose_als_path(
     for positives, t in kinds:
         for p in ALS_FITS:
             factors = _fit_als(train_log, space.n_items, config.train.seed, positives, t, p)
-            fits.append(lambda f=factors, p=p, t=t: head.set_als(f, p["regularization"], p["alpha"], t))
-            names.append(
-                f"{positives} positives, {p['factors']} factors, penalty {p['regularization']:g}, alpha {p['alpha']:g}"
-            )
+            fits.append(lambda f=factors, a=p["alpha"], t=t: head.set_als(f, 20.0, a, t))
+            names.append(f"{positives} positives, alpha {p['alpha']:g}")
     best, report = choose_addition(learner, space, config, val_log, tasks, head.als_weight, fits)
     if best == "off":
         head.drop_als()
@@ -394,7 +391,7 @@ def _fit_als(
 ) -> torch.Tensor:
     """The item factors [n_items, ALS_WIDTH] of implicit ALS fitted on ``log_``'s positives."""
     kwargs = {"threshold": threshold} if threshold is not None else {}
-    if params["factors"] > ALS_WIDTH:
-        raise ValueError(f"the ALS path holds at most {ALS_WIDTH} factors, not {params['factors']}")
-    als = ImplicitALS(seed=seed, positives=positives, **kwargs, **params).fit(log_, n_items)
+    als = ImplicitALS(seed=seed, factors=ALS_WIDTH, positives=positives, **kwargs, **params).fit(
+        log_, n_items
+    )
     return torch.from_numpy(als.item_factors)

@@ -7,7 +7,6 @@ load with it off; items added later get no factors."""
 from __future__ import annotations
 
 import copy
-import itertools
 
 import numpy as np
 import pytest
@@ -203,36 +202,26 @@ def test_a_new_head_holds_finite_als_buffers() -> None:
     assert all(torch.isfinite(b).all() for name, b in head.named_buffers() if name.startswith("als_"))
 
 
-def test_the_paths_candidate_fits_are_the_implicit_als_baselines_grid() -> None:
-    """The same tuning effort as the baseline the path is compared with (it chose 32 factors on every
-    ML-1M and MeLU training while the path was held at 64)."""
-    grid = {k: v for k, v in ImplicitALS.grid.items() if k != "positives"}
-    expected = {tuple(sorted(zip(grid, v, strict=True))) for v in itertools.product(*grid.values())}
-    assert {tuple(sorted(p.items())) for p in added_paths.ALS_FITS} == expected
-    assert all(p["factors"] <= added_paths.ALS_WIDTH for p in added_paths.ALS_FITS)
-
-
+@pytest.mark.parametrize("which", ["als", "cf"])
 @pytest.mark.parametrize("at_once", [1, 3])
 def test_scoring_the_fits_in_groups_chooses_exactly_what_scoring_them_all_at_once_does(
-    monkeypatch, at_once
+    monkeypatch, at_once, which
 ) -> None:
-    """Regression (a 100,000-item catalogue over its 6 GB address-space cap once the path had 16 fits):
-    fits are scored a few at a time beside the model, and every candidate's validation value, the choice
-    and the weights are the same as with every fit at once."""
-    rec = _fit()
-    val_log, tasks = _validation(rec)
-    train_log = UserLog.from_frame(_ds().interactions, rec.space.items)
-    head = rec.learner.head
-    state = {k: v.clone() for k, v in head.state_dict().items()}
+    """Regression (a 100,000-item catalogue went over its 6 GB address-space cap when an ALS grid of 16
+    fits was tried): the added paths' fits are scored a few at a time beside the model, and every
+    candidate's validation value, the choice and the weights are the same as with every fit at once."""
+    base = _fit()
+    val_log, tasks = _validation(base)
+    train_log = UserLog.from_frame(_ds().interactions, base.space.items)
+    choose_path = added_paths.choose_als_path if which == "als" else added_paths.choose_cf_path
 
     def choose(n: int) -> tuple[dict, list[float]]:
-        head.load_state_dict(state, strict=False)
+        rec = copy.deepcopy(base)  # each choice from the same trained model
         monkeypatch.setattr(added_paths, "FITS_AT_ONCE", n)
-        report = added_paths.choose_als_path(rec.learner, rec.space, rec.config, train_log, val_log, tasks)
-        return report, head.als_weight.tolist()
+        report = choose_path(rec.learner, rec.space, rec.config, train_log, val_log, tasks)
+        return report, rec.learner.head.get_buffer(f"{which}_weight").tolist()
 
-    together, grouped = choose(len(added_paths.ALS_FITS) * 2), choose(at_once)
+    together, grouped = choose(100), choose(at_once)
     assert grouped == together
-    assert len(together[0]["validation_recall20_plus_ndcg10"]) == 1 + 2 * len(added_paths.ALS_FITS) * len(
-        added_paths.WEIGHTS
-    )
+    n_fits = 2 * len(added_paths.ALS_FITS) if which == "als" else len(added_paths.CF_FITS)
+    assert len(together[0]["validation_recall20_plus_ndcg10"]) == 1 + n_fits * len(added_paths.WEIGHTS)

@@ -82,9 +82,9 @@ def test_als_start_ranks_a_drifting_log_better_than_a_random_start() -> None:
     place neighbouring items together, so after 3 epochs the validation users' catalogue ranking
     (Recall@20 + nDCG@10, out of 2) is better than from a random start: 1.758 vs 1.590 (1.794 vs 1.619
     on the log's seed 1); the margin asked for is half of that. The added classical paths are off: the
-    model's own ranking is what the start changes, and the ALS ranking path, tuned over the implicit-als
-    baseline's grid since 2026-12-06, makes up most of a random start's loss on this log (1.813 vs 1.799
-    with the paths). When written it was 1.71 vs 1.34, with 15 of the 40 validation users (their items
+    model's own ranking is what the start changes, and an ALS ranking path tuned over the implicit-als
+    baseline's whole grid (tried on 2026-12-06) made up most of a random start's loss on this log (1.813
+    vs 1.799 with the paths). When written it was 1.71 vs 1.34, with 15 of the 40 validation users (their items
     mostly past the training catalogue's end) given tasks with an empty support; validation tasks now
     leave such users out."""
     from tests.test_trend import _drifting_log, _fit
