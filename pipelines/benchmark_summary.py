@@ -408,17 +408,13 @@ def render(statuses: list[PartStatus], link: str = "", heading: str = "##") -> s
             settings = _settings_text(e.shots, e.seeds, e.ablations, st.part.protocol) + " (suite)"
             state, took, ref = st.state, "–", "–"
         lines.append(f"| {e.title}: {st.part.protocol} | {state} | {settings} | {took} | {ref} |")
-    targets = targets_table(
-        [
-            PartRows(f"{st.part.entry.title}: {st.part.protocol}", st.part.entry.name,
-                     comparisons(st.report) if st.report else None)
-            for st in statuses
-        ],
-        link,
-    )  # fmt: skip
+    rows = [comparisons(st.report) if st.report else None for st in statuses]  # the targets' and tables'
+    parts = [PartRows(f"{st.part.entry.title}: {st.part.protocol}", st.part.entry.name, r)
+             for st, r in zip(statuses, rows, strict=True)]  # fmt: skip
+    targets = targets_table(parts, link)
     lines += ["", *([*targets, ""] if targets else []), HOW_TO_READ, ""]
-    for st in statuses:
-        if st.report is None:
+    for st, compared in zip(statuses, rows, strict=True):
+        if st.report is None or compared is None:
             continue
         e = st.part.entry
         lines += [f"{heading} {e.title}: {st.part.protocol}", ""]
@@ -432,7 +428,7 @@ def render(statuses: list[PartStatus], link: str = "", heading: str = "##") -> s
             "| protocol | K | users (tasks) | metric | meta-learner | best fair baseline | difference (paired) | verdict |",
         ]
         lines.append("|---|---|---|---|---|---|---|---|")
-        for r in comparisons(st.report):
+        for r in compared:
             best = f"{_cell(r['best'])} ({r['best_method']})" if r["best"] else "–"
             users = f"{r['users']} ({r['tasks']})" if r.get("tasks") is not None else str(r["users"])
             diff = r.get("difference")
